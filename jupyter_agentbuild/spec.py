@@ -165,7 +165,9 @@ def _provider(value: Any) -> str | None:
 def relative_path(value: Any, name: str) -> str:
     """A clean relative POSIX path: no absolute path, no ``..``, no NUL, no backslash."""
     if not isinstance(value, str) or not value.strip():
-        raise SpecError(f"{name} must be a non-empty relative path", field=name, code="invalid_path")
+        raise SpecError(
+            f"{name} must be a non-empty relative path", field=name, code="invalid_path"
+        )
     if "\x00" in value or "\\" in value:
         raise SpecError(f"{name} contains a forbidden character", field=name, code="invalid_path")
     path = PurePosixPath(value)
@@ -255,12 +257,16 @@ def _env(value: Any) -> tuple[dict[str, str], frozenset[str]]:
         if isinstance(raw, dict):
             extra = set(raw) - {"value", "secret"}
             if extra or not isinstance(raw.get("secret", False), bool):
-                raise SpecError(f"{where} must be {{value, secret}}", field=where, code="invalid_env")
+                raise SpecError(
+                    f"{where} must be {{value, secret}}", field=where, code="invalid_env"
+                )
             if raw.get("secret"):
                 secret.add(key)
             raw = raw.get("value")
         if not isinstance(raw, str) or "\x00" in raw:
-            raise SpecError(f"{where} must be a string without NUL", field=where, code="invalid_env")
+            raise SpecError(
+                f"{where} must be a string without NUL", field=where, code="invalid_env"
+            )
         env[key] = raw
     return env, frozenset(secret)
 

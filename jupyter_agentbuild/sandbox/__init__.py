@@ -1,0 +1,16 @@
+"""Sandboxes: where a build's steps run (see :mod:`.base` for the Protocol)."""
+
+from .base import OutputSink, Sandbox, SandboxError, SandboxProvider, StepResult
+from .lines import LineSplitter
+from .local import LocalSandbox, LocalSandboxProvider
+
+__all__ = [
+    "LineSplitter",
+    "LocalSandbox",
+    "LocalSandboxProvider",
+    "OutputSink",
+    "Sandbox",
+    "SandboxError",
+    "SandboxProvider",
+    "StepResult",
+]

@@ -47,7 +47,7 @@ class Sandbox(Protocol):
         command: str,
         *,
         step: int,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109
         on_output: OutputSink,
         env: Mapping[str, str] | None = None,
     ) -> StepResult:

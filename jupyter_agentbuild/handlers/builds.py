@@ -1,0 +1,64 @@
+"""REST handlers for builds: each verb parses, calls the service, serializes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..models import build_json
+from .base import AgentBuildHandler
+
+
+class BuildsHandler(AgentBuildHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        rows, next_cursor = await self.agentbuild.service.list_builds(self.owner, self.query())
+        self.write_json({"builds": [self._build(r) for r in rows], "next": next_cursor})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        row = await self.agentbuild.service.create(self.owner, self.json_body())
+        self.set_header("Location", self._url(row.id))
+        self.write_json(self._build(row), status=201)
+
+    def _build(self, row: Any) -> dict[str, Any]:
+        return build_json(row, base_url=self.base_url)
+
+    def _url(self, build_id: str) -> str:
+        return f"{self.base_url}agentbuild/api/builds/{build_id}"
+
+
+class BuildHandler(BuildsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, build_id: str) -> None:  # type: ignore[override]
+        row = await self.agentbuild.service.get(self.owner, build_id)
+        self.write_json(self._build(row))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, build_id: str) -> None:
+        await self.agentbuild.service.delete(self.owner, build_id)
+        self.set_status(204)
+        self.finish()
+
+
+class CancelHandler(BuildsHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, build_id: str) -> None:  # type: ignore[override]
+        row = await self.agentbuild.service.cancel(self.owner, build_id)
+        self.write_json(self._build(row), status=202)
+
+
+class LogsHandler(AgentBuildHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, build_id: str) -> None:
+        page = await self.agentbuild.service.logs(self.owner, build_id, self.query())
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(page.to_json_text())

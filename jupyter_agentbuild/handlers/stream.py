@@ -1,0 +1,88 @@
+"""The WebSocket log stream: backlog, then live, then close with 1000.
+
+Each frame is a JSON array of entries with ``seq > after``, ascending, with no
+gap and no duplicate; ``write_message`` is awaited, so a slow client slows only
+its own reader, never the build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import web, websocket
+
+from ..entries import join_array
+from ..errors import AgentBuildError
+from ..identity import owner_of
+from .base import AUTH_RESOURCE
+
+FRAME_ENTRIES = 5000
+
+
+class StreamHandler(JupyterHandler, websocket.WebSocketHandler):
+    auth_resource = AUTH_RESOURCE
+    _task: asyncio.Task[None] | None = None
+
+    async def pre_get(self, build_id: str) -> None:
+        user = self.current_user
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)
+        )
+        if not allowed:
+            raise web.HTTPError(403)
+        agentbuild = self.settings["agentbuild"]
+        owner = owner_of(self.identity_provider, user, agentbuild.personal_owner)
+        raw_after = self.get_query_argument("after", "0")
+        try:
+            self.after = int(raw_after)
+            if self.after < 0:
+                raise ValueError
+        except ValueError:
+            raise web.HTTPError(400, "after must be a non-negative integer") from None
+        try:
+            await agentbuild.service.get(owner, build_id)
+        except AgentBuildError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        self.build_id = build_id
+
+    @ws_authenticated
+    async def get(self, build_id: str, *args: Any, **kwargs: Any) -> None:
+        await self.pre_get(build_id)
+        result = super().get(build_id, *args, **kwargs)
+        if result is not None:
+            await result
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        service = self.settings["agentbuild"].service
+        try:
+            async for batch in service.follow(self.build_id, self.after, FRAME_ENTRIES):
+                await self.write_message(join_array(batch))
+            self.close(1000, "build finished")
+        except websocket.WebSocketClosedError:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("agentbuild: log stream of %s failed", self.build_id)
+            self.close(1011, "stream failed")
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients have nothing to say; the stream is one-way."""
+
+    def on_close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def check_xsrf_cookie(self) -> None:
+        """WebSockets are protected by the Origin check instead (as jupyter_server does)."""
+        return
+
+
+__all__ = ["StreamHandler"]

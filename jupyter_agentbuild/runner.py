@@ -1,0 +1,459 @@
+"""The build runner: one asyncio task per build, driving the state machine.
+
+``queued -> starting -> running -> succeeded | failed | cancelled | timed_out | interrupted``
+
+The runner is the only writer of a build's status and entry stream while it runs
+the build. Every field is written at the moment it becomes true (lessons rule 2),
+the final flush completes before the terminal status, and the terminal status
+is the last entry (rule 3). The store stays the source of truth (rule 4): live
+state here is only a cache and a wake-up signal for readers in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .entries import ACTIVE, TERMINAL, utcnow
+from .logpipe import LogPipe, StoreUnavailable
+from .sandbox.base import Sandbox, SandboxProvider, StepResult
+from .spec import BuildSpec
+from .store.repository import BuildRow, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    default_timeout: float = 3600.0
+    max_concurrent_builds: int = 4
+    log_flush_interval: float = 0.25
+    log_chunk_size: int = 1000
+    max_log_buffer: int = 100_000
+    store_retry_timeout: float = 60.0
+    heartbeat_interval: float = 5.0
+    stale_after: float = 30.0
+    shutdown_timeout: float = 15.0
+
+
+@dataclass
+class _Job:
+    """What the runner keeps in memory for one build it runs."""
+
+    row: BuildRow
+    spec: BuildSpec
+    workspace: Path | None
+    pipe: LogPipe
+    task: asyncio.Task[None] | None = None
+    sandbox: Sandbox | None = None
+    stop_reason: str | None = None  # cancelled | timed_out | interrupted
+    stop_message: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    step_started: bool = False
+    last_exit_code: int | None = None
+
+
+class BuildStopped(Exception):
+    """Raised inside a build task when cancel, timeout or shutdown stops it."""
+
+
+class Runner:
+    """Runs builds in this server process and reconciles those of dead processes."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, SandboxProvider],
+        config: RunnerConfig,
+        *,
+        on_activity: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.config = config
+        self.on_activity = on_activity or (lambda: None)
+        self.runner_id = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._jobs: dict[str, _Job] = {}
+        self._slot_freed = asyncio.Event()
+        self._owner_locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- public API ------------------------------------------------------------
+
+    def runner_fields(self) -> dict[str, Any]:
+        return {"runner_id": self.runner_id, "runner_host": self.host, "runner_pid": self.pid}
+
+    async def start(self) -> None:
+        """Reconcile builds left behind by dead processes, then start the heartbeat."""
+        await self.reconcile()
+        task = asyncio.create_task(self._heartbeat_loop(), name="agentbuild-heartbeat")
+        self._background.add(task)
+
+    def pipe(self, build_id: str) -> LogPipe | None:
+        job = self._jobs.get(build_id)
+        return job.pipe if job else None
+
+    def is_running_here(self, build_id: str) -> bool:
+        return build_id in self._jobs
+
+    @property
+    def active_count(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, row: BuildRow, spec: BuildSpec, workspace: Path | None) -> None:
+        """Take a freshly inserted ``queued`` build and run it in a task of its own."""
+        if self._closing:
+            raise RuntimeError("the runner is shutting down")
+        pipe = LogPipe(
+            row.id,
+            self.store.append_chunks,
+            last_seq=row.last_seq,
+            flush_interval=self.config.log_flush_interval,
+            chunk_size=self.config.log_chunk_size,
+            max_pending=self.config.max_log_buffer,
+            retry_timeout=self.config.store_retry_timeout,
+            secrets=spec.secret_values,
+        )
+        pipe.start()
+        job = _Job(row=row, spec=spec, workspace=workspace, pipe=pipe)
+        self._jobs[row.id] = job
+        job.task = asyncio.create_task(self._run(job), name=f"build-{row.id}")
+        self.on_activity()
+
+    async def cancel(self, build_id: str, reason: str = "cancelled", message: str = "") -> bool:
+        """Stop a build running here; returns False when it does not run in this process."""
+        job = self._jobs.get(build_id)
+        if job is None:
+            return False
+        self._stop(job, reason, message or "cancelled by request")
+        return True
+
+    async def wait(self, build_id: str) -> None:
+        job = self._jobs.get(build_id)
+        if job is not None and job.task is not None:
+            await asyncio.shield(job.task)
+
+    async def shutdown(self) -> None:
+        """Stop every build (``interrupted``), flushing what was accepted, within a bound."""
+        self._closing = True
+        for task in self._background:
+            task.cancel()
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            self._stop(job, "interrupted", "the Jupyter server stopped while the build ran")
+        tasks = [job.task for job in jobs if job.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- the build task --------------------------------------------------------
+
+    def _stop(self, job: _Job, reason: str, message: str) -> None:
+        if job.stop_reason is None:
+            job.stop_reason = reason
+            job.stop_message = message
+        job.wake.set()
+
+    async def _run(self, job: _Job) -> None:
+        row, spec, pipe = job.row, job.spec, job.pipe
+        status, exit_code, error = "failed", None, None
+        deadline_handle: asyncio.TimerHandle | None = None
+        try:
+            await pipe.event("status", {"status": "queued"})
+            await self._wait_for_slot(job)
+            self._check_stopped(job)
+            if not await self.store.transition(
+                row.id, from_statuses=["queued"], to_status="starting", **self.runner_fields()
+            ):
+                raise BuildStopped("the build left the queue elsewhere")
+            await pipe.event("status", {"status": "starting"})
+            timeout = spec.timeout or self.config.default_timeout
+            deadline_handle = asyncio.get_running_loop().call_later(
+                timeout,
+                self._stop,
+                job,
+                "timed_out",
+                f"the build exceeded its timeout of {timeout:g}s",
+            )
+            provider = self.providers[row.provider]
+            job.sandbox = await provider.create(
+                row.id, workspace=job.workspace, files=spec.files, env=spec.env
+            )
+            self._check_stopped(job)
+            started = utcnow()
+            await self.store.update_build(
+                row.id,
+                status="running",
+                sandbox_id=job.sandbox.id,
+                sandbox_state=job.sandbox.state(),
+                started_at=started,
+            )
+            await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
+            exit_code = await self._run_steps(job)
+            self._check_stopped(job)
+            status = "succeeded" if exit_code == 0 else "failed"
+            if exit_code != 0:
+                error = f"step failed with exit code {exit_code}"
+        except BuildStopped:
+            status = job.stop_reason or "cancelled"
+            error = job.stop_message
+            exit_code = job.last_exit_code
+        except StoreUnavailable as exc:
+            status, error = "failed", f"the build database stopped accepting logs: {exc}"
+            log.error("agentbuild: build %s failed: %s", row.id, error)
+        except asyncio.CancelledError:
+            status, error = "interrupted", "the Jupyter server stopped while the build ran"
+        except Exception as exc:  # a provider or store failure, not a failing step
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("agentbuild: build %s failed to run", row.id)
+        finally:
+            if deadline_handle is not None:
+                deadline_handle.cancel()
+            await self._finish(job, status, exit_code, error)
+
+    async def _run_steps(self, job: _Job) -> int:
+        assert job.sandbox is not None
+        pipe = job.pipe
+        for index, step in enumerate(job.spec.steps):
+            self._check_stopped(job)
+            await pipe.event(
+                "step_started", {"step": index, "name": step.name or f"step {index + 1}"}
+            )
+            began = time.monotonic()
+            job.step_started = False
+
+            async def on_output(
+                stream: str, lines: list[str], continued: bool, i: int = index
+            ) -> None:
+                if not job.step_started:
+                    job.step_started = True
+                    await self._record_sandbox_state(job)
+                await pipe.log(stream, i, lines, continued)
+
+            result = await self._run_step(job, step.run, index, step.timeout, on_output)
+            if result.timed_out and job.stop_reason is None:
+                job.stop_reason = "timed_out"
+                job.stop_message = f"step {index + 1} exceeded its timeout of {step.timeout:g}s"
+            await pipe.event(
+                "step_finished",
+                {
+                    "step": index,
+                    "exit_code": result.exit_code,
+                    "duration": round(time.monotonic() - began, 3),
+                },
+            )
+            self._check_stopped(job, exit_code=result.exit_code)
+            if result.exit_code != 0:
+                return result.exit_code
+        return 0
+
+    async def _run_step(
+        self, job: _Job, command: str, index: int, step_timeout: float | None, on_output: Any
+    ) -> StepResult:
+        """Run one step; on a stop request, cancel it until it is really gone.
+
+        Cancelling is repeated because a stop can land before the step's process
+        exists, when a single cancel would find nothing to kill.
+        """
+        assert job.sandbox is not None
+        step_task = asyncio.create_task(
+            job.sandbox.run_step(command, step=index, timeout=step_timeout, on_output=on_output)
+        )
+        while not step_task.done():
+            waker = asyncio.create_task(job.wake.wait())
+            try:
+                await asyncio.wait([step_task, waker], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+            if step_task.done():
+                break
+            await job.sandbox.cancel()
+            await asyncio.wait([step_task], timeout=0.5)
+        return step_task.result()
+
+    async def _record_sandbox_state(self, job: _Job) -> None:
+        """Record process groups as soon as a step runs, so a successor can reap them."""
+        if job.sandbox is not None:
+            with contextlib.suppress(Exception):
+                await self.store.update_build(job.row.id, sandbox_state=job.sandbox.state())
+
+    def _check_stopped(self, job: _Job, exit_code: int | None = None) -> None:
+        if job.stop_reason is not None:
+            if exit_code is not None:
+                job.last_exit_code = exit_code
+            raise BuildStopped(job.stop_message or job.stop_reason)
+
+    async def _wait_for_slot(self, job: _Job) -> None:
+        """Wait in ``queued`` while the owner already runs ``max_concurrent_builds``."""
+        owner = job.row.owner
+        lock = self._owner_locks.setdefault(owner, asyncio.Lock())
+        while True:
+            self._check_stopped(job)
+            async with lock:
+                running = await self.store.count_builds(owner, ["starting", "running"])
+                if running < self.config.max_concurrent_builds:
+                    return
+            waiters = [
+                asyncio.create_task(self._slot_freed.wait()),
+                asyncio.create_task(job.wake.wait()),
+            ]
+            try:
+                # Other servers free slots too: re-check now and then.
+                await asyncio.wait(
+                    waiters,
+                    timeout=self.config.heartbeat_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _finish(
+        self, job: _Job, status: str, exit_code: int | None, error: str | None
+    ) -> None:
+        """Final flush, terminal status entry, then the terminal row: in that order."""
+        row, pipe = job.row, job.pipe
+        try:
+            if job.sandbox is not None:
+                with contextlib.suppress(Exception):
+                    await job.sandbox.destroy()
+            with contextlib.suppress(StoreUnavailable):
+                await pipe.flush()
+            data: dict[str, Any] = {"status": status, "exit_code": exit_code}
+            if error:
+                data["error"] = error
+            await pipe.event("status", data)
+            try:
+                await pipe.flush()
+            except StoreUnavailable:
+                log.error(
+                    "agentbuild: %d log entries of build %s could not be stored",
+                    pipe.last_seq - pipe.stored_seq,
+                    row.id,
+                )
+            # The row turns terminal only after its last entry is stored, and readers
+            # see the stream end only after that (close wakes them for the last time).
+            await self._write_terminal(row.id, status, exit_code, error)
+            with contextlib.suppress(StoreUnavailable):
+                await pipe.close()
+        finally:
+            self._jobs.pop(row.id, None)
+            freed, self._slot_freed = self._slot_freed, asyncio.Event()
+            freed.set()
+            self.on_activity()
+
+    async def _write_terminal(
+        self, build_id: str, status: str, exit_code: int | None, error: str | None
+    ) -> None:
+        delay = 0.05
+        deadline = time.monotonic() + self.config.store_retry_timeout
+        while True:
+            try:
+                await self.store.update_build(
+                    build_id,
+                    status=status,
+                    exit_code=exit_code,
+                    error=error,
+                    finished_at=utcnow(),
+                    sandbox_state=None,
+                )
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    log.exception("agentbuild: could not record the end of build %s", build_id)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- heartbeat and reconciliation -----------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                if self._jobs:
+                    self.on_activity()
+                    await self.store.heartbeat(self.runner_id, utcnow())
+                    for job in list(self._jobs.values()):
+                        await self._record_sandbox_state(job)
+                    await self._apply_remote_cancels()
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("agentbuild: heartbeat failed: %s", exc)
+
+    async def _apply_remote_cancels(self) -> None:
+        """Another server may have asked to cancel one of our builds (through the store)."""
+        for build_id in await self.store.cancel_requests(self.runner_id):
+            job = self._jobs.get(build_id)
+            if job is not None:
+                self._stop(job, "cancelled", "cancelled by request")
+
+    def _is_dead(self, row: BuildRow, now: float) -> bool:
+        if row.id in self._jobs:
+            return False
+        if row.runner_id == self.runner_id:
+            return True  # ours, but no task: it can never finish
+        if row.runner_host == self.host and row.runner_pid is not None:
+            if row.runner_pid == self.pid or not _pid_alive(row.runner_pid):
+                return True
+        beat = row.heartbeat_at or row.created_at
+        return now - beat.timestamp() > self.config.stale_after
+
+    async def reconcile(self) -> None:
+        """Mark builds whose server died ``interrupted`` and reap their sandboxes."""
+        now = time.time()
+        for row in await self.store.active_builds(ACTIVE):
+            if not self._is_dead(row, now):
+                continue
+            if row.sandbox_id and row.sandbox_state and row.provider in self.providers:
+                try:
+                    await self.providers[row.provider].reap(row.sandbox_id, row.sandbox_state)
+                except Exception as exc:
+                    log.warning("agentbuild: reaping %s failed: %s", row.sandbox_id, exc)
+            message = "the server running this build stopped before it finished"
+            pipe = LogPipe(row.id, self.store.append_chunks, last_seq=row.last_seq)
+            await pipe.event(
+                "status", {"status": "interrupted", "exit_code": None, "error": message}
+            )
+            if not await self.store.transition(
+                row.id,
+                from_statuses=list(ACTIVE),
+                to_status="interrupted",
+                error=message,
+                finished_at=utcnow(),
+                sandbox_state=None,
+            ):
+                continue
+            pipe.start()
+            await pipe.close()
+            log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["Runner", "RunnerConfig", "TERMINAL"]

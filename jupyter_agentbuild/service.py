@@ -1,0 +1,233 @@
+"""BuildService: what the API can ask of builds, with validation, scoping and quotas.
+
+Handlers stay thin by calling exactly one method here. Every method takes the
+caller's ``owner``; a build of another owner is indistinguishable from a
+missing one (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .entries import TERMINAL, utcnow
+from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
+from .providers import check_e2b
+from .runner import Runner
+from .spec import BuildSpec, parse_spec
+from .store.repository import BuildRow, Store
+
+MAX_PAGE = 10_000
+DEFAULT_PAGE = 1000
+STATUSES = ("queued", "starting", "running", *TERMINAL)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    root_dir: Path
+    default_provider: str
+    available_providers: frozenset[str]
+    e2b_api_key: str | None = None
+    builds_per_window: int = 60
+    rate_window: float = 3600.0
+
+
+@dataclass(frozen=True)
+class LogPage:
+    entries: list[str]  # encoded entries
+    last_seq: int
+    done: bool
+
+    def to_json_text(self) -> str:
+        """The page as JSON text, without decoding the entries."""
+        done = "true" if self.done else "false"
+        return f'{{"entries":[{",".join(self.entries)}],"last_seq":{self.last_seq},"done":{done}}}'
+
+
+class BuildService:
+    def __init__(self, store: Store, runner: Runner, config: ServiceConfig) -> None:
+        self.store = store
+        self.runner = runner
+        self.config = config
+        #: Set by the start hook once migrations and reconciliation are done.
+        self.ready = asyncio.Event()
+        self.startup_error: str | None = None
+
+    async def _ready(self) -> None:
+        """Requests that arrive while the extension starts wait for it (bounded)."""
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=30)
+            except TimeoutError:
+                raise Unavailable("the build service is still starting; try again") from None
+        if self.startup_error is not None:
+            raise Unavailable(f"the build service failed to start: {self.startup_error}")
+
+    async def create(self, owner: str, body: Any) -> BuildRow:
+        await self._ready()
+        spec = parse_spec(body)
+        provider = spec.provider or self.config.default_provider
+        if provider == "e2b":
+            try:
+                check_e2b(self.config.e2b_api_key, set(self.config.available_providers))
+            except Exception as exc:
+                raise SpecError(str(exc), field="provider", code="provider_unavailable") from exc
+        workspace = self._confine_workspace(spec)
+        now = utcnow()
+        retry_after = await self.store.consume_quota(
+            owner, now=now, window=self.config.rate_window, limit=self.config.builds_per_window
+        )
+        if retry_after is not None:
+            seconds = max(1, math.ceil(retry_after))
+            raise QuotaExceeded(
+                f"at most {self.config.builds_per_window} builds per "
+                f"{self.config.rate_window:g}s; try again in {seconds}s",
+                headers={"Retry-After": str(seconds)},
+            )
+        row = await self.store.insert_build(
+            id=secrets.token_hex(8),
+            owner=owner,
+            name=spec.name or _default_name(spec),
+            status="queued",
+            provider=provider,
+            spec=spec.to_json(),
+            created_at=now,
+            **self.runner.runner_fields(),
+        )
+        self.runner.submit(row, spec, workspace)
+        return row
+
+    def _confine_workspace(self, spec: BuildSpec) -> Path | None:
+        """The workspace must be a directory inside the server root, symlinks resolved."""
+        if spec.workspace is None:
+            return None
+        root = self.config.root_dir.resolve()
+        target = (root / spec.workspace).resolve()
+        if target != root and root not in target.parents:
+            raise SpecError(
+                "workspace resolves outside the server's root directory",
+                field="workspace",
+                code="invalid_path",
+            )
+        if not target.is_dir():
+            raise SpecError(
+                f"workspace {spec.workspace!r} is not a directory under the server root",
+                field="workspace",
+                code="invalid_path",
+            )
+        return target
+
+    async def get(self, owner: str, build_id: str) -> BuildRow:
+        await self._ready()
+        row = await self.store.get_build(build_id, owner=owner)
+        if row is None:
+            raise NotFound(f"no build {build_id!r}")
+        return row
+
+    async def list_builds(
+        self, owner: str, query: Mapping[str, str]
+    ) -> tuple[list[BuildRow], int | None]:
+        await self._ready()
+        statuses = None
+        if query.get("status"):
+            statuses = [s for s in query["status"].split(",") if s]
+            bad = [s for s in statuses if s not in STATUSES]
+            if bad:
+                raise SpecError(f"unknown status {bad[0]!r}", field="status", code="invalid_query")
+        limit = _int_param(query, "limit", default=50, low=1, high=500)
+        before = _int_param(query, "before", default=None, low=1, high=None)
+        rows = await self.store.list_builds(
+            owner, statuses=statuses, limit=limit + 1, before=before
+        )
+        next_cursor = rows[limit - 1].pk if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    async def cancel(self, owner: str, build_id: str) -> BuildRow:
+        row = await self.get(owner, build_id)
+        if row.status in TERMINAL:
+            raise Conflict(f"build {build_id} already finished ({row.status})", code="not_running")
+        if await self.runner.cancel(build_id):
+            await self.runner.wait(build_id)
+        else:
+            # Running on another server: ask it through the store.
+            await self.store.update_build(build_id, cancel_requested=True)
+        return await self.get(owner, build_id)
+
+    async def delete(self, owner: str, build_id: str) -> None:
+        row = await self.get(owner, build_id)
+        if row.status not in TERMINAL and await self.runner.cancel(build_id):
+            await self.runner.wait(build_id)
+        await self.store.delete_build(build_id)
+
+    async def logs(self, owner: str, build_id: str, query: Mapping[str, str]) -> LogPage:
+        after = _int_param(query, "after", default=0, low=0, high=None)
+        limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+        row = await self.get(owner, build_id)
+        pipe = self.runner.pipe(build_id)
+        entries = pipe.read(after, limit) if pipe is not None else None
+        if entries is None:
+            entries = await self.store.read_entries(build_id, after=after, limit=limit)
+        if pipe is not None:
+            return LogPage(entries, pipe.last_seq, False)
+        done = row.status in TERMINAL and after + len(entries) >= row.last_seq
+        return LogPage(entries, row.last_seq, done)
+
+    async def follow(self, build_id: str, after: int, frame: int) -> AsyncIterator[list[str]]:
+        """Entries after ``after``, in order, until the terminal status; the stream's source.
+
+        Live builds of this process are served from memory, everything else from
+        the store, which makes a build running on another server visible too.
+        """
+        cursor, poll = after, 0.05
+        while True:
+            pipe = self.runner.pipe(build_id)
+            if pipe is not None:
+                batch = pipe.read(cursor, frame)
+                if batch is None:
+                    batch = await self.store.read_entries(build_id, after=cursor, limit=frame)
+                if batch:
+                    cursor += len(batch)
+                    yield batch
+                    continue
+                if pipe.closed:
+                    return
+                await pipe.wait(cursor)
+                continue
+            batch = await self.store.read_entries(build_id, after=cursor, limit=frame)
+            if batch:
+                cursor += len(batch)
+                poll = 0.05
+                yield batch
+                continue
+            row = await self.store.get_build(build_id)
+            if row is None or (row.status in TERMINAL and cursor >= row.last_seq):
+                return
+            if self.runner.pipe(build_id) is None:
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, 1.0)
+
+
+def _default_name(spec: BuildSpec) -> str:
+    first = spec.steps[0].name or spec.steps[0].run.strip().splitlines()[0]
+    return first[:80]
+
+
+def _int_param(
+    query: Mapping[str, str], name: str, *, default: int | None, low: int, high: int | None
+) -> Any:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError(f"{name} must be an integer", field=name, code="invalid_query") from None
+    if value < low or (high is not None and value > high):
+        upper = f"..{high}" if high is not None else " or more"
+        raise SpecError(f"{name} must be {low}{upper}", field=name, code="invalid_query")
+    return value

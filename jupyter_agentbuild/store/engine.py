@@ -1,0 +1,121 @@
+"""Make the async engine for a ``db_url``: one place that knows each backend's settings.
+
+Users write the URL they know (``sqlite:///~/x.db``, ``postgresql://...``); the server is
+async, so the sync-looking forms are mapped to the async drivers here instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, event, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+#: Execution option naming the connection whose next transaction must start with
+#: ``BEGIN IMMEDIATE`` (SQLite): it takes the write lock first, so a read-then-write
+#: transaction cannot be interleaved with another writer's.
+BEGIN_IMMEDIATE = "agentbuild_begin_immediate"
+
+_SYNC_PG_DRIVERS = {"", "psycopg2", "pg8000"}
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def normalize_url(db_url: str | URL) -> URL:
+    """The async-driver form of ``db_url`` (``sqlite+aiosqlite``, ``postgresql+asyncpg``)."""
+    url = make_url(db_url)
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "sqlite":
+        if driver not in ("", "aiosqlite"):
+            raise ArgumentError(f"unsupported SQLite driver {driver!r}: use sqlite+aiosqlite")
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        if driver in _SYNC_PG_DRIVERS:
+            return url.set(drivername="postgresql+asyncpg")
+        return url.set(drivername=f"postgresql+{driver}")
+    raise ArgumentError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` with any password replaced by ``***``: safe for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        # Not parseable: still hide whatever sits between "user:" and "@".
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", str(url))
+
+
+def make_engine(db_url: str | URL) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``db_url`` with the backend's settings applied."""
+    url = normalize_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+@asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, *, immediate: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction, committed on success, rolled back on error.
+
+    ``immediate`` makes SQLite take the write lock at BEGIN, for read-then-write work
+    (count, then insert): with a deferred BEGIN two connections could both read before
+    either writes. (PostgreSQL callers take their own locks.)
+
+    A database that cannot be reached surfaces from asyncpg as a bare ``OSError`` or
+    ``TimeoutError``; it is re-raised as SQLAlchemy's ``OperationalError`` so callers
+    retry on one family of exceptions: ``sqlalchemy.exc.SQLAlchemyError``.
+    """
+    try:
+        async with engine.connect() as conn:
+            if immediate and conn.dialect.name == "sqlite":
+                await conn.execution_options(**{BEGIN_IMMEDIATE: True})
+            async with conn.begin():
+                yield conn
+    except (OSError, TimeoutError) as err:
+        raise OperationalError(None, None, err) from err
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        # One shared connection would mix concurrent transactions; one per connection
+        # would each be a different, empty database. A file in a temp dir works for tests.
+        raise ArgumentError("in-memory SQLite is not supported: give the path of a file")
+    if not url.query.get("uri"):
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = url.set(database=str(path))
+    engine = create_async_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _on_begin): the sqlite3 module's legacy
+        # transaction control skips BEGIN before SELECT and DDL, which breaks
+        # read-then-write atomicity and transactional migrations.
+        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_conn.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(BEGIN_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

@@ -1,0 +1,370 @@
+"""``Store``: every query the extension makes, and the only module with SQL in it.
+
+SQLAlchemy Core throughout (no ORM unit of work: the log stream is the hot path).
+Database errors propagate as SQLAlchemy exceptions; the caller decides how to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .engine import make_engine, transaction
+from .migrate import upgrade
+from .models import ACTIVE_STATUSES, BuildRow
+from .schema import builds, entry_chunks, quota_uses
+
+__all__ = ["BuildRow", "SeqConflict", "Store"]
+
+#: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's quota checks.
+_QUOTA_LOCK_CLASS = 0x61620001
+#: seq columns are 32-bit INTEGER; bounds past this would overflow PostgreSQL's binds.
+_MAX_SEQ = 2**31 - 1
+#: Columns update_build/transition may set (pk and id identify the row; never rewritten).
+_UPDATABLE = frozenset(builds.c.keys()) - {"pk", "id"}
+
+
+class SeqConflict(RuntimeError):
+    """Chunks that do not continue the build's stream exactly (gap, overlap, or no build).
+
+    Not worth retrying: the writer's idea of ``last_seq`` is wrong.
+    """
+
+
+class Store:
+    """Async access to builds, their entry stream and quotas, on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def lazy(cls, db_url: str) -> Store:
+        """A Store for ``db_url`` that has not talked to the database yet: for set-up code
+        that must not do I/O. Call :meth:`connect` before using it."""
+        return cls(make_engine(db_url))
+
+    @classmethod
+    async def open(cls, db_url: str) -> Store:
+        """Make the engine for ``db_url`` and migrate the schema to head."""
+        store = cls.lazy(db_url)
+        try:
+            await store.connect()
+        except BaseException:
+            await store.dispose()
+            raise
+        return store
+
+    async def connect(self) -> None:
+        """Migrate the schema to head (a no-op when it is there already)."""
+        await upgrade(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer ``SELECT 1``."""
+        async with transaction(self.engine) as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    # -- builds -------------------------------------------------------------------------
+
+    async def insert_build(
+        self,
+        *,
+        id: str,
+        owner: str,
+        name: str | None,
+        status: str,
+        provider: str,
+        spec: dict[str, Any],
+        created_at: datetime,
+        **fields: Any,
+    ) -> BuildRow:
+        """Insert a new build and return its row. ``fields`` may set other columns at once
+        (e.g. ``runner_id``: the server that will run it); the rest start unset."""
+        stmt = (
+            insert(builds)
+            .values(
+                id=id,
+                owner=owner,
+                name=name,
+                status=status,
+                provider=provider,
+                spec=spec,
+                created_at=created_at,
+                **_checked(fields),
+            )
+            .returning(*builds.c)
+        )
+        async with transaction(self.engine) as conn:
+            row = (await conn.execute(stmt)).one()
+        return _build_row(row)
+
+    async def get_build(self, build_id: str, owner: str | None = None) -> BuildRow | None:
+        """The build, or None; with ``owner``, None also when someone else owns it."""
+        stmt = select(builds).where(builds.c.id == build_id)
+        if owner is not None:
+            stmt = stmt.where(builds.c.owner == owner)
+        async with transaction(self.engine) as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _build_row(row)
+
+    async def list_builds(
+        self,
+        owner: str,
+        *,
+        statuses: Sequence[str] | None = None,
+        limit: int,
+        before: int | None = None,
+    ) -> list[BuildRow]:
+        """``owner``'s builds, newest first by ``pk``; ``before`` (a pk) pages backwards."""
+        if limit <= 0:
+            return []
+        stmt = select(builds).where(builds.c.owner == owner)
+        if statuses is not None:
+            stmt = stmt.where(builds.c.status.in_(list(statuses)))
+        if before is not None:
+            stmt = stmt.where(builds.c.pk < before)
+        stmt = stmt.order_by(builds.c.pk.desc()).limit(limit)
+        async with transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_build_row(row) for row in rows]
+
+    async def count_builds(self, owner: str, statuses: Sequence[str]) -> int:
+        """How many of ``owner``'s builds are in one of ``statuses`` (concurrency quota)."""
+        stmt = (
+            select(func.count())
+            .select_from(builds)
+            .where(builds.c.owner == owner, builds.c.status.in_(list(statuses)))
+        )
+        async with transaction(self.engine) as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def active_builds(self, statuses: Sequence[str]) -> list[BuildRow]:
+        """Every owner's builds in ``statuses``, oldest first (start-up reconciliation)."""
+        stmt = select(builds).where(builds.c.status.in_(list(statuses))).order_by(builds.c.pk)
+        async with transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_build_row(row) for row in rows]
+
+    async def update_build(self, build_id: str, **fields: Any) -> bool:
+        """Set columns of one build; returns whether it exists. JSON columns take dicts."""
+        if not fields:
+            return await self.get_build(build_id) is not None
+        stmt = update(builds).where(builds.c.id == build_id).values(**_checked(fields))
+        async with transaction(self.engine) as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def transition(
+        self,
+        build_id: str,
+        *,
+        from_statuses: Sequence[str],
+        to_status: str,
+        **fields: Any,
+    ) -> bool:
+        """Move the build to ``to_status`` (and set ``fields``) only if its status is one of
+        ``from_statuses``; returns whether it did. One conditional UPDATE, so of two servers
+        claiming the same queued build exactly one wins."""
+        stmt = (
+            update(builds)
+            .where(builds.c.id == build_id, builds.c.status.in_(list(from_statuses)))
+            .values(status=to_status, **_checked(fields))
+        )
+        async with transaction(self.engine) as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def delete_build(self, build_id: str) -> bool:
+        """Delete the build and its whole entry stream at once; returns whether it existed."""
+        async with transaction(self.engine) as conn:
+            await conn.execute(delete(entry_chunks).where(entry_chunks.c.build_id == build_id))
+            result = await conn.execute(delete(builds).where(builds.c.id == build_id))
+            return result.rowcount == 1
+
+    async def heartbeat(self, runner_id: str, now: datetime) -> None:
+        """Mark every unfinished build run by ``runner_id`` as still alive at ``now``."""
+        stmt = (
+            update(builds)
+            .where(builds.c.status.in_(ACTIVE_STATUSES), builds.c.runner_id == runner_id)
+            .values(heartbeat_at=now)
+        )
+        async with transaction(self.engine) as conn:
+            await conn.execute(stmt)
+
+    async def cancel_requests(self, runner_id: str) -> list[str]:
+        """Ids of ``runner_id``'s unfinished builds that another server asked to cancel
+        (``update_build(id, cancel_requested=True)``)."""
+        stmt = (
+            select(builds.c.id)
+            .where(
+                builds.c.status.in_(ACTIVE_STATUSES),
+                builds.c.runner_id == runner_id,
+                builds.c.cancel_requested,
+            )
+            .order_by(builds.c.pk)
+        )
+        async with transaction(self.engine) as conn:
+            return list((await conn.scalars(stmt)).all())
+
+    # -- entry stream -------------------------------------------------------------------
+
+    async def append_chunks(
+        self, build_id: str, chunks: Sequence[tuple[int, Sequence[str]]]
+    ) -> None:
+        """Store chunks ``(first_seq, entries)`` and advance ``builds.last_seq``, atomically.
+
+        The chunks must continue the stream exactly: the first starts at the build's
+        ``last_seq + 1`` and each next one where the previous ended. The ``last_seq`` check
+        is part of the UPDATE, so a gap or overlap is refused by the database itself
+        (:class:`SeqConflict`), never stored. Re-sending chunks that are already stored
+        (a retry after a commit whose outcome was lost) is accepted as a no-op.
+        """
+        rows = _chunk_rows(build_id, chunks)
+        if not rows:
+            return
+        prev, new_last = rows[0]["first_seq"] - 1, rows[-1]["last_seq"]
+        advance = (
+            update(builds)
+            .where(builds.c.id == build_id, builds.c.last_seq == prev)
+            .values(last_seq=new_last)
+        )
+        async with transaction(self.engine) as conn:
+            if (await conn.execute(advance)).rowcount == 1:
+                await conn.execute(insert(entry_chunks), rows)
+                return
+            current = await conn.scalar(select(builds.c.last_seq).where(builds.c.id == build_id))
+        if current is None:
+            raise SeqConflict(f"build {build_id!r} does not exist")
+        if current == new_last:
+            return
+        raise SeqConflict(
+            f"build {build_id!r}: chunks start at seq {prev + 1}, stream is at {current}"
+        )
+
+    async def read_entries(self, build_id: str, *, after: int, limit: int) -> list[str]:
+        """The entries (JSON texts) with ``seq > after``, ascending, at most ``limit``.
+
+        One query fetches exactly the chunks that hold seqs ``after+1 .. after+limit``: those
+        ending past ``after``, up to the first one ending at or past ``after+limit``. Both
+        ends are seeks on the (build_id, last_seq) key, so the cost follows what is read,
+        never the history before it. Entry k of a chunk has seq ``first_seq + k``: the
+        edge chunks are sliced without parsing any JSON.
+        """
+        after = max(after, 0)
+        if limit <= 0 or after >= _MAX_SEQ:
+            return []
+        c = entry_chunks.c
+        upto = min(after + limit, _MAX_SEQ)
+        last_needed = (
+            select(c.last_seq)
+            .where(c.build_id == build_id, c.last_seq >= upto)
+            .order_by(c.last_seq)
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(c.first_seq, c.body)
+            .where(
+                c.build_id == build_id,
+                c.last_seq > after,
+                c.last_seq <= func.coalesce(last_needed, _MAX_SEQ),
+            )
+            .order_by(c.last_seq)
+        )
+        out: list[str] = []
+        async with transaction(self.engine) as conn:
+            for first_seq, body in await conn.execute(stmt):
+                start = max(0, after + 1 - first_seq)
+                out.extend(body.split("\n")[start : start + limit - len(out)])
+        return out
+
+    # -- quotas -------------------------------------------------------------------------
+
+    async def consume_quota(
+        self, owner: str, *, now: datetime, window: float, limit: int
+    ) -> float | None:
+        """Record one use for ``owner`` if fewer than ``limit`` fall in the last ``window``
+        seconds, and return None; otherwise record nothing and return the seconds (>= 1)
+        until a use leaves the window.
+
+        Check and insert happen under one per-owner lock (an advisory lock on PostgreSQL,
+        the write lock on SQLite), so servers sharing the database never let more than
+        ``limit`` through together. Uses stamped later than ``now`` (another server's clock
+        running ahead) still count. Expired uses of ``owner`` are deleted on the way.
+        """
+        if limit < 1 or window <= 0:
+            raise ValueError("consume_quota needs limit >= 1 and window > 0")
+        cutoff = now - timedelta(seconds=window)
+        mine = quota_uses.c.owner == owner
+        in_window = and_(mine, quota_uses.c.created_at > cutoff)
+        async with transaction(self.engine, immediate=True) as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
+                    {"cls": _QUOTA_LOCK_CLASS, "owner": owner},
+                )
+            await conn.execute(delete(quota_uses).where(mine, quota_uses.c.created_at <= cutoff))
+            used = int(
+                await conn.scalar(select(func.count()).select_from(quota_uses).where(in_window))
+                or 0
+            )
+            if used < limit:
+                await conn.execute(insert(quota_uses).values(owner=owner, created_at=now))
+                return None
+            # A slot opens when the count drops below limit: when the (used - limit + 1)th
+            # oldest use expires (the oldest, unless the limit was lowered meanwhile).
+            frees_at = await _nth_oldest_use(conn, in_window, used - limit)
+        return max(1.0, (frees_at + timedelta(seconds=window) - now).total_seconds())
+
+
+async def _nth_oldest_use(conn: AsyncConnection, where: Any, n: int) -> datetime:
+    stmt = (
+        select(quota_uses.c.created_at)
+        .where(where)
+        .order_by(quota_uses.c.created_at)
+        .offset(n)
+        .limit(1)
+    )
+    value: datetime = (await conn.execute(stmt)).scalar_one()
+    return value
+
+
+def _build_row(row: Row[Any]) -> BuildRow:
+    return BuildRow(**row._mapping)
+
+
+def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable build columns: {sorted(unknown)}")
+    return fields
+
+
+def _chunk_rows(build_id: str, chunks: Sequence[tuple[int, Sequence[str]]]) -> list[dict[str, Any]]:
+    """Rows for entry_chunks, checked to be contiguous and splittable on "\\n" again."""
+    rows: list[dict[str, Any]] = []
+    expected: int | None = None
+    for first_seq, entries in chunks:
+        if not entries:
+            continue
+        if first_seq < 1 or (expected is not None and first_seq != expected):
+            raise SeqConflict(f"build {build_id!r}: chunk at seq {first_seq} is not contiguous")
+        body = "\n".join(entries)
+        if body.count("\n") != len(entries) - 1 or "\x00" in body:
+            raise ValueError("an entry contains a raw newline or NUL: pass json.dumps text")
+        last_seq = first_seq + len(entries) - 1
+        rows.append(
+            {"build_id": build_id, "first_seq": first_seq, "last_seq": last_seq, "body": body}
+        )
+        expected = last_seq + 1
+    return rows

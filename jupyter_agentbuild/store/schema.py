@@ -1,0 +1,91 @@
+"""The tables, as SQLAlchemy Core metadata.
+
+This is what the code queries; ``migrations/versions`` is what creates it. A test compares
+the two, so a column added here without a migration fails CI rather than a deployment.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    false,
+)
+
+from .types import JSONText, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+builds = Table(
+    "builds",
+    metadata,
+    # ``pk`` orders builds and is the list cursor: ids are random strings and must never
+    # be compared. AUTOINCREMENT keeps SQLite from reusing the pk of a deleted newest build.
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("owner", String(255), nullable=False),
+    Column("name", String(255)),
+    Column("status", String(32), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("sandbox_id", String(255)),
+    Column("sandbox_state", JSONText),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("spec", JSONText, nullable=False),
+    # The newest seq stored in entry_chunks; written in the same transaction as the chunks.
+    Column("last_seq", Integer, nullable=False, server_default="0"),
+    Column("preview", JSONText),
+    Column("artifacts", JSONText),
+    Column("runner_id", String(64)),
+    Column("runner_host", String(255)),
+    Column("runner_pid", Integer),
+    Column("heartbeat_at", UTCDateTime),
+    # Set by a server that does not run the build; the runner that does polls for it.
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Index(None, "owner", "pk"),
+    Index(None, "owner", "status"),
+    Index(None, "status"),
+    sqlite_autoincrement=True,
+)
+
+#: The log/event stream in chunks of contiguous seqs. The key (build_id, last_seq) lets a
+#: reader seek straight to the first chunk holding ``seq > after``: a read costs what is
+#: new, never what is old. ``body`` is the chunk's entries (JSON texts) joined by "\n".
+entry_chunks = Table(
+    "entry_chunks",
+    metadata,
+    Column("build_id", String(32), ForeignKey("builds.id", ondelete="CASCADE"), nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    PrimaryKeyConstraint("build_id", "last_seq"),
+)
+
+#: One row per build created, for the per-window rate limit. Separate from ``builds``
+#: so that deleting a build does not hand back budget.
+quota_uses = Table(
+    "quota_uses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "owner", "created_at"),
+)

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Jupyter server with the extension, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from traitlets.config import Config
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+PG_URL = os.environ.get(
+    "AGENTBUILD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def agentbuild_config(tmp_path: Path) -> dict[str, Any]:
+    """``c.AgentBuild`` for the test server; tests may change it before the server starts."""
+    return {
+        "db_url": f"sqlite+aiosqlite:///{tmp_path / 'agentbuild.db'}",
+        "workspace_root": str(tmp_path / "sandboxes"),
+        "heartbeat_interval": 0.5,
+        "stale_after": 5.0,
+        "kill_grace": 2.0,
+        "log_flush_interval": 0.05,
+    }
+
+
+@pytest.fixture
+def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
+    return Config(
+        {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_agentbuild": True},
+                "allow_root": True,
+            },
+            "AgentBuild": agentbuild_config,
+        }
+    )
+
+
+class Api:
+    """A thin JSON wrapper over pytest-jupyter's ``jp_fetch`` / ``jp_ws_fetch``."""
+
+    def __init__(self, fetch: Callable[..., Any], ws_fetch: Callable[..., Any], app: Any) -> None:
+        self.fetch = fetch
+        self.ws_fetch = ws_fetch
+        self.app = app
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, Any]:
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        elif method == "POST":
+            kwargs["body"] = ""
+        resp = await self.fetch(
+            "agentbuild", "api", *path.split("/"), params=params, headers=headers, **kwargs
+        )
+        data = json.loads(resp.body) if resp.body else None
+        return resp.code, data, resp.headers
+
+    async def create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        code, data, _ = await self.call("POST", "builds", spec)
+        assert code == 201, data
+        return data  # type: ignore[no-any-return]
+
+    async def get(self, build_id: str) -> dict[str, Any]:
+        code, data, _ = await self.call("GET", f"builds/{build_id}")
+        assert code == 200, data
+        return data  # type: ignore[no-any-return]
+
+    async def stream(
+        self, build_id: str, after: int = 0
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Read the WebSocket until the server closes it: (entries, close code)."""
+        ws = await self.ws_fetch(
+            "agentbuild", "api", "builds", build_id, "stream", params={"after": str(after)}
+        )
+        entries: list[dict[str, Any]] = []
+        while True:
+            msg = await ws.read_message()
+            if msg is None:
+                return entries, ws.close_code
+            entries.extend(json.loads(msg))
+
+    async def finish(self, build_id: str) -> dict[str, Any]:
+        """Wait (by streaming) until the build has its terminal status; return the Build."""
+        await self.stream(build_id)
+        return await self.get(build_id)
+
+    async def all_logs(self, build_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            code, page, _ = await self.call(
+                "GET", f"builds/{build_id}/logs", params={"after": after, "limit": limit}
+            )
+            assert code == 200, page
+            out.extend(page["entries"])
+            if page["entries"]:
+                after = page["entries"][-1]["seq"]
+            if page["done"] or not page["entries"]:
+                return out
+
+
+@pytest.fixture
+def api(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_asyncio_loop: Any) -> Api:
+    """The extension started (migrations, runner) on a real server."""
+    jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
+    return Api(jp_fetch, jp_ws_fetch, jp_serverapp)
+
+
+def texts(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["text"] for e in entries if e["kind"] == "log"]
+
+
+def statuses(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["data"]["status"] for e in entries if e.get("type") == "status"]

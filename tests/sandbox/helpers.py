@@ -1,0 +1,118 @@
+"""Shared helpers for the sandbox tests: an output collector and process checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import psutil
+
+WAIT = 20.0  # upper bound for awaiting an event that must happen (not a sleep)
+
+
+class Collector:
+    """An ``OutputSink`` that records batches, rebuilds whole lines, and wakes waiters.
+
+    ``gate``: when set to a cleared :class:`asyncio.Event`, every call waits on it after
+    recording its batch (a paused consumer).
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[str], bool]] = []
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.pieces: dict[str, list[list[str]]] = {"stdout": [], "stderr": []}
+        self._partial: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._waiters: list[tuple[Callable[[str, str], bool], asyncio.Event]] = []
+        self.gate: asyncio.Event | None = None
+        self.calls_in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(self, stream: str, lines: list[str], continued: bool) -> None:
+        assert stream in ("stdout", "stderr")
+        assert isinstance(lines, list) and lines, "a batch has at least one line"
+        assert all(isinstance(line, str) for line in lines)
+        self.calls_in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.calls_in_flight)
+        try:
+            self.batches.append((stream, list(lines), continued))
+            for index, line in enumerate(lines):
+                partial = self._partial[stream]
+                partial.append(line)
+                if continued and index == len(lines) - 1:
+                    continue
+                self.pieces[stream].append(list(partial))
+                whole = "".join(partial)
+                partial.clear()
+                self.lines[stream].append(whole)
+                for predicate, event in self._waiters:
+                    if predicate(stream, whole):
+                        event.set()
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.calls_in_flight -= 1
+
+    def when(self, predicate: Callable[[str, str], bool]) -> asyncio.Event:
+        """An event set when a whole line matching ``predicate(stream, line)`` arrives."""
+        event = asyncio.Event()
+        for stream, lines in self.lines.items():
+            if any(predicate(stream, line) for line in lines):
+                event.set()
+        self._waiters.append((predicate, event))
+        return event
+
+    async def wait_line(self, text: str, stream: str = "stdout") -> None:
+        event = self.when(lambda s, line: s == stream and line == text)
+        await asyncio.wait_for(event.wait(), WAIT)
+
+    def value(self, key: str) -> int:
+        """The int printed on a stdout line ``"<key> <int>"``."""
+        for line in self.lines["stdout"]:
+            if line.startswith(key + " "):
+                return int(line.split()[1])
+        raise AssertionError(f"no line {key!r} in {self.lines['stdout'][:20]}")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Non-zombie processes in process group ``pgid``."""
+    found = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                found.append(pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def is_running(pid: int, create_time: float | None = None) -> bool:
+    """Alive and not a zombie (a zombie is dead; its parent may just not have reaped it)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def create_time(pid: int) -> float:
+    return float(psutil.Process(pid).create_time())
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, seconds: float = WAIT) -> None:
+    """Wait for a condition of the outside world (e.g. a process state) to become true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def kill_quietly(pid: int) -> None:
+    try:
+        psutil.Process(pid).kill()
+    except psutil.Error:
+        pass

@@ -1,0 +1,239 @@
+"""The build API on a real server: lifecycle, fields, failures, cancel, timeouts, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Api, statuses, texts
+
+
+async def test_build_runs_and_every_field_is_populated(api: Api) -> None:
+    build = await api.create(
+        {
+            "name": "hello",
+            "steps": ["echo one; echo two >&2", {"name": "second", "run": "echo three"}],
+            "env": {"GREETING": "hi"},
+        }
+    )
+    assert build["status"] == "queued"
+    assert build["owner"] and build["provider"] == "local"
+    assert build["created_at"].endswith("Z")
+    entries, close_code = await api.stream(build["id"])
+    assert close_code == 1000
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert statuses(entries) == ["queued", "starting", "running", "succeeded"]
+    assert entries[-1]["type"] == "status"  # the terminal status is the last entry
+    assert texts(entries) == ["one", "two", "three"]
+    by_stream = {e["text"]: (e["stream"], e["step"]) for e in entries if e["kind"] == "log"}
+    assert by_stream == {"one": ("stdout", 0), "two": ("stderr", 0), "three": ("stdout", 1)}
+    final = await api.get(build["id"])
+    assert final["status"] == "succeeded" and final["exit_code"] == 0
+    assert final["sandbox_id"] and final["started_at"] and final["finished_at"]
+    assert final["started_at"] <= final["finished_at"]
+    assert final["last_seq"] == entries[-1]["seq"]
+    assert final["spec"]["env"] == {"GREETING": "hi"}
+    assert set(final) >= {"preview", "artifacts", "error", "name", "spec"}
+
+
+async def test_failing_step_stops_later_steps_with_its_exit_code(api: Api) -> None:
+    build = await api.create({"steps": ["echo before", "exit 7", "echo never"]})
+    entries, _ = await api.stream(build["id"])
+    final = await api.get(build["id"])
+    assert final["status"] == "failed" and final["exit_code"] == 7
+    assert "exit code 7" in final["error"]
+    assert "never" not in texts(entries)
+    finished = [e["data"] for e in entries if e.get("type") == "step_finished"]
+    assert [f["exit_code"] for f in finished] == [0, 7]
+
+
+async def test_pipefail_semantics(api: Api) -> None:
+    build = await api.create({"steps": ["false | true\necho unreachable"]})
+    final = await api.finish(build["id"])
+    assert final["status"] == "failed" and final["exit_code"] == 1
+
+
+async def test_hostile_output_is_stored_safely(api: Api) -> None:
+    script = (
+        "printf 'bad \\xff\\xfe utf8\\n'; printf 'nul\\000byte\\n'; "
+        "head -c 3000000 /dev/zero | tr '\\0' 'x'; echo; printf 'no newline at end'"
+    )
+    build = await api.create({"steps": [script]})
+    entries, _ = await api.stream(build["id"])
+    final = await api.get(build["id"])
+    assert final["status"] == "succeeded"
+    logs = [e for e in entries if e["kind"] == "log"]
+    assert logs[0]["text"] == "bad \ufffd\ufffd utf8"
+    assert logs[1]["text"] == "nul\x00byte"
+    assert logs[-1]["text"] == "no newline at end"
+    pieces = logs[2:-1]
+    assert "".join(p["text"] for p in pieces) == "x" * 3_000_000
+    assert all(p.get("continued") for p in pieces[:-1]) and not pieces[-1].get("continued")
+    stored = await api.all_logs(build["id"])
+    assert stored == entries
+
+
+async def test_stream_resumes_from_any_seq_and_rest_paging_agrees(api: Api) -> None:
+    build = await api.create({"steps": ["seq 1 200000"]})
+    entries, close_code = await api.stream(build["id"])
+    assert close_code == 1000
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert texts(entries) == [str(i) for i in range(1, 200_001)]
+    assert entries[-1]["data"]["status"] == "succeeded"
+    for after in (0, 1, 3, 999, 1000, 1001, 150_000, len(entries) - 1, len(entries)):
+        rest, code = await api.stream(build["id"], after=after)
+        assert code == 1000
+        assert rest == entries[after:], after
+    assert await api.all_logs(build["id"]) == entries
+    code, page, _ = await api.call(
+        "GET", f"builds/{build['id']}/logs", params={"after": 5, "limit": 3}
+    )
+    assert [e["seq"] for e in page["entries"]] == [6, 7, 8]
+    assert page["last_seq"] == len(entries) and page["done"] is False
+    code, page, _ = await api.call(
+        "GET", f"builds/{build['id']}/logs", params={"after": len(entries) - 2}
+    )
+    assert page["done"] is True and len(page["entries"]) == 2
+
+
+async def test_live_stream_follows_a_running_build(api: Api) -> None:
+    # The build waits for a file the test creates after the stream has seen the first line.
+    build = await api.create(
+        {"steps": ["echo started; while [ ! -e go ]; do sleep 0.05; done; echo done"]}
+    )
+    ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "started" not in texts(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    running = await api.get(build["id"])
+    assert running["status"] == "running" and running["sandbox_id"] and running["started_at"]
+    workdir = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]].sandbox
+    (workdir.work / "go").write_text("")
+    while True:
+        msg = await ws.read_message()
+        if msg is None:
+            break
+        seen.extend(json.loads(msg))
+    assert ws.close_code == 1000
+    assert texts(seen) == ["started", "done"]
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+
+
+def _group_members(pgids: list[int]) -> list[int]:
+    alive = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if (
+                proc.status() != psutil.STATUS_ZOMBIE
+                and __import__("os").getpgid(proc.pid) in pgids
+            ):
+                alive.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return alive
+
+
+async def test_cancel_leaves_no_process(api: Api) -> None:
+    build = await api.create(
+        {"steps": ["sleep 1000 & echo $$ > pid; echo ready; sleep 1000", "echo never"]}
+    )
+    ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "ready" not in texts(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    job = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]]
+    pgids = [pgid for pgid, _ in job.sandbox.state()["pgids"]]
+    assert pgids and _group_members(pgids)
+    code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
+    assert code == 202
+    assert body["status"] == "cancelled"
+    assert body["finished_at"] and body["exit_code"] is not None
+    assert _group_members(pgids) == []
+    code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
+    assert code == 409 and body["error"]["code"] == "not_running"
+    while (msg := await ws.read_message()) is not None:
+        seen.extend(json.loads(msg))
+    assert statuses(seen)[-1] == "cancelled" and "never" not in texts(seen)
+
+
+async def test_step_timeout_is_timed_out(api: Api) -> None:
+    build = await api.create({"steps": [{"run": "echo go; sleep 30", "timeout": 0.5}]})
+    final = await api.finish(build["id"])
+    assert final["status"] == "timed_out"
+    assert "timeout" in final["error"]
+
+
+async def test_build_timeout_is_timed_out(api: Api) -> None:
+    build = await api.create({"steps": ["sleep 30"], "timeout": 0.5})
+    final = await api.finish(build["id"])
+    assert final["status"] == "timed_out" and final["finished_at"]
+
+
+async def test_delete_removes_the_build(api: Api) -> None:
+    build = await api.create({"steps": ["echo x"]})
+    await api.finish(build["id"])
+    code, _, _ = await api.call("DELETE", f"builds/{build['id']}")
+    assert code == 204
+    code, body, _ = await api.call("GET", f"builds/{build['id']}")
+    assert code == 404 and body["error"]["code"] == "not_found"
+    code, body, _ = await api.call("GET", f"builds/{build['id']}/logs")
+    assert code == 404
+
+
+async def test_list_is_newest_first_with_integer_cursor(api: Api) -> None:
+    ids = [(await api.create({"steps": [f"echo {i}"]}))["id"] for i in range(5)]
+    for build_id in ids:
+        await api.finish(build_id)
+    code, page, _ = await api.call("GET", "builds", params={"limit": 2})
+    assert code == 200 and [b["id"] for b in page["builds"]] == ids[::-1][:2]
+    assert isinstance(page["next"], int)
+    seen = [b["id"] for b in page["builds"]]
+    while page["next"] is not None:
+        _, page, _ = await api.call("GET", "builds", params={"limit": 2, "before": page["next"]})
+        seen += [b["id"] for b in page["builds"]]
+    assert seen == ids[::-1]
+    _, page, _ = await api.call("GET", "builds", params={"status": "succeeded"})
+    assert len(page["builds"]) == 5
+    _, page, _ = await api.call("GET", "builds", params={"status": "running"})
+    assert page["builds"] == []
+
+
+async def test_running_build_counts_as_server_activity(api: Api) -> None:
+    times = api.app.web_app.settings.setdefault("last_activity_times", {})
+    times.pop("agentbuild", None)
+    build = await api.create({"steps": ["echo hi"]})
+    await api.finish(build["id"])
+    assert "agentbuild" in times
+
+
+async def test_secret_env_is_masked_and_never_returned(api: Api) -> None:
+    secret = "s3cr3t-value-123"
+    build = await api.create(
+        {"steps": ["echo token=$TOKEN"], "env": {"TOKEN": {"value": secret, "secret": True}}}
+    )
+    assert secret not in json.dumps(build)
+    entries, _ = await api.stream(build["id"])
+    assert texts(entries) == ["token=***"]
+    assert secret not in json.dumps(await api.get(build["id"]))
+
+
+@pytest.mark.parametrize("workers", [2])
+async def test_concurrency_limit_queues_extra_builds(api: Api, workers: int) -> None:
+    runner = api.app.web_app.settings["agentbuild"].runner
+    runner.config = type(runner.config)(**{**runner.config.__dict__, "max_concurrent_builds": 1})
+    first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
+    second = await api.create({"steps": ["echo second"]})
+    ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "running" not in statuses(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    assert (await api.get(second["id"]))["status"] == "queued"
+    runner._jobs[first["id"]].sandbox.work.joinpath("go").write_text("")
+    assert (await api.finish(second["id"]))["status"] == "succeeded"
+    assert (await api.finish(first["id"]))["status"] == "succeeded"
+    ws.close()
+    await asyncio.sleep(0)

@@ -1,0 +1,171 @@
+"""A real `jupyter server` process: kill -9 and restart, and SIGTERM, lose nothing accepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+TOKEN = "lifecycle-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.port = _free_port()
+        root = self.tmp / "root"
+        root.mkdir(exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--allow-root",
+            "--no-browser",
+            f"--port={self.port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.root_dir={root}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--AgentBuild.db_url=sqlite+aiosqlite:///{self.tmp / 'ab.db'}",
+            f"--AgentBuild.workspace_root={self.tmp / 'sandboxes'}",
+            "--AgentBuild.log_flush_interval=0.05",
+            "--AgentBuild.heartbeat_interval=0.5",
+        ]
+        env = {**os.environ, "JUPYTER_DATA_DIR": str(self.tmp / "data")}
+        log = open(self.tmp / f"server-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.tmp / f"server-{self.port}.log").read_text()
+            try:
+                self.call("GET", "builds")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)  # polling for a process to listen: no event to await
+        raise AssertionError("the server did not start")
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = (
+            json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        )
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/agentbuild/api/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {TOKEN}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def logs(self, build_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self.call("GET", f"builds/{build_id}/logs?after={after}&limit=10000")
+            out.extend(page["entries"])
+            if not page["entries"]:
+                return out
+            after = page["entries"][-1]["seq"]
+
+    def wait_for_text(self, build_id: str, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            page = self.call("GET", f"builds/{build_id}/logs?limit=10000")
+            if any(e.get("text") == text for e in page["entries"]):
+                return
+            time.sleep(0.05)  # polling the public API of another process
+        raise AssertionError(f"{text!r} never reached the store")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _pgid_members(pgid: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return members
+
+
+def test_kill_9_then_restart_marks_interrupted_and_reaps(server: ServerProcess) -> None:
+    build = server.call(
+        "POST", "builds", {"steps": ["echo $$ > /dev/null; echo ready; sleep 1000"]}
+    )
+    server.wait_for_text(build["id"], "ready")
+    running = server.call("GET", f"builds/{build['id']}")
+    assert running["status"] == "running"
+    sandboxes = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "sleep 1000" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert sandboxes
+    pgid = os.getpgid(sandboxes[0].pid)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert _pgid_members(pgid), "the sandbox outlives a kill -9 of its server"
+    server.start()
+    final = server.call("GET", f"builds/{build['id']}")
+    assert final["status"] == "interrupted" and final["finished_at"]
+    entries = server.logs(build["id"])
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert "ready" in [e.get("text") for e in entries]
+    assert entries[-1]["data"]["status"] == "interrupted"
+    assert _pgid_members(pgid) == []
+
+
+def test_sigterm_stores_every_accepted_line_and_interrupts(server: ServerProcess) -> None:
+    build = server.call(
+        "POST", "builds", {"steps": ["i=0; while true; do echo line-$i; i=$((i+1)); done"]}
+    )
+    server.wait_for_text(build["id"], "line-1000")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) is not None
+    server.start()
+    final = server.call("GET", f"builds/{build['id']}")
+    assert final["status"] == "interrupted"
+    entries = server.logs(build["id"])
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    lines = [e["text"] for e in entries if e["kind"] == "log"]
+    assert lines == [f"line-{i}" for i in range(len(lines))]
+    assert len(lines) > 1000
+    statuses = [e["data"]["status"] for e in entries if e.get("type") == "status"]
+    assert statuses[-1] == "interrupted" and statuses.count("interrupted") == 1
+    assert entries[-1]["type"] == "status"
