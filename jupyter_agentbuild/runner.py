@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .entries import ACTIVE, TERMINAL, utcnow
 from .logpipe import LogPipe, StoreUnavailable
@@ -46,6 +46,35 @@ class RunnerConfig:
 
 
 @dataclass
+class AfterSteps:
+    """What a :class:`BuildHook` sees once the steps have ended (successfully or not).
+
+    Hooks run in registration order, before the sandbox is destroyed and before the
+    terminal status, so whatever they emit (``artifacts_ready``, ``preview_ready``)
+    precedes the terminal status entry. A hook that wants the sandbox to outlive the
+    build (a preview) calls :meth:`keep_sandbox` and becomes responsible for it.
+    """
+
+    build_id: str
+    owner: str
+    spec: BuildSpec
+    sandbox: Sandbox
+    pipe: LogPipe
+    store: Store
+    succeeded: bool
+    sandbox_kept: bool = False
+
+    def keep_sandbox(self) -> None:
+        self.sandbox_kept = True
+
+
+class BuildHook(Protocol):
+    """Work that follows the steps of a build (artifact collection, previews)."""
+
+    async def after_steps(self, ctx: AfterSteps) -> None: ...
+
+
+@dataclass
 class _Job:
     """What the runner keeps in memory for one build it runs."""
 
@@ -59,6 +88,7 @@ class _Job:
     stop_message: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     step_started: bool = False
+    sandbox_kept: bool = False
     last_exit_code: int | None = None
 
 
@@ -76,8 +106,10 @@ class Runner:
         config: RunnerConfig,
         *,
         on_activity: Callable[[], None] | None = None,
+        hooks: list[BuildHook] | None = None,
     ) -> None:
         self.store = store
+        self.hooks: list[BuildHook] = list(hooks or [])
         self.providers = providers
         self.config = config
         self.on_activity = on_activity or (lambda: None)
@@ -206,6 +238,8 @@ class Runner:
             await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
             exit_code = await self._run_steps(job)
             self._check_stopped(job)
+            await self._after_steps(job, succeeded=exit_code == 0)
+            self._check_stopped(job)
             status = "succeeded" if exit_code == 0 else "failed"
             if exit_code != 0:
                 error = f"step failed with exit code {exit_code}"
@@ -286,6 +320,21 @@ class Runner:
             await asyncio.wait([step_task], timeout=0.5)
         return step_task.result()
 
+    async def _after_steps(self, job: _Job, *, succeeded: bool) -> None:
+        assert job.sandbox is not None
+        ctx = AfterSteps(
+            build_id=job.row.id,
+            owner=job.row.owner,
+            spec=job.spec,
+            sandbox=job.sandbox,
+            pipe=job.pipe,
+            store=self.store,
+            succeeded=succeeded,
+        )
+        for hook in self.hooks:
+            await hook.after_steps(ctx)
+        job.sandbox_kept = ctx.sandbox_kept
+
     async def _record_sandbox_state(self, job: _Job) -> None:
         """Record process groups as soon as a step runs, so a successor can reap them."""
         if job.sandbox is not None:
@@ -329,7 +378,7 @@ class Runner:
         """Final flush, terminal status entry, then the terminal row: in that order."""
         row, pipe = job.row, job.pipe
         try:
-            if job.sandbox is not None:
+            if job.sandbox is not None and not job.sandbox_kept:
                 with contextlib.suppress(Exception):
                     await job.sandbox.destroy()
             with contextlib.suppress(StoreUnavailable):
