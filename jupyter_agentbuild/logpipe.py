@@ -41,7 +41,7 @@ class LogPipe:
         flush_interval: float = 0.25,
         chunk_size: int = 1000,
         max_pending: int = 100_000,
-        retain: int = 20_000,
+        retain_bytes: int = 32 * 2**20,
         retry_timeout: float = 60.0,
         secrets: Sequence[str] = (),
     ) -> None:
@@ -50,7 +50,9 @@ class LogPipe:
         self.flush_interval = flush_interval
         self.chunk_size = chunk_size
         self.max_pending = max(max_pending, chunk_size)
-        self.retain = retain
+        #: Stored entries stay in memory up to this many characters, so readers that
+        #: fall a little behind are served without touching the database.
+        self.retain_bytes = retain_bytes
         self.retry_timeout = retry_timeout
         self._secrets = [s for s in secrets if s]
         #: Newest seq handed out, and newest seq known to be in the store.
@@ -60,12 +62,13 @@ class LogPipe:
         #: Set while the store has refused writes for longer than ``retry_timeout``.
         self.stalled: BaseException | None = None
         self._pending: list[str] = []  # seqs stored_seq+1 .. last_seq
-        self._kept: deque[tuple[int, list[str]]] = deque()  # stored chunks still in memory
-        self._kept_count = 0
+        self._kept: deque[tuple[int, list[str], int]] = deque()  # stored chunks still in memory
+        self._kept_size = 0
         self._new = asyncio.Event()  # replaced on each append; readers wait on the old one
         self._stored = asyncio.Event()
         self._wake_flusher = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._frames: dict[tuple[int, int], bytes] = {}
 
     # -- writing ---------------------------------------------------------------
 
@@ -187,12 +190,12 @@ class LogPipe:
                 delay = min(delay * 2, 5.0)
 
     def _keep(self, chunks: list[tuple[int, list[str]]]) -> None:
-        for chunk in chunks:
-            self._kept.append(chunk)
-            self._kept_count += len(chunk[1])
-        while self._kept and self._kept_count - len(self._kept[0][1]) >= self.retain:
-            _, dropped = self._kept.popleft()
-            self._kept_count -= len(dropped)
+        for first, entries in chunks:
+            size = sum(map(len, entries))
+            self._kept.append((first, entries, size))
+            self._kept_size += size
+        while len(self._kept) > 1 and self._kept_size > self.retain_bytes:
+            self._kept_size -= self._kept.popleft()[2]
 
     # -- reading ---------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class LogPipe:
         if after + 1 < self.memory_start:
             return None
         out: list[str] = []
-        for first, chunk in self._kept:
+        for first, chunk, _size in self._kept:
             end = first + len(chunk) - 1
             if end <= after:
                 continue
@@ -220,6 +223,33 @@ class LogPipe:
         start = max(0, after + 1 - (self.stored_seq + 1))
         out.extend(self._pending[start : start + limit - len(out)])
         return out
+
+    def read_frame(self, after: int, limit: int) -> tuple[bytes, int] | None:
+        """:meth:`read` as an encoded JSON array, shared by every reader at the same cursor.
+
+        Readers that keep up wake together at the same cursor, so the frame is joined
+        and encoded once for all of them (entries never change once accepted).
+        """
+        end = min(self.last_seq, after + limit)
+        key = (after, end)
+        cached = self._frames.get(key)
+        if cached is not None:
+            return cached, end - after
+        entries = self.read(after, end - after)
+        if entries is None:
+            return None
+        frame = ("[" + ",".join(entries) + "]").encode()
+        self.cache_frame(key, frame)
+        return frame, len(entries)
+
+    def cached_frame(self, key: tuple[int, int]) -> bytes | None:
+        return self._frames.get(key)
+
+    def cache_frame(self, key: tuple[int, int], frame: bytes) -> None:
+        """Keep a few recent frames (bounded) for the other readers at the same cursor."""
+        if len(self._frames) >= 32:
+            self._frames.pop(next(iter(self._frames)))
+        self._frames[key] = frame
 
     async def wait(self, after: int) -> None:
         """Wait until there is an entry after ``after`` or the pipe closes."""

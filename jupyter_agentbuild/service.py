@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ class BuildService:
         #: Set by the start hook once migrations and reconciliation are done.
         self.ready = asyncio.Event()
         self.startup_error: str | None = None
+        #: ``await hook(build_id)`` after a build's records are deleted: removes what
+        #: lives outside the database (artifact blobs, a kept preview sandbox).
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []
 
     async def _ready(self) -> None:
         """Requests that arrive while the extension starts wait for it (bounded)."""
@@ -163,6 +166,8 @@ class BuildService:
         if row.status not in TERMINAL and await self.runner.cancel(build_id):
             await self.runner.wait(build_id)
         await self.store.delete_build(build_id)
+        for hook in self.on_delete:
+            await hook(build_id)
 
     async def logs(self, owner: str, build_id: str, query: Mapping[str, str]) -> LogPage:
         after = _int_param(query, "after", default=0, low=0, high=None)
@@ -177,32 +182,51 @@ class BuildService:
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)
 
-    async def follow(self, build_id: str, after: int, frame: int) -> AsyncIterator[list[str]]:
-        """Entries after ``after``, in order, until the terminal status; the stream's source.
+    async def follow(self, build_id: str, after: int, frame: int) -> AsyncIterator[str | bytes]:
+        """Frames (JSON array texts) of the entries after ``after``, in order, until the
+        terminal status: the WebSocket stream's source.
 
-        Live builds of this process are served from memory, everything else from
-        the store, which makes a build running on another server visible too.
+        Live builds of this process are served from memory, everything else (and
+        readers that fell behind what memory keeps) from the store, which makes a build
+        running on another server visible too.
         """
         cursor, poll = after, 0.05
         while True:
             pipe = self.runner.pipe(build_id)
             if pipe is not None:
-                batch = pipe.read(cursor, frame)
-                if batch is None:
-                    batch = await self.store.read_entries(build_id, after=cursor, limit=frame)
-                if batch:
-                    cursor += len(batch)
-                    yield batch
+                shared = pipe.read_frame(cursor, frame)
+                if shared is None:
+                    # Fell behind what memory keeps: catch up from the store in frames
+                    # aligned to multiples of ``frame``, so readers that lag together
+                    # share each read (the pipe caches it).
+                    want = frame - cursor % frame
+                    key = (cursor, cursor + want)
+                    cached = pipe.cached_frame(key)
+                    if cached is not None:
+                        cursor += want
+                        yield cached
+                        continue
+                    text, count = await self.store.read_joined(build_id, after=cursor, limit=want)
+                    if count:
+                        data = f"[{text}]".encode()
+                        if count == want:
+                            pipe.cache_frame(key, data)
+                        cursor += count
+                        yield data
+                        continue
+                elif shared[1]:
+                    cursor += shared[1]
+                    yield shared[0]
                     continue
                 if pipe.closed:
                     return
                 await pipe.wait(cursor)
                 continue
-            batch = await self.store.read_entries(build_id, after=cursor, limit=frame)
-            if batch:
-                cursor += len(batch)
+            text, count = await self.store.read_joined(build_id, after=cursor, limit=frame)
+            if count:
+                cursor += count
                 poll = 0.05
-                yield batch
+                yield f"[{text}]"
                 continue
             row = await self.store.get_build(build_id)
             if row is None or (row.status in TERMINAL and cursor >= row.last_seq):

@@ -15,7 +15,6 @@ from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
-from ..entries import join_array
 from ..errors import AgentBuildError
 from ..identity import owner_of
 from .base import AUTH_RESOURCE
@@ -62,8 +61,8 @@ class StreamHandler(JupyterHandler, websocket.WebSocketHandler):
     async def _pump(self) -> None:
         service = self.settings["agentbuild"].service
         try:
-            async for batch in service.follow(self.build_id, self.after, FRAME_ENTRIES):
-                await self.write_message(join_array(batch))
+            async for frame in service.follow(self.build_id, self.after, FRAME_ENTRIES):
+                await self.write_message(frame)
             self.close(1000, "build finished")
         except websocket.WebSocketClosedError:
             pass

@@ -260,6 +260,35 @@ class Store:
         never the history before it. Entry k of a chunk has seq ``first_seq + k``: the
         edge chunks are sliced without parsing any JSON.
         """
+        out: list[str] = []
+        for first_seq, _last, body in await self._chunks_for(build_id, after, limit):
+            start = max(0, after + 1 - first_seq)
+            out.extend(body.split("\n")[start : start + limit - len(out)])
+        return out
+
+    async def read_joined(self, build_id: str, *, after: int, limit: int) -> tuple[str, int]:
+        """Like :meth:`read_entries`, but as one comma-joined text and its entry count.
+
+        A catching-up stream sends this as ``[text]`` straight away: whole chunks are
+        turned into JSON array members with one ``str.replace`` instead of a split and join.
+        """
+        parts: list[str] = []
+        count = 0
+        for first_seq, last_seq, body in await self._chunks_for(build_id, after, limit):
+            start = max(0, after + 1 - first_seq)
+            take = min(last_seq - first_seq + 1 - start, limit - count)
+            if take <= 0:
+                break
+            if start == 0 and take == last_seq - first_seq + 1:
+                parts.append(body.replace("\n", ","))
+            else:
+                parts.append(",".join(body.split("\n")[start : start + take]))
+            count += take
+        return ",".join(parts), count
+
+    async def _chunks_for(
+        self, build_id: str, after: int, limit: int
+    ) -> list[tuple[int, int, str]]:
         after = max(after, 0)
         if limit <= 0 or after >= _MAX_SEQ:
             return []
@@ -273,7 +302,7 @@ class Store:
             .scalar_subquery()
         )
         stmt = (
-            select(c.first_seq, c.body)
+            select(c.first_seq, c.last_seq, c.body)
             .where(
                 c.build_id == build_id,
                 c.last_seq > after,
@@ -281,12 +310,8 @@ class Store:
             )
             .order_by(c.last_seq)
         )
-        out: list[str] = []
         async with transaction(self.engine) as conn:
-            for first_seq, body in await conn.execute(stmt):
-                start = max(0, after + 1 - first_seq)
-                out.extend(body.split("\n")[start : start + limit - len(out)])
-        return out
+            return [(int(f), int(la), str(b)) for f, la, b in await conn.execute(stmt)]
 
     # -- quotas -------------------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""Log pipeline benchmark: a 1,000,000-line build through a real server.
+
+Run:  python benchmarks/bench_logs.py            (about a minute; prints a table)
+      python benchmarks/bench_logs.py --lines 200000   (quicker)
+
+Measures, against a baseline run in this same script (the machine is shared and noisy):
+- end-to-end lines/s until a WebSocket client has the last line AND the store holds all of them,
+  vs plain sqlite3 inserting the same lines one row per line with executemany (WAL);
+- peak server RSS growth while doing it;
+- 10 WebSocket clients following the same build: each must get every line; throughput ratio;
+- p50/p99 latency from a line's print (timestamp inside the line) to its arrival at a client,
+  for a build printing 1,000 lines/s;
+- a REST page of 1,000 entries at the tail of the build vs the same page at the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import websockets
+
+TOKEN = "bench-logs-token"
+
+
+class Server:
+    """A `jupyter server` subprocess with the extension on a fresh SQLite file."""
+
+    def __init__(self, tmp: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        (tmp / "root").mkdir()
+        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp / 'root'}",
+                f"--IdentityProvider.token={TOKEN}", "--log-level=WARN",
+                f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
+                f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
+                "--AgentBuild.builds_per_window=1000",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "JUPYTER_DATA_DIR": str(tmp / "data")},
+        )  # fmt: skip
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.call("GET", "builds")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError((tmp / "server.log").read_text()) from None
+                time.sleep(0.1)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/agentbuild/api/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {TOKEN}"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def ws_url(self, build_id: str, after: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.port}/agentbuild/api/builds/{build_id}/stream?after={after}"
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+class RssSampler:
+    def __init__(self, server: Server) -> None:
+        self.server, self.peak, self._stop = server, server.rss(), threading.Event()
+        self.base = self.peak
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.server.rss())
+
+    def __enter__(self) -> RssSampler:
+        self.base = self.server.rss()
+        self.peak = self.base
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def sqlite_baseline(lines: list[str], tmp: Path) -> float:
+    """Plain sqlite3, one row per line, executemany, WAL: lines/s."""
+    db = sqlite3.connect(tmp / "baseline.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE logs (build_id TEXT, seq INTEGER, text TEXT, PRIMARY KEY (build_id, seq))"
+    )
+    start = time.perf_counter()
+    db.executemany("INSERT INTO logs VALUES ('b', ?, ?)", enumerate(lines, 1))
+    db.commit()
+    elapsed = time.perf_counter() - start
+    db.close()
+    return len(lines) / elapsed
+
+
+async def follow(url: str, *, verify: bool, expected_logs: int) -> tuple[int, float]:
+    """Read a stream to its end: (entries received, monotonic time of the close).
+
+    One client parses every entry and checks each seq; the others check each frame's
+    first/last seq and entry count without parsing, so the clients (which share this
+    machine's two cores with the server) cost as little as possible."""
+    count, expected, logs = 0, 1, 0
+    headers = {"Authorization": f"token {TOKEN}"}
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        while True:
+            try:
+                frame = await ws.recv(decode=False)
+            except websockets.ConnectionClosedOK:
+                break
+            if verify:
+                for entry in json.loads(frame):
+                    assert entry["seq"] == expected, (entry["seq"], expected)
+                    expected += 1
+                    count += 1
+                    logs += entry["kind"] == "log"
+            else:  # cheap check: first/last seq and the number of entries agree
+                first = int(frame[8 : frame.index(b",", 8)])
+                last_at = frame.rindex(b'{"seq":') + 7
+                last = int(frame[last_at : frame.index(b",", last_at)])
+                n = frame.count(b'{"seq":')
+                assert first == expected and last - first + 1 == n, (first, expected, n)
+                expected = last + 1
+                count += n
+    if verify:
+        assert logs == expected_logs, (logs, expected_logs)
+    return count, time.monotonic()
+
+
+LINE_CMD = "seq -f 'line %074g' 1 {n}"  # ~80-byte lines
+
+
+async def throughput(server: Server, n: int, clients: int) -> dict[str, float]:
+    build = server.call(
+        "POST", "builds", {"name": f"bench-{clients}", "steps": [LINE_CMD.format(n=n)]}
+    )
+    start = time.monotonic()
+    results = await asyncio.gather(
+        *(
+            follow(server.ws_url(build["id"]), verify=i == 0, expected_logs=n)
+            for i in range(clients)
+        )
+    )
+    final = server.call("GET", f"builds/{build['id']}")
+    for count, _ in results:
+        assert count == final["last_seq"], (count, final["last_seq"])
+    assert final["status"] == "succeeded", final
+    last = server.call("GET", f"builds/{build['id']}/logs?after={final['last_seq'] - 1}")
+    assert last["done"] and last["last_seq"] == final["last_seq"]
+    elapsed = max(t for _, t in results) - start
+    return {"lines_per_s": n / elapsed, "seconds": elapsed, "build_id": build["id"]}  # type: ignore[dict-item]
+
+
+async def latency(server: Server, seconds: float = 5.0) -> tuple[float, float]:
+    script = (
+        "import time\n"
+        f"end = time.time() + {seconds}\n"
+        "i = 0\n"
+        "while time.time() < end:\n"
+        "    print(f'{time.time():.6f} {i}', flush=True); i += 1\n"
+        "    time.sleep(0.001)\n"
+    )
+    build = server.call(
+        "POST", "builds", {"steps": ["python3 lat.py"], "files": {"lat.py": script}}
+    )
+    delays: list[float] = []
+    headers = {"Authorization": f"token {TOKEN}"}
+    async with websockets.connect(server.ws_url(build["id"]), additional_headers=headers) as ws:
+        async for frame in ws:
+            now = time.time()
+            for entry in json.loads(frame):
+                if entry["kind"] == "log":
+                    delays.append(now - float(entry["text"].split()[0]))
+    delays.sort()
+    return delays[len(delays) // 2] * 1000, delays[int(len(delays) * 0.99)] * 1000
+
+
+def page_cost(server: Server, build_id: str, last_seq: int) -> tuple[float, float]:
+    def timed(after: int) -> float:
+        runs = []
+        for _ in range(15):
+            t = time.perf_counter()
+            page = server.call("GET", f"builds/{build_id}/logs?after={after}&limit=1000")
+            runs.append(time.perf_counter() - t)
+            assert len(page["entries"]) == 1000
+        return statistics.median(runs)
+
+    return timed(0), timed(last_seq - 1001)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    n = args.lines
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        lines = [f"line {i:074d}" for i in range(1, n + 1)]
+        baseline = sqlite_baseline(lines, tmp)
+        del lines
+        server = Server(tmp)
+        try:
+            with RssSampler(server) as rss:
+                one = asyncio.run(throughput(server, n, 1))
+            rss_growth = (rss.peak - rss.base) / 2**20
+            ten = asyncio.run(throughput(server, n, 10))
+            p50, p99 = latency_result = asyncio.run(latency(server))
+            del latency_result
+            final = server.call("GET", f"builds/{one['build_id']}")
+            head, tail = page_cost(server, str(one["build_id"]), final["last_seq"])
+        finally:
+            server.stop()
+    rows = [
+        ("sqlite3 executemany baseline", f"{baseline:,.0f} lines/s", ""),
+        ("end-to-end, 1 WebSocket client", f"{one['lines_per_s']:,.0f} lines/s",
+         f"{one['lines_per_s'] / baseline:.2f}x baseline (target >= 0.5)"),
+        ("peak server RSS growth", f"{rss_growth:.0f} MB", "target <= 150 MB"),
+        ("end-to-end, 10 WebSocket clients", f"{ten['lines_per_s']:,.0f} lines/s",
+         f"{ten['lines_per_s'] / one['lines_per_s']:.2f}x single (target >= 0.8)"),
+        ("print-to-client latency at 1,000 lines/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+         "target p99 <= 50 ms"),
+        ("REST page of 1,000 at tail vs head", f"{tail * 1000:.1f} ms vs {head * 1000:.1f} ms",
+         f"{tail / head:.2f}x (target <= 2)"),
+    ]  # fmt: skip
+    print(f"\nbench_logs: {n:,} lines of ~80 bytes, local sandbox, SQLite\n")
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>26}  {note}")
+
+
+if __name__ == "__main__":
+    main()
