@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .entries import encode_event, encode_logs, iso, utcnow
+from .store.repository import SeqConflict
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,15 @@ class LogPipe:
                 return
             except asyncio.CancelledError:
                 raise
+            except SeqConflict as exc:
+                # The store refused a gap or overlap: a bug, not an outage. Retrying
+                # cannot help; fail the build now and keep the entries for the log.
+                log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
+                if self.stalled is None:
+                    self.stalled = exc
+                    stored, self._stored = self._stored, asyncio.Event()
+                    stored.set()
+                await asyncio.sleep(5.0)
             except Exception as exc:  # any store error: retry with backoff, never drop
                 log.warning(
                     "agentbuild: storing logs of %s failed (%s); retrying in %.2fs",

@@ -237,3 +237,54 @@ async def test_concurrency_limit_queues_extra_builds(api: Api, workers: int) -> 
     assert (await api.finish(first["id"]))["status"] == "succeeded"
     ws.close()
     await asyncio.sleep(0)
+
+
+async def test_store_outage_during_a_build_is_retried_and_loses_nothing(api: Api) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    store = api.app.web_app.settings["agentbuild"].store
+    real_append = store.append_chunks
+    failures = {"left": 3, "seen": 0}
+
+    async def flaky_append(build_id: str, chunks: Any) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            failures["seen"] += 1
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        await real_append(build_id, chunks)
+
+    store.append_chunks = flaky_append
+    try:
+        build = await api.create({"steps": ["seq 1 5000"]})
+        entries, _ = await api.stream(build["id"])
+    finally:
+        store.append_chunks = real_append
+    assert failures["seen"] == 3
+    final = await api.get(build["id"])
+    assert final["status"] == "succeeded"
+    stored = await api.all_logs(build["id"])
+    assert stored == entries
+    assert texts(stored) == [str(i) for i in range(1, 5001)]
+    assert [e["seq"] for e in stored] == list(range(1, final["last_seq"] + 1))
+
+
+async def test_store_down_for_good_fails_the_build_clearly(api: Api) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    runner = api.app.web_app.settings["agentbuild"].runner
+    runner.config = type(runner.config)(**{**runner.config.__dict__, "store_retry_timeout": 0.3})
+    store = api.app.web_app.settings["agentbuild"].store
+    real_append = store.append_chunks
+
+    async def down(build_id: str, chunks: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    store.append_chunks = down
+    try:
+        build = await api.create({"steps": ["seq 1 1000000"]})
+        final = await api.finish(build["id"])
+    finally:
+        store.append_chunks = real_append
+    assert final["status"] == "failed"
+    assert "database" in final["error"]
+    assert final["finished_at"]

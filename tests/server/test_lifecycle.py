@@ -28,8 +28,9 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, db_url: str | None = None) -> None:
         self.tmp = tmp
+        self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'ab.db'}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -47,7 +48,7 @@ class ServerProcess:
             "--ip=127.0.0.1",
             f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={TOKEN}",
-            f"--AgentBuild.db_url=sqlite+aiosqlite:///{self.tmp / 'ab.db'}",
+            f"--AgentBuild.db_url={self.db_url}",
             f"--AgentBuild.workspace_root={self.tmp / 'sandboxes'}",
             "--AgentBuild.log_flush_interval=0.05",
             "--AgentBuild.heartbeat_interval=0.5",

@@ -8,64 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import URL, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from jupyter_agentbuild.store import BuildRow, Store
+from tests.pg import PG_ADMIN_URL, postgres_url  # noqa: F401  (fixture)
 
 T = TypeVar("T")
-
-#: The PostgreSQL server's maintenance database; tests create and drop their own beside it.
-PG_ADMIN_URL = os.environ.get(
-    "AGENTBUILD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-_pg_error: list[str | None] = []
-
-
-async def _pg_admin(*statements: str) -> None:
-    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-def _require_postgres() -> None:
-    """Skip when PostgreSQL is unreachable, except on CI (CI=true), where that fails."""
-    if not _pg_error:
-        try:
-            asyncio.run(asyncio.wait_for(_pg_admin("SELECT 1"), 10))
-            _pg_error.append(None)
-        except Exception as exc:
-            _pg_error.append(f"{type(exc).__name__}: {exc}")
-    if _pg_error[0] is not None:
-        message = f"PostgreSQL at {PG_ADMIN_URL} unreachable ({_pg_error[0]})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped after the test."""
-    _require_postgres()
-    name = f"agentbuild_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        url: URL = make_url(PG_ADMIN_URL).set(database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,0 +1,86 @@
+"""The API on PostgreSQL, and two servers sharing one database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Api, statuses, texts
+from tests.pg import postgres_url  # noqa: F401  (fixture)
+from tests.server.test_lifecycle import ServerProcess
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def agentbuild_config(tmp_path: Path, postgres_url: str) -> dict[str, Any]:  # noqa: F811
+    return {
+        "db_url": postgres_url,
+        "workspace_root": str(tmp_path / "sandboxes"),
+        "heartbeat_interval": 0.5,
+        "stale_after": 5.0,
+        "kill_grace": 2.0,
+        "log_flush_interval": 0.05,
+    }
+
+
+@pytest.fixture
+def other_server(tmp_path: Path, postgres_url: str) -> Iterator[ServerProcess]:  # noqa: F811
+    """A second `jupyter server` process on the same PostgreSQL database."""
+    other = tmp_path / "other"
+    other.mkdir()
+    srv = ServerProcess(other, db_url=postgres_url)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+async def test_builds_and_paging_on_postgres(api: Api) -> None:
+    build = await api.create({"steps": ["seq 1 20000", "exit 3"]})
+    entries, code = await api.stream(build["id"])
+    assert code == 1000
+    final = await api.get(build["id"])
+    assert final["status"] == "failed" and final["exit_code"] == 3
+    assert texts(entries) == [str(i) for i in range(1, 20001)]
+    assert await api.all_logs(build["id"], limit=777) == entries
+    rest, _ = await api.stream(build["id"], after=12345)
+    assert rest == entries[12345:]
+
+
+async def test_a_build_on_another_server_streams_live_and_cancels(
+    api: Api, other_server: ServerProcess
+) -> None:
+    # Started on the other server; this server has no memory of it: it reads the store.
+    build = other_server.call(
+        "POST", "builds", {"steps": ["seq 1 3000; echo waiting; sleep 1000"]}
+    )
+    ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "waiting" not in texts(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
+    assert code == 202
+    while (msg := await ws.read_message()) is not None:
+        seen.extend(json.loads(msg))
+    assert ws.close_code == 1000
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+    assert texts(seen)[:3000] == [str(i) for i in range(1, 3001)]
+    assert statuses(seen)[-1] == "cancelled"
+    final = other_server.call("GET", f"builds/{build['id']}")
+    assert final["status"] == "cancelled" and final["finished_at"]
+
+
+async def test_quota_is_shared_between_servers(
+    api: Api, other_server: ServerProcess
+) -> None:
+    service = api.app.web_app.settings["agentbuild"].service
+    service.config = type(service.config)(**{**service.config.__dict__, "builds_per_window": 3})
+    # Same owner on both (each server's OS user); the other server allows 60, this one 3.
+    for _ in range(3):
+        other_server.call("POST", "builds", {"steps": ["true"]})
+    status, body, headers = await api.call("POST", "builds", {"steps": ["true"]})
+    assert status == 429 and "Retry-After" in headers
