@@ -90,10 +90,14 @@ class ServerProcess:
             after = page["entries"][-1]["seq"]
 
     def wait_for_text(self, build_id: str, text: str, timeout: float = 30) -> None:
+        """Wait until a line is in the store (the Build's ``last_seq`` counts stored entries)."""
         deadline = time.monotonic() + timeout
+        seq = None
         while time.monotonic() < deadline:
-            page = self.call("GET", f"builds/{build_id}/logs?limit=10000")
-            if any(e.get("text") == text for e in page["entries"]):
+            if seq is None:
+                page = self.call("GET", f"builds/{build_id}/logs?limit=10000")
+                seq = next((e["seq"] for e in page["entries"] if e.get("text") == text), None)
+            if seq is not None and self.call("GET", f"builds/{build_id}")["last_seq"] >= seq:
                 return
             time.sleep(0.05)  # polling the public API of another process
         raise AssertionError(f"{text!r} never reached the store")
