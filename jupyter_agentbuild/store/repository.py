@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .engine import make_engine, transaction
 from .migrate import upgrade
 from .models import ACTIVE_STATUSES, BuildRow
+from .notify import Notifier, notify
 from .schema import builds, entry_chunks, quota_uses
 
 __all__ = ["BuildRow", "SeqConflict", "Store"]
@@ -40,6 +41,8 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        #: Wakes readers when another server stores entries (PostgreSQL only).
+        self.notifier = Notifier(engine)
 
     @classmethod
     def lazy(cls, db_url: str) -> Store:
@@ -59,8 +62,9 @@ class Store:
         return store
 
     async def connect(self) -> None:
-        """Migrate the schema to head (a no-op when it is there already)."""
+        """Migrate the schema to head (a no-op when it is there already), then listen."""
         await upgrade(self.engine)
+        await self.notifier.start()
 
     @property
     def dialect(self) -> str:
@@ -74,6 +78,7 @@ class Store:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        await self.notifier.stop()
         await self.engine.dispose()
 
     # -- builds -------------------------------------------------------------------------
@@ -157,13 +162,32 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [_build_row(row) for row in rows]
 
+    async def preview_builds(self, *, host: str, statuses: Sequence[str]) -> list[BuildRow]:
+        """Builds in ``statuses`` that had a preview and were run on ``host``, oldest first
+        (start-up reaping of previews a dead server left running)."""
+        stmt = (
+            select(builds)
+            .where(
+                builds.c.status.in_(list(statuses)),
+                builds.c.preview.is_not(None),
+                builds.c.runner_host == host,
+            )
+            .order_by(builds.c.pk)
+        )
+        async with transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_build_row(row) for row in rows]
+
     async def update_build(self, build_id: str, **fields: Any) -> bool:
         """Set columns of one build; returns whether it exists. JSON columns take dicts."""
         if not fields:
             return await self.get_build(build_id) is not None
         stmt = update(builds).where(builds.c.id == build_id).values(**_checked(fields))
         async with transaction(self.engine) as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            changed = (await conn.execute(stmt)).rowcount == 1
+            if changed and "status" in fields:
+                await notify(conn, build_id)
+            return changed
 
     async def transition(
         self,
@@ -241,6 +265,7 @@ class Store:
         async with transaction(self.engine) as conn:
             if (await conn.execute(advance)).rowcount == 1:
                 await conn.execute(insert(entry_chunks), rows)
+                await notify(conn, build_id)
                 return
             current = await conn.scalar(select(builds.c.last_seq).where(builds.c.id == build_id))
         if current is None:

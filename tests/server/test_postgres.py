@@ -55,9 +55,7 @@ async def test_a_build_on_another_server_streams_live_and_cancels(
     api: Api, other_server: ServerProcess
 ) -> None:
     # Started on the other server; this server has no memory of it: it reads the store.
-    build = other_server.call(
-        "POST", "builds", {"steps": ["seq 1 3000; echo waiting; sleep 1000"]}
-    )
+    build = other_server.call("POST", "builds", {"steps": ["seq 1 3000; echo waiting; sleep 1000"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     seen: list[dict[str, Any]] = []
     while "waiting" not in texts(seen):
@@ -74,9 +72,7 @@ async def test_a_build_on_another_server_streams_live_and_cancels(
     assert final["status"] == "cancelled" and final["finished_at"]
 
 
-async def test_quota_is_shared_between_servers(
-    api: Api, other_server: ServerProcess
-) -> None:
+async def test_quota_is_shared_between_servers(api: Api, other_server: ServerProcess) -> None:
     service = api.app.web_app.settings["agentbuild"].service
     service.config = type(service.config)(**{**service.config.__dict__, "builds_per_window": 3})
     # Same owner on both (each server's OS user); the other server allows 60, this one 3.
@@ -84,3 +80,28 @@ async def test_quota_is_shared_between_servers(
         other_server.call("POST", "builds", {"steps": ["true"]})
     status, body, headers = await api.call("POST", "builds", {"steps": ["true"]})
     assert status == 429 and "Retry-After" in headers
+
+
+async def test_another_servers_commit_wakes_waiting_readers(api: Api, postgres_url: str) -> None:  # noqa: F811
+    """LISTEN/NOTIFY: a reader waiting on a build wakes when another store commits to it."""
+    import asyncio
+    import time
+
+    from jupyter_agentbuild.store import Store
+
+    store = api.app.web_app.settings["agentbuild"].store
+    assert store.notifier.listening
+    build = await api.create({"steps": ["true"]})
+    await api.finish(build["id"])
+    other = await Store.open(postgres_url)
+    try:
+        row = await other.get_build(build["id"])
+        assert row is not None
+        started = time.monotonic()
+        waiter = asyncio.create_task(store.notifier.wait(build["id"], 30.0))
+        await asyncio.sleep(0)  # let the waiter register before the commit
+        await other.append_chunks(build["id"], [(row.last_seq + 1, ['{"seq":0}'])])
+        await waiter
+        assert time.monotonic() - started < 10
+    finally:
+        await other.dispose()
