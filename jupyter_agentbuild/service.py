@@ -17,7 +17,6 @@ from typing import Any
 
 from .entries import TERMINAL, utcnow
 from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
-from .preview.manager import Preview, PreviewManager
 from .providers import check_e2b
 from .runner import Runner
 from .spec import BuildSpec, parse_spec
@@ -61,8 +60,6 @@ class BuildService:
         #: ``await hook(build_id)`` after a build's records are deleted: removes what
         #: lives outside the database (artifact blobs, a kept preview sandbox).
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
-        #: The previews this server runs (set by the extension; None: no previews).
-        self.previews: PreviewManager | None = None
 
     async def _ready(self) -> None:
         """Requests that arrive while the extension starts wait for it (bounded)."""
@@ -152,25 +149,6 @@ class BuildService:
         )
         next_cursor = rows[limit - 1].pk if len(rows) > limit else None
         return rows[:limit], next_cursor
-
-    async def preview_target(self, owner: str, build_id: str) -> Preview | None:
-        """The live preview of ``owner``'s build for the proxy (from memory: no database
-        round trip per proxied request), or None when it has none here; NotFound for a
-        build that does not exist or is someone else's."""
-        preview = self.previews.live(build_id) if self.previews is not None else None
-        if preview is not None:
-            if preview.owner != owner:
-                raise NotFound(f"no build {build_id!r}")
-            return preview
-        await self.get(owner, build_id)
-        return None
-
-    async def preview_stop(self, owner: str, build_id: str) -> BuildRow:
-        """Stop the build's preview and destroy its sandbox; 409 when none is running."""
-        await self.get(owner, build_id)
-        if self.previews is None or not await self.previews.stop(build_id):
-            raise Conflict(f"build {build_id} has no running preview", code="no_preview")
-        return await self.get(owner, build_id)
 
     async def cancel(self, owner: str, build_id: str) -> BuildRow:
         row = await self.get(owner, build_id)
