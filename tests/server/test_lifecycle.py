@@ -28,8 +28,9 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp: Path, db_url: str | None = None) -> None:
+    def __init__(self, tmp: Path, db_url: str | None = None, app: str = "jupyter_server") -> None:
         self.tmp = tmp
+        self.app = app
         self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'ab.db'}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -41,7 +42,7 @@ class ServerProcess:
         args = [
             sys.executable,
             "-m",
-            "jupyter_server",
+            self.app,
             "--allow-root",
             "--no-browser",
             f"--port={self.port}",
@@ -174,3 +175,21 @@ def test_sigterm_stores_every_accepted_line_and_interrupts(server: ServerProcess
     statuses = [e["data"]["status"] for e in entries if e.get("type") == "status"]
     assert statuses[-1] == "interrupted" and statuses.count("interrupted") == 1
     assert entries[-1]["type"] == "status"
+
+
+def test_pip_install_enables_the_extension_in_jupyter_lab(tmp_path: Path) -> None:
+    """The shipped jupyter-config JSON enables the extension; `jupyter lab` serves the API."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "jupyter", "server", "extension", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    output = listed.stdout + listed.stderr
+    assert "jupyter_agentbuild" in output and "enabled" in output
+    lab = ServerProcess(tmp_path, app="jupyterlab")
+    lab.start()
+    try:
+        assert lab.call("GET", "builds") == {"builds": [], "next": None}
+    finally:
+        lab.stop()
