@@ -1,0 +1,111 @@
+"""Builds and other records as dicts with attribute access (``b.id``, ``b.status``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+STATUSES = ("queued", "starting", "running", *sorted(TERMINAL))
+
+#: An Entry as the server sends it (design §3): ``{"seq", "ts", "kind", ...}``.
+Entry = dict[str, Any]
+
+
+class Record(dict[str, Any]):
+    """A JSON object from the API: still a ``dict`` (so ``json.dumps`` works), plus attributes.
+
+    Nested objects come back as :class:`Record` too; a missing field is an ``AttributeError``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
+        return Record(value) if isinstance(value, dict) and not isinstance(value, Record) else value
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {k for k in self if isinstance(k, str)})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+class Build(Record):
+    """A build as ``GET api/builds/{id}`` returns it."""
+
+    @property
+    def id(self) -> str:
+        return str(self["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.get("status") or "")
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.get("last_seq") or 0)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the build has finished, whatever the outcome."""
+        return self.status in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def label(self) -> str:
+        """``name (id)``, or the id alone for unnamed builds."""
+        name = self.get("name")
+        return f"{name} ({self.id})" if name else self.id
+
+    def elapsed(self, now: datetime | None = None) -> float | None:
+        """Seconds between start (or creation) and finish (or ``now``)."""
+        start = parse_time(self.get("started_at")) or parse_time(self.get("created_at"))
+        if start is None:
+            return None
+        end = parse_time(self.get("finished_at")) or now or datetime.now(UTC)
+        return max(0.0, (end - start).total_seconds())
+
+    def __repr__(self) -> str:
+        return f"Build(id={self.get('id')!r}, name={self.get('name')!r}, status={self.get('status')!r})"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse an ISO-8601 timestamp (``Z`` accepted); naive times are taken as UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``4.2s``, ``3m 05s``, ``2h 01m``."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_size(size: int | float | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -1,0 +1,72 @@
+"""The preview panel: state, an "open in new tab" link, a stop button and a sandboxed iframe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from ..client import AgentBuildError, Build, Client, Conflict, ServerInfo
+from . import html
+
+
+class PreviewPanel(w.VBox):  # type: ignore[misc]
+    """Shows a build's ``preview`` (``{"state", "url"}``); empty while there is none."""
+
+    def __init__(self, server: ServerInfo, build_id: str, **kwargs: Any) -> None:
+        self.server = server
+        self.build_id = build_id
+        self.state = ""
+        self._bar = w.HTML(layout=w.Layout(margin="0"))
+        self._stop = w.Button(
+            description="Stop preview", icon="stop", layout=w.Layout(width="auto")
+        )
+        self._stop.on_click(self._on_stop)
+        self._frame = w.HTML(layout=w.Layout(margin="0"))
+        self._message = w.HTML(layout=w.Layout(margin="0"))
+        self._header = w.HBox([self._bar, self._stop], layout=w.Layout(align_items="center"))
+        super().__init__([], **kwargs)
+        self.add_class("agentbuild-preview")
+
+    @property
+    def href(self) -> str:
+        """``{base_url}agentbuild/preview/{id}/`` plus the spec's preview path."""
+        return self.server.browser_path("preview", self.build_id) + "/"
+
+    def update(self, preview: dict[str, Any] | None, path: str = "/") -> None:
+        state = str((preview or {}).get("state") or "")
+        self.state = state
+        children: tuple[Any, ...] = ()
+        if not state:
+            self.children = children
+            return
+        src = self.href + path.lstrip("/")
+        self._bar.value = html.preview_bar(state, src)
+        if state == "ready":
+            self._frame.value = html.preview_iframe(src)
+            children = (self._header, self._frame, self._message)
+            self._stop.disabled = False
+        else:
+            self._frame.value = ""
+            children = (self._bar, self._message)
+        self.children = children
+
+    def _on_stop(self, _button: Any = None) -> None:
+        self._stop.disabled = True
+        try:
+            with Client(server=self.server) as client:
+                client.preview_stop(self.build_id)
+                build = client.get(self.build_id)
+        except Conflict:
+            build = Build({})
+        except AgentBuildError as exc:
+            self._message.value = html.message(f"could not stop the preview: {exc}")
+            self._stop.disabled = False
+            return
+        preview = build.get("preview") or {"state": "stopped"}
+        self.update(preview)
+
+    def close(self) -> None:
+        for child in (self._bar, self._stop, self._frame, self._message, self._header):
+            child.close()
+        super().close()
