@@ -1,0 +1,558 @@
+"""Preview proxy benchmark: one backend, direct vs this proxy vs jupyter-server-proxy.
+
+Run (about two minutes; prints a table, the ratios and the issue's targets):
+
+    python -m venv --system-site-packages /tmp/bench-venv          # sees this project
+    /tmp/bench-venv/bin/pip install jupyter-server-proxy==4.6.0     # benchmark only
+    /tmp/bench-venv/bin/python benchmarks/bench_proxy.py
+
+jupyter-server-proxy is NOT a dependency of this project: install it only where the
+benchmark runs (a throw-away venv as above keeps it out of the project's environment and
+out of the test servers). Without it, its column is skipped. ``--quick`` shortens
+everything.
+
+One `jupyter server` subprocess runs both extensions. The backend is the preview of a
+real build (``tests/preview/backend.py``: stdlib asyncio HTTP/1.1 + WebSocket echo, on
+a fixed port), reached three ways in the same run:
+
+- direct: ``http://127.0.0.1:PORT/...``;
+- this proxy: ``{server}/agentbuild/preview/{id}/...``;
+- jupyter-server-proxy: ``{server}/proxy/PORT/...``;
+- and, for scale, a bare Jupyter handler (``/api/status``) with the same client.
+
+Measured, with a browser-like client (the Jupyter login cookie, keep-alive connections):
+
+1. small responses (``GET /tiny``, 2 bytes): requests/s and p50/p99 latency with 32
+   concurrent connections, each sending its next request when the previous answer is in;
+2. a large body (``GET /big``, 1 GiB): MB/s for a client that reads as fast as it can,
+   and the server's peak RSS growth (psutil, every 10 ms); the same at a size
+   jupyter-server-proxy can handle (it buffers whole bodies, and fails above 100 MiB);
+3. a slow reader (20 MB/s) of a 96 MiB body: RSS growth (back-pressure or buffering);
+4. WebSocket round trips: one connection, one small message at a time: round trips/s, p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND = (ROOT / "tests" / "preview" / "backend.py").read_text()
+TOKEN = "bench-proxy-token"
+MiB = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`jupyter server` with this extension (and jupyter-server-proxy when installed)."""
+
+    def __init__(self, tmp: Path, with_jsp: bool) -> None:
+        self.port = free_port()
+        config = tmp / "config"
+        config.mkdir()
+        extensions = {"jupyter_agentbuild": True, "jupyter_server_proxy": with_jsp}
+        (config / "jupyter_server_config.json").write_text(
+            json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
+        )
+        (tmp / "root").mkdir()
+        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp / 'root'}",
+                f"--IdentityProvider.token={TOKEN}", "--log-level=WARN",
+                f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
+                f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
+                f"--AgentBuild.artifacts_root={tmp / 'artifacts'}",
+                "--AgentBuild.preview_idle_timeout=0",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "JUPYTER_CONFIG_DIR": str(config),
+                "JUPYTER_DATA_DIR": str(tmp / "data"),
+            },
+        )  # fmt: skip
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                self.api("GET", "builds")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError((tmp / "server.log").read_text()) from None
+                time.sleep(0.1)
+        self.cookie = self._login_cookie()
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/agentbuild/api/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def _login_cookie(self) -> str:
+        """The login cookie a browser would hold after opening the token URL."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/status",
+            headers={"Authorization": f"token {TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            for value in resp.headers.get_all("Set-Cookie") or []:
+                if value.startswith("username-"):
+                    return value.split(";", 1)[0]
+        raise RuntimeError("no login cookie")
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class RssPeak:
+    """Peak RSS growth of the server while the block runs."""
+
+    def __init__(self, server: Server) -> None:
+        self.server, self._stop = server, threading.Event()
+        self.base = self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.server.rss())
+
+    def __enter__(self) -> RssPeak:
+        self.base = self.peak = self.server.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 client connection (just enough HTTP for this benchmark)."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.head = f"Host: 127.0.0.1:{port}\r\n{extra}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, *, sink: Any = None) -> tuple[int, int]:
+        """(status, body bytes); ``sink(n)`` is awaited after each piece of the body."""
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(
+                "127.0.0.1", self.port, limit=4 * MiB
+            )
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(None, 2)[1])
+        lower = head.lower()
+        size = 0
+        if b"transfer-encoding: chunked" in lower:
+            while True:
+                n = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if n == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                size += await self._body(n, sink)
+                await self.reader.readexactly(2)
+        else:
+            match = re.search(rb"content-length: *(\d+)", lower)
+            if match:
+                size = await self._body(int(match.group(1)), sink)
+        if b"connection: close" in lower:
+            self.close()
+        return status, size
+
+    async def _body(self, n: int, sink: Any) -> int:
+        assert self.reader is not None
+        got = 0
+        while got < n:
+            data = await self.reader.read(min(n - got, MiB))
+            if not data:
+                raise ConnectionError("body cut short")
+            got += len(data)
+            if sink is not None:
+                await sink(got)
+        return got
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Sample:
+    """Latencies (s) and elapsed time of one target, accumulated over rounds."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+        self.errors = 0
+
+    def summary(self, rate: str) -> dict[str, float]:
+        latencies = sorted(self.latencies)
+        return {
+            rate: len(latencies) / self.elapsed,
+            "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+            "errors": self.errors,
+        }
+
+
+async def small_responses(
+    sample: Sample,
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    warmup: float = 0.5,
+) -> None:
+    """``connections`` keep-alive clients, each sending its next request when the
+    previous answer is in, for ``seconds`` after ``warmup``."""
+    stop_at = 0.0
+    measuring = False
+
+    async def worker() -> None:
+        conn = Connection(port, headers)
+        try:
+            while time.perf_counter() < stop_at:
+                began = time.perf_counter()
+                status, _ = await conn.get(path)
+                if status != 200:
+                    sample.errors += 1
+                if measuring:
+                    sample.latencies.append(time.perf_counter() - began)
+        finally:
+            conn.close()
+
+    stop_at = time.perf_counter() + warmup  # connections made, pools filled
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    measuring, began = True, time.perf_counter()
+    stop_at = began + seconds
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    sample.elapsed += time.perf_counter() - began
+
+
+async def large_body(
+    server: Server, port: int, path: str, headers: dict[str, str], rate: float | None
+) -> dict[str, Any]:
+    conn = Connection(port, headers)
+    began = time.perf_counter()
+
+    async def pace(got: int) -> None:
+        assert rate is not None
+        ahead = got / rate - (time.perf_counter() - began)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+    try:
+        with RssPeak(server) as rss:
+            status, size = await conn.get(path, sink=pace if rate else None)
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        return {"ok": False, "error": f"connection broke ({exc})"}
+    finally:
+        conn.close()
+    elapsed = time.perf_counter() - began
+    if status != 200:
+        return {"ok": False, "error": f"HTTP {status}", "rss": rss.growth}
+    return {"ok": True, "mbps": size / MiB / elapsed, "rss": rss.growth, "size": size}
+
+
+async def ws_round_trips(sample: Sample, url: str, headers: dict[str, str], count: int) -> None:
+    ws = await websocket_connect(HTTPRequest(url, headers=headers))
+    try:
+        for _ in range(100):  # warm-up
+            await ws.write_message("warm")
+            await ws.read_message()
+        began = time.perf_counter()
+        for i in range(count):
+            sent = time.perf_counter()
+            await ws.write_message(f"round trip {i}")
+            assert await ws.read_message() == f"round trip {i}"
+            sample.latencies.append(time.perf_counter() - sent)
+        sample.elapsed += time.perf_counter() - began
+    finally:
+        ws.close()
+
+
+def rotations(names: list[str], rounds: int) -> list[list[str]]:
+    """The targets' order in each round, rotated: load drifts hit every target alike."""
+    return [names[r % len(names) :] + names[: r % len(names)] for r in range(rounds)]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def start_backend(server: Server) -> tuple[str, int]:
+    backend_port = free_port()
+    build = server.api(
+        "POST",
+        "builds",
+        {
+            "name": "bench backend",
+            "steps": ["true"],
+            "files": {"app.py": BACKEND},
+            "preview": {
+                "command": f"exec {sys.executable} app.py",
+                "port": backend_port,
+                "path": "/tiny",
+            },
+        },
+    )
+    deadline = time.monotonic() + 60
+    while build["status"] not in ("succeeded", "failed", "cancelled", "timed_out"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the backend build did not finish")
+        time.sleep(0.1)
+        build = server.api("GET", f"builds/{build['id']}")
+    if (build.get("preview") or {}).get("state") != "ready":
+        raise RuntimeError(f"the backend preview is not ready: {build.get('preview')}")
+    return build["id"], backend_port
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+async def run(args: argparse.Namespace) -> int:
+    with_jsp = importlib.util.find_spec("jupyter_server_proxy") is not None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    server = Server(tmp, with_jsp)
+    try:
+        build_id, bport = start_backend(server)
+        jport = server.port
+        auth = {"Cookie": server.cookie}
+        targets: dict[str, tuple[int, str, dict[str, str]]] = {
+            "direct": (bport, "", {}),
+            "agentbuild": (jport, f"/agentbuild/preview/{build_id}", auth),
+        }
+        if with_jsp:
+            targets["jupyter-server-proxy"] = (jport, f"/proxy/{bport}", auth)
+        names = list(targets)
+        results: dict[str, dict[str, Any]] = {name: {} for name in names}
+        print(f"server pid {server.proc.pid}, backend :{bport}, {os.cpu_count()} CPUs")
+        if not with_jsp:
+            print("jupyter-server-proxy is not installed: its column is skipped (see header)")
+
+        parts = set(args.parts.split(","))
+        if "small" in parts:
+            await part_small(args, server, targets, results)
+        if "large" in parts:
+            await part_large(args, server, targets, results)
+        if "slow" in parts:
+            await part_slow(args, server, targets, results)
+        if "ws" in parts:
+            await part_ws(args, targets, results)
+        return report(args, results, with_jsp)
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+Targets = dict[str, tuple[int, str, dict[str, str]]]
+
+
+async def part_small(
+    args: argparse.Namespace, server: Server, targets: Targets, results: dict[str, Any]
+) -> None:
+    auth = {"Cookie": server.cookie}
+    runs = {**targets, "bare Jupyter /api/status": (server.port, "", auth)}
+    paths = {name: prefix + "/tiny" for name, (_, prefix, _) in targets.items()}
+    paths["bare Jupyter /api/status"] = "/api/status"
+    per_round = args.seconds / args.rounds
+    print(
+        f"\n1. small responses, {args.connections} connections, {args.seconds:g}s per target "
+        f"in {args.rounds} interleaved rounds"
+    )
+    samples = {name: Sample() for name in runs}
+    for order in rotations(list(runs), args.rounds):
+        for name in order:
+            port, _, headers = runs[name]
+            await small_responses(
+                samples[name], port, paths[name], headers, args.connections, per_round
+            )
+    for name, sample in samples.items():
+        r = sample.summary("rps")
+        if name in results:
+            results[name]["small"] = r
+        print(
+            f"   {name:26s} {r['rps']:9,.0f} req/s  p50 {r['p50']:6.1f} ms  "
+            f"p99 {r['p99']:6.1f} ms  errors {r['errors']:.0f}"
+        )
+
+
+async def part_large(
+    args: argparse.Namespace, server: Server, targets: Targets, results: dict[str, Any]
+) -> None:
+    print("\n2. large bodies, read as fast as possible (RSS: server's peak growth)")
+    sizes = [args.large, args.jsp_size]
+    for size in sizes:
+        for name in targets:
+            if name == "direct" and size != args.large:
+                continue
+            port, prefix, headers = targets[name]
+            r = await large_body(server, port, f"{prefix}/big?size={size}", headers, None)
+            results[name][f"large-{size}"] = r
+            shown = f"{size / MiB:,.0f} MiB"
+            if r["ok"]:
+                print(
+                    f"   {name:22s} {shown:>9s}  {r['mbps']:8,.0f} MB/s  "
+                    f"RSS +{r['rss'] / MiB:6.1f} MB"
+                )
+            else:
+                print(f"   {name:22s} {shown:>9s}  failed: {r['error']}")
+
+
+async def part_slow(
+    args: argparse.Namespace, server: Server, targets: Targets, results: dict[str, Any]
+) -> None:
+    rate = args.slow_rate * MiB
+    print(f"\n3. a slow reader ({args.slow_rate:g} MB/s), {args.slow / MiB:,.0f} MiB")
+    for name in list(targets)[1:]:
+        port, prefix, headers = targets[name]
+        r = await large_body(server, port, f"{prefix}/big?size={args.slow}", headers, rate)
+        results[name]["slow"] = r
+        if r["ok"]:
+            print(f"   {name:22s} {r['mbps']:6,.1f} MB/s  RSS +{r['rss'] / MiB:6.1f} MB")
+        else:
+            print(f"   {name:22s} failed: {r['error']}")
+
+
+async def part_ws(args: argparse.Namespace, targets: Targets, results: dict[str, Any]) -> None:
+    print(
+        f"\n4. WebSocket round trips ({args.ws} sequential per target, one connection, "
+        f"{args.rounds} interleaved rounds)"
+    )
+    samples = {name: Sample() for name in targets}
+    for order in rotations(list(targets), args.rounds):
+        for name in order:
+            port, prefix, headers = targets[name]
+            url = f"ws://127.0.0.1:{port}{prefix}/ws"
+            await ws_round_trips(samples[name], url, headers, args.ws // args.rounds)
+    for name, sample in samples.items():
+        r = results[name]["ws"] = sample.summary("rtps")
+        print(
+            f"   {name:26s} {r['rtps']:9,.0f} round trips/s  p50 {r['p50']:.2f} ms  "
+            f"p99 {r['p99']:.2f} ms"
+        )
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_jsp: bool) -> int:
+    """Ratios and the issue's targets for what was measured."""
+    ours, direct = results["agentbuild"], results["direct"]
+    jsp = results.get("jupyter-server-proxy", {})
+    checks: list[tuple[str, bool]] = []
+    limit = 64 * MiB
+    print("\nratios (agentbuild / other)")
+    if "small" in ours:
+        print(f"   vs direct: {ours['small']['rps'] / direct['small']['rps']:.2f}x req/s")
+        if "small" in jsp:
+            rps = ours["small"]["rps"] / jsp["small"]["rps"]
+            p99 = ours["small"]["p99"] / jsp["small"]["p99"]
+            print(f"   vs jupyter-server-proxy: {rps:.2f}x req/s, {p99:.2f}x p99 latency")
+            checks.append(("req/s >= 2x jupyter-server-proxy", rps >= 2))
+            checks.append(("p99 <= 0.5x jupyter-server-proxy", p99 <= 0.5))
+    for size in (args.large, args.jsp_size):
+        key, label = f"large-{size}", f"{size / MiB:,.0f} MiB"
+        if key not in ours:
+            continue
+        mine = ours[key]
+        checks.append(
+            (f"{label}: streamed, RSS growth < 64 MB", mine["ok"] and mine["rss"] < limit)
+        )
+        theirs = jsp.get(key)
+        if theirs is None:
+            continue
+        if theirs["ok"] and mine["ok"]:
+            ratio = mine["mbps"] / theirs["mbps"]
+            print(f"   {label}: {ratio:.1f}x throughput (jsp RSS +{theirs['rss'] / MiB:.0f} MB)")
+            checks.append((f"{label}: throughput >= 3x jupyter-server-proxy", ratio >= 3))
+        elif not theirs["ok"]:
+            print(f"   {label}: jupyter-server-proxy failed ({theirs['error']}); we streamed it")
+    if "slow" in ours:
+        mine = ours["slow"]
+        checks.append(("slow reader: RSS growth < 64 MB", mine["ok"] and mine["rss"] < limit))
+        if "slow" in jsp and jsp["slow"]["ok"]:
+            print(f"   slow reader: jsp RSS +{jsp['slow']['rss'] / MiB:.0f} MB")
+    if "ws" in ours and "ws" in jsp:
+        rt = ours["ws"]["rtps"] / jsp["ws"]["rtps"]
+        p50 = ours["ws"]["p50"] / jsp["ws"]["p50"]
+        print(f"   WebSocket: {rt:.2f}x round trips/s, {p50:.2f}x p50 latency")
+        checks.append(("WebSocket p50 <= jupyter-server-proxy's", p50 <= 1.0))
+    print("\ntargets (issue 5)")
+    for label, ok in checks:
+        print(f"   [{'x' if ok else ' '}] {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=8.0, help="small responses, per target")
+    parser.add_argument("--large", type=int, default=1024 * MiB, help="bytes")
+    parser.add_argument("--jsp-size", type=int, default=64 * MiB, help="bytes (< 100 MiB)")
+    parser.add_argument("--slow", type=int, default=96 * MiB, help="bytes for the slow reader")
+    parser.add_argument("--slow-rate", type=float, default=20.0, help="MB/s")
+    parser.add_argument("--ws", type=int, default=6000, help="round trips")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (small, ws)")
+    parser.add_argument("--parts", default="small,large,slow,ws", help="which measurements")
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.large, args.slow, args.ws = 2.0, 256 * MiB, 32 * MiB, 1000
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

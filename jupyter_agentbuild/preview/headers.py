@@ -1,0 +1,243 @@
+"""What crosses the proxy: request and response headers, cookies, query, redirects.
+
+Pure functions, so every rule of the security model (README, "Previews") has a unit
+test: hop-by-hop headers never cross; the user's Jupyter credentials (``Authorization``,
+the ``token`` query argument, the ``_xsrf``, login and JupyterHub cookies, Jupyter's XSRF
+header) never reach the sandbox, and the sandbox cannot set those cookies; the
+``X-Forwarded-*`` headers are the same for plain requests and WebSocket upgrades; a
+redirect to the upstream's own address comes back under the public prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote_plus, urlsplit
+
+from tornado.httputil import HTTPHeaders
+
+#: RFC 9110 §7.6.1 connection-specific fields, plus the de-facto ``Proxy-Connection``.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+#: Request headers the proxy never forwards: credentials, the client's own idea of the
+#: forwarding chain (replaced by ours), ``Expect`` (the proxy streams bodies itself).
+_DROP_REQUEST = frozenset(
+    {
+        "host",
+        "authorization",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "x-xsrftoken",
+        "x-csrftoken",
+    }
+)
+#: The WebSocket handshake is redone by the proxy's own client.
+_DROP_WEBSOCKET = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+#: Response headers the proxy sets itself (``Content-Security-Policy`` is *added to*).
+_DROP_RESPONSE = frozenset({"x-content-type-options"})
+
+#: Query arguments that carry Jupyter credentials.
+CREDENTIAL_ARGS = frozenset({"token"})
+
+
+def is_jupyter_cookie(name: str, extra: Collection[str] = ()) -> bool:
+    """Is ``name`` one of Jupyter's cookies: ``_xsrf``, ``username-*`` (the login cookie),
+    ``jupyterhub-*``, or a configured name in ``extra`` (also behind ``__Host-``/``__Secure-``)?"""
+    name = name.strip()
+    bare = name
+    for prefix in ("__Host-", "__Secure-"):
+        if bare.startswith(prefix):
+            bare = bare[len(prefix) :]
+    return (
+        bare == "_xsrf"
+        or bare.startswith(("username-", "jupyterhub-"))
+        or name in extra
+        or bare in extra
+    )
+
+
+def filter_cookie_header(value: str, extra: Collection[str] = ()) -> str:
+    """A ``Cookie`` header without Jupyter's cookies (order and spelling of the rest kept)."""
+    kept = []
+    for part in value.split(";"):
+        item = part.strip()
+        if not item:
+            continue
+        name = item.split("=", 1)[0]
+        if not is_jupyter_cookie(name, extra):
+            kept.append(item)
+    return "; ".join(kept)
+
+
+def strip_credentials(query: str) -> str:
+    """The query string without ``token=`` arguments; everything else byte for byte."""
+    if not query:
+        return ""
+    parts = query.split("&")
+    kept = [p for p in parts if unquote_plus(p.split("=", 1)[0]) not in CREDENTIAL_ARGS]
+    return query if len(kept) == len(parts) else "&".join(kept)
+
+
+def _connection_tokens(headers: HTTPHeaders) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.get_list("Connection"):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def forwarded_headers(
+    *, remote_ip: str | None, protocol: str, host: str, prefix: str
+) -> dict[str, str]:
+    """The ``X-Forwarded-*`` set, built once per request and used alike for HTTP and
+    WebSocket upgrades. ``prefix`` is the public path without its trailing slash."""
+    out = {
+        "X-Forwarded-Proto": protocol,
+        "X-Forwarded-Host": host,
+        "X-Forwarded-Prefix": prefix,
+    }
+    if remote_ip:
+        out["X-Forwarded-For"] = remote_ip
+    return out
+
+
+def request_headers(
+    incoming: HTTPHeaders,
+    *,
+    upstream_host: str,
+    forwarded: Mapping[str, str],
+    cookie_names: Collection[str] = (),
+    websocket: bool = False,
+) -> HTTPHeaders:
+    """The headers sent upstream for ``incoming``: hop-by-hop fields (and those named by
+    ``Connection``) removed, credentials removed, ``Host`` = the upstream's own address
+    (what dev servers' host checks accept), ``X-Forwarded-*`` from ``forwarded``."""
+    drop = _connection_tokens(incoming)
+    out = HTTPHeaders()
+    for name, value in incoming.get_all():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in _DROP_REQUEST or lname in drop:
+            continue
+        if websocket and lname in _DROP_WEBSOCKET:
+            continue
+        if lname == "cookie":
+            value = filter_cookie_header(value, cookie_names)
+            if not value:
+                continue
+        out.add(name, value)
+    out["Host"] = upstream_host
+    for name, value in forwarded.items():
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ResponseRewriter:
+    """Rewrites what comes back: redirects under the prefix, cookies confined to it."""
+
+    #: The public path of the preview, without its trailing slash: ``/base/agentbuild/preview/ID``.
+    prefix: str
+    #: ``host:port`` spellings of the upstream (``127.0.0.1:8000``, ``localhost:8000``).
+    upstream_netlocs: frozenset[str]
+    cookie_names: frozenset[str] = frozenset()
+
+    def headers(self, upstream: HTTPHeaders) -> Iterable[tuple[str, str]]:
+        """The response headers to pass on, rewritten, in their order (duplicates kept)."""
+        drop = _connection_tokens(upstream)
+        for name, value in upstream.get_all():
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname in _DROP_RESPONSE or lname in drop:
+                continue
+            if lname in ("location", "content-location"):
+                value = self.location(value)
+            elif lname == "set-cookie":
+                rewritten = self.set_cookie(value)
+                if rewritten is None:
+                    continue
+                value = rewritten
+            yield name, value
+
+    def _under_prefix(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def location(self, value: str) -> str:
+        """``http://127.0.0.1:PORT/x`` and ``/x`` (the app's own root) become ``PREFIX/x``;
+        other hosts, relative references and paths already under the prefix are kept."""
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError:
+            return value
+        if parts.netloc:
+            if parts.scheme not in ("", "http", "https", "ws", "wss"):
+                return value
+            if parts.netloc.lower() not in self.upstream_netlocs:
+                return value
+        elif parts.scheme or not parts.path.startswith("/"):
+            return value  # relative reference: the browser resolves it under the prefix
+        path = parts.path or "/"
+        if self._under_prefix(path):
+            if not parts.netloc:
+                return value
+            out = path  # an app that knows its prefix, but not the public host
+        else:
+            out = self.prefix + path
+        if parts.query:
+            out += "?" + parts.query
+        if parts.fragment:
+            out += "#" + parts.fragment
+        return out
+
+    def set_cookie(self, value: str) -> str | None:
+        """None for a cookie named like Jupyter's (the sandbox may not set those); else the
+        cookie with its ``Path`` moved under the prefix so it never reaches Jupyter itself."""
+        attrs = value.split(";")
+        name = attrs[0].split("=", 1)[0]
+        if is_jupyter_cookie(name, self.cookie_names):
+            return None
+        for index, attr in enumerate(attrs[1:], start=1):
+            key, _, path = attr.partition("=")
+            if key.strip().lower() != "path":
+                continue
+            path = path.strip()
+            if path.startswith("/") and not self._under_prefix(path):
+                new_path = self.prefix + path if path != "/" else self.prefix + "/"
+                attrs[index] = f" Path={new_path}"
+        return ";".join(attrs)
+
+
+__all__ = [
+    "CREDENTIAL_ARGS",
+    "HOP_BY_HOP",
+    "ResponseRewriter",
+    "filter_cookie_header",
+    "forwarded_headers",
+    "is_jupyter_cookie",
+    "request_headers",
+    "strip_credentials",
+]

@@ -1,0 +1,506 @@
+"""Previews: a build's web server, kept running after its steps, and its life cycle.
+
+``starting -> ready -> stopped | failed`` (``Build.preview["state"]``).
+
+The :class:`PreviewManager` is a runner hook (:class:`~..runner.BuildHook`): once a build's
+steps have succeeded it starts ``spec.preview.command`` through the sandbox's port
+primitive. The preview's output joins the build's log stream under its own step index
+(``len(steps)``) until it is ready; ``preview_ready`` (with the URL) is emitted; the hook
+keeps the sandbox and returns, and the build gets its terminal status while the preview
+goes on. From then on the preview's changes (``stopped``/``failed``, why, the exit code)
+are written to ``Build.preview``, because the build's stream has ended.
+
+A preview stops on ``POST .../preview/stop``, after ``idle_timeout`` seconds without
+proxied traffic, when its process exits (``failed``, with the exit code), when its build
+is deleted, and on server shutdown. Stopping destroys the sandbox (so the port is free).
+A server that died leaves previews behind: the next start on the same host reaps their
+processes (:meth:`PreviewManager.start`).
+
+The registry of live previews is this process's memory; it is what the proxy consults on
+every request (no database round trip on the hot path). The build record remains the
+source of truth for everything a client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..entries import TERMINAL, iso, utcnow
+from ..logpipe import LogPipe, StoreUnavailable
+from ..runner import AfterSteps, Runner
+from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
+from ..spec import PreviewSpec
+from ..store.repository import BuildRow, Store
+from .upstream import UpstreamLimits, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+#: How often (s) preview traffic is reported as server activity (for idle cullers).
+ACTIVITY_REPORT_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    #: Seconds without proxied traffic after which a preview is stopped; 0 = never.
+    idle_timeout: float = 1800.0
+    upstream: UpstreamLimits = field(default_factory=UpstreamLimits)
+    #: Bound on stopping one preview (its sandbox's kill grace is inside it).
+    stop_timeout: float = 30.0
+
+
+@dataclass(eq=False)
+class Preview:
+    """One live (starting or ready) preview, as the proxy and the manager see it."""
+
+    build_id: str
+    owner: str
+    step: int
+    #: The public path, with its trailing slash: ``{base_url}agentbuild/preview/{id}/``.
+    prefix: str
+    sandbox: Sandbox
+    state: str = "starting"
+    #: The proxy target from the sandbox (``http://127.0.0.1:PORT``): the only address the
+    #: proxy connects to for this preview.
+    target: str | None = None
+    pool: UpstreamPool | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+    stopping: bool = False
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Open WebSocket relays, closed when the preview stops.
+    sockets: set[Any] = field(default_factory=set)
+    record: dict[str, Any] = field(default_factory=dict)
+    #: Per-preview objects the proxy makes once (its response rewriter).
+    cache: dict[str, Any] = field(default_factory=dict)
+    on_activity: Callable[[], None] = lambda: None
+    _reported: float = 0.0
+    _idle_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def ws_target(self) -> str:
+        assert self.target is not None
+        return "ws" + self.target[len("http") :] if self.target.startswith("http") else self.target
+
+    def touch(self) -> None:
+        """Proxied traffic: postpones the idle stop, and counts as server activity."""
+        now = time.monotonic()
+        self.last_activity = now
+        if now - self._reported > ACTIVITY_REPORT_INTERVAL:
+            self._reported = now
+            self.on_activity()
+
+
+class PreviewManager:
+    """Starts previews after successful builds and owns them until they stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, SandboxProvider],
+        config: PreviewConfig,
+        *,
+        base_url: str = "/",
+        runner: Runner | None = None,
+        on_activity: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.config = config
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.runner = runner
+        self.on_activity = on_activity or (lambda: None)
+        self._previews: dict[str, Preview] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- what the service and the proxy ask ----------------------------------------------
+
+    def prefix(self, build_id: str) -> str:
+        return f"{self.base_url}agentbuild/preview/{build_id}/"
+
+    def get(self, build_id: str) -> Preview | None:
+        """The live preview of ``build_id`` run by this server (starting or ready)."""
+        return self._previews.get(build_id)
+
+    def live(self, build_id: str) -> Preview | None:
+        """The preview of ``build_id`` if it is ready to be proxied."""
+        preview = self._previews.get(build_id)
+        return preview if preview is not None and preview.state == "ready" else None
+
+    async def stop(self, build_id: str) -> bool:
+        """Stop the preview on request; False when this server runs none for the build."""
+        preview = self._previews.get(build_id)
+        if preview is None:
+            return False
+        if preview.state == "starting":
+            preview.stop_requested.set()
+            await preview.closed.wait()
+            return True
+        await self._close(preview, "stopped", reason="stopped by request")
+        return True
+
+    async def discard(self, build_id: str) -> None:
+        """The build is being deleted: stop its preview, nothing to record."""
+        preview = self._previews.get(build_id)
+        if preview is None:
+            return
+        if preview.state == "starting":
+            preview.stop_requested.set()
+            await preview.closed.wait()
+            return
+        await self._close(preview, "stopped", reason="the build was deleted", record=False)
+
+    # -- the runner hook -------------------------------------------------------------------
+
+    async def after_steps(self, ctx: AfterSteps) -> None:
+        spec = ctx.spec.preview
+        if spec is None or not ctx.succeeded or self._closing:
+            return
+        preview = Preview(
+            build_id=ctx.build_id,
+            owner=ctx.owner,
+            step=len(ctx.spec.steps),
+            prefix=self.prefix(ctx.build_id),
+            sandbox=ctx.sandbox,
+            on_activity=self.on_activity,
+        )
+        self._previews[ctx.build_id] = preview
+        try:
+            await self._start(preview, ctx, spec)
+        finally:
+            if preview.state != "ready":
+                self._previews.pop(ctx.build_id, None)
+                preview.closed.set()
+
+    async def _start(self, preview: Preview, ctx: AfterSteps, spec: PreviewSpec) -> None:
+        step, pipe = preview.step, ctx.pipe
+        joined = True
+        log_lock = asyncio.Lock()
+
+        async def on_output(stream: str, lines: list[str], continued: bool) -> None:
+            # Until ready, output joins the build's stream; after, the stream has ended.
+            if joined:
+                async with log_lock:
+                    if joined:
+                        await pipe.log(stream, step, lines, continued)
+
+        await self._record(preview, {"state": "starting", "step": step})
+        await pipe.event(
+            "preview_starting", {"step": step, "command": spec.command, "path": spec.path}
+        )
+        env = {"AGENTBUILD_PREVIEW_BASE": preview.prefix}
+        if "HOST" not in ctx.spec.env:
+            env["HOST"] = "127.0.0.1"
+        start = asyncio.create_task(
+            ctx.sandbox.start_service(
+                spec.command,
+                port=spec.port,
+                ready_timeout=spec.ready_timeout,
+                ready_path=spec.path,
+                on_output=on_output,
+                env=env,
+            ),
+            name=f"preview-start-{preview.build_id}",
+        )
+        stoppers = [
+            asyncio.create_task(ctx.stop.wait()),
+            asyncio.create_task(preview.stop_requested.wait()),
+        ]
+        try:
+            await asyncio.wait([start, *stoppers], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            start.cancel()
+            raise
+        finally:
+            for task in stoppers:
+                task.cancel()
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            await _quietly(ctx.sandbox.stop_service())
+            why = "stopped by request" if preview.stop_requested.is_set() else "the build stopped"
+            await self._fail_start(preview, pipe, "stopped", reason=why)
+            return
+        try:
+            target = start.result()
+        except ServiceFailed as exc:
+            await self._fail_start(
+                preview,
+                pipe,
+                "failed",
+                reason="it did not start",
+                error=str(exc),
+                exit_code=exc.exit_code,
+            )
+            return
+        except SandboxError as exc:
+            await self._fail_start(
+                preview, pipe, "failed", reason="it did not start", error=str(exc)
+            )
+            return
+        async with log_lock:
+            joined = False
+        parts = urlsplit(target)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            await _quietly(ctx.sandbox.stop_service())
+            await self._fail_start(
+                preview,
+                pipe,
+                "failed",
+                reason="it did not start",
+                error=f"unsupported preview target {target!r}",
+            )
+            return
+        preview.target = f"http://{parts.hostname}:{parts.port}"
+        preview.pool = UpstreamPool(parts.hostname, parts.port, self.config.upstream)
+        preview.state = "ready"
+        preview.touch()
+        ctx.keep_sandbox()
+        try:
+            await self._record(preview, {"state": "ready", "step": step, "ready_at": iso(utcnow())})
+            await pipe.event("preview_ready", {"step": step, "url": preview.prefix})
+        except BaseException:
+            # The build cannot report the preview: it does not outlive the build.
+            ctx.sandbox_kept = False
+            preview.state = "failed"
+            preview.pool.close()
+            await _quietly(ctx.sandbox.stop_service())
+            raise
+        self._spawn(self._watch_exit(preview), f"preview-exit-{preview.build_id}")
+        self._spawn(self._after_build(preview), f"preview-build-{preview.build_id}")
+        self._arm_idle(preview)
+        log.info("agentbuild: preview of %s ready at %s", preview.build_id, preview.prefix)
+
+    async def _fail_start(
+        self,
+        preview: Preview,
+        pipe: LogPipe,
+        state: str,
+        *,
+        reason: str,
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """The preview never became ready: say so in the stream (the build still runs)."""
+        preview.state = state
+        record = {"step": preview.step, **_final(state, error, exit_code, reason=reason)}
+        await self._record(preview, record)
+        await pipe.event("preview_stopped", record)
+
+    # -- after the start ---------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_build(self, preview: Preview) -> None:
+        """Once the build's terminal row is written: record the preview's processes for
+        crash reaping (the runner clears ``sandbox_state`` with the terminal status), and
+        stop the preview if the build did not end as ``succeeded`` after all."""
+        if self.runner is not None:
+            await self.runner.wait(preview.build_id)
+        row = await _retrying(lambda: self.store.get_build(preview.build_id))
+        async with preview.lock:
+            if preview.stopping:
+                return
+            if row is not None and row.status == "succeeded":
+                with contextlib.suppress(Exception):
+                    await self.store.update_build(
+                        preview.build_id, sandbox_state=preview.sandbox.state()
+                    )
+                return
+        why = f"the build ended as {row.status}" if row is not None else "the build was deleted"
+        await self._close(preview, "stopped", reason=why, record=row is not None)
+
+    async def _watch_exit(self, preview: Preview) -> None:
+        code = await preview.sandbox.wait_service()
+        if preview.stopping:
+            return
+        await self._close(
+            preview,
+            "failed",
+            reason="the preview process exited",
+            exit_code=code,
+            error=f"the preview process exited with status {code}",
+        )
+
+    def _arm_idle(self, preview: Preview) -> None:
+        timeout = self.config.idle_timeout
+        if timeout <= 0 or preview.stopping:
+            return
+        delay = max(0.0, preview.last_activity + timeout - time.monotonic())
+        preview._idle_handle = asyncio.get_running_loop().call_later(
+            delay, self._idle_check, preview
+        )
+
+    def _idle_check(self, preview: Preview) -> None:
+        preview._idle_handle = None
+        if preview.stopping:
+            return
+        if time.monotonic() - preview.last_activity >= self.config.idle_timeout:
+            reason = f"no traffic for {self.config.idle_timeout:g}s"
+            self._spawn(self._close(preview, "stopped", reason=reason), "preview-idle")
+        else:
+            self._arm_idle(preview)
+
+    async def _close(
+        self,
+        preview: Preview,
+        state: str,
+        *,
+        reason: str,
+        exit_code: int | None = None,
+        error: str | None = None,
+        record: bool = True,
+    ) -> None:
+        """Stop a ready preview: no new requests, sockets closed, sandbox destroyed, state
+        recorded. Idempotent; concurrent callers wait for the first one."""
+        async with preview.lock:
+            first = not preview.stopping
+            preview.stopping = True
+        if not first:
+            await preview.closed.wait()
+            return
+        try:
+            self._previews.pop(preview.build_id, None)
+            if preview._idle_handle is not None:
+                preview._idle_handle.cancel()
+            if preview.pool is not None:
+                preview.pool.close()
+            for relay in list(preview.sockets):
+                with contextlib.suppress(Exception):
+                    relay.close(1001, "the preview stopped")
+            try:
+                async with asyncio.timeout(self.config.stop_timeout):
+                    await preview.sandbox.destroy()
+            except Exception as exc:
+                log.warning("agentbuild: stopping preview %s: %s", preview.build_id, exc)
+            preview.state = state
+            final = _final(state, error, exit_code, reason=reason)
+            final["step"] = preview.step
+            if record:
+                with contextlib.suppress(Exception):
+                    await self._record(preview, final, sandbox_state=None)
+            preview.record = final
+            log.info("agentbuild: preview of %s %s (%s)", preview.build_id, state, reason)
+        finally:
+            preview.closed.set()
+
+    async def _record(self, preview: Preview, data: dict[str, Any], **fields: Any) -> None:
+        """Write ``Build.preview`` (and other columns), retrying a briefly failing store."""
+        preview.record = data
+        await _retrying(lambda: self.store.update_build(preview.build_id, preview=data, **fields))
+
+    # -- start-up and shutdown ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reap previews a dead server on this host left running, and record their end."""
+        host, me = socket.gethostname(), os.getpid()
+        live = ("starting", "ready")
+        for row in await self.store.preview_builds(host=host, statuses=TERMINAL, states=live):
+            if row.id in self._previews or (row.preview or {}).get("state") not in live:
+                continue
+            if row.runner_pid not in (None, me) and _pid_alive(row.runner_pid):
+                continue  # another live server on this host runs it
+            await self._reap(row)
+
+    async def _reap(self, row: BuildRow) -> None:
+        provider = self.providers.get(row.provider)
+        if provider is not None and row.sandbox_id and row.sandbox_state:
+            remove = getattr(provider, "remove", None)
+            try:
+                if remove is not None:
+                    await remove(row.sandbox_id, row.sandbox_state)
+                else:
+                    await provider.reap(row.sandbox_id, row.sandbox_state)
+            except Exception as exc:
+                log.warning("agentbuild: reaping the preview of %s failed: %s", row.id, exc)
+        final = _final(
+            "failed",
+            "the server running the preview stopped",
+            None,
+            reason="the server running the preview stopped",
+        )
+        final["step"] = (row.preview or {}).get("step")
+        await self.store.update_build(row.id, preview=final, sandbox_state=None)
+        log.info("agentbuild: preview of %s (left by a dead server) reaped", row.id)
+
+    async def shutdown(self) -> None:
+        """Stop every preview (the server stops); bounded by ``stop_timeout``."""
+        self._closing = True
+        previews = list(self._previews.values())
+        for preview in previews:
+            preview.stop_requested.set()
+        ready = [p for p in previews if p.state == "ready"]
+        closing = [
+            asyncio.create_task(self._close(p, "stopped", reason="the Jupyter server stopped"))
+            for p in ready
+        ]
+        if closing:
+            _, pending = await asyncio.wait(closing, timeout=self.config.stop_timeout + 5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _final(
+    state: str, error: str | None, exit_code: int | None, *, reason: str | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"state": state, "stopped_at": iso(utcnow())}
+    if reason is not None:
+        out["reason"] = reason
+    if exit_code is not None:
+        out["exit_code"] = exit_code
+    if error is not None:
+        out["error"] = error
+    return out
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.warning("agentbuild: preview clean-up: %s", exc)
+
+
+async def _retrying(call: Callable[[], Any], attempts: int = 5) -> Any:
+    """A store call retried with backoff; the last failure propagates as StoreUnavailable."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise StoreUnavailable(str(exc)) from exc
+            await asyncio.sleep(delay)
+            delay *= 4
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["Preview", "PreviewConfig", "PreviewManager"]

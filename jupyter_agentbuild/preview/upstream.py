@@ -1,0 +1,336 @@
+"""A pooled, streaming HTTP/1.1 client for one preview's upstream.
+
+Built on tornado's own ``HTTP1Connection`` in client mode, over plain ``IOStream``s kept
+in a per-preview pool. Why not the ready-made clients:
+
+- tornado's ``SimpleAsyncHTTPClient`` opens a new connection for every request
+  (``Connection: close``), caps bodies at ``max_body_size`` unless told otherwise, and does
+  not await its ``streaming_callback``: a slow browser makes it buffer the whole body;
+- ``CurlAsyncHTTPClient`` pools connections but needs pycurl (a C dependency), and its
+  streaming callback cannot pause the transfer either;
+- httpx would add an anyio layer and a second event-loop integration on the hot path.
+
+``HTTP1Connection`` awaits the delegate's ``data_received`` before it reads the next chunk,
+so the browser's pace propagates to the upstream socket (back-pressure): memory per
+exchange stays at about one chunk, whatever the body size. Keep-alive is ours to manage:
+a connection goes back to the pool only after a complete, length-delimited response, and
+is checked (a non-blocking ``MSG_PEEK``) before it is reused, so a connection the upstream
+closed while idle is never written to.
+
+The pool only ever connects to the ``(host, port)`` it was made for: the build record's
+target (no SSRF: nothing in a request chooses where to connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from dataclasses import dataclass
+
+from tornado import httputil, iostream
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+
+#: Bodies are relayed in pieces of at most this size (a chunk is what memory holds).
+CHUNK_SIZE = 256 * 1024
+#: An unbounded body size: the proxy streams, it never holds a body.
+_NO_BODY_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """Timeouts (seconds) and pool bounds of one preview's upstream connections."""
+
+    connect_timeout: float = 10.0
+    #: Longest wait for the response headers and, after them, between two body chunks.
+    read_timeout: float = 300.0
+    #: Idle keep-alive connections kept per preview.
+    max_idle: int = 64
+    #: An idle connection older than this is closed rather than reused (dev servers such
+    #: as Node's close idle connections after 5 s).
+    idle_ttl: float = 4.0
+    max_header_size: int = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or gave no usable answer: 502."""
+
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not connect or answer in time: 504."""
+
+    status = 504
+
+
+def _alive(stream: iostream.IOStream) -> bool:
+    """Is an idle keep-alive connection still usable (not closed, nothing unread)?"""
+    if stream.closed():
+        return False
+    sock = stream.socket
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing to read: open and idle
+    except OSError:
+        return False
+    return False  # EOF, or bytes nobody asked for: either way not reusable
+
+
+class UpstreamPool:
+    """Keep-alive connections to one ``(host, port)``; LIFO, bounded, closed on stop."""
+
+    def __init__(self, host: str, port: int, limits: UpstreamLimits) -> None:
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.params = HTTP1ConnectionParameters(
+            no_keep_alive=False,
+            chunk_size=CHUNK_SIZE,
+            max_header_size=limits.max_header_size,
+            max_body_size=_NO_BODY_LIMIT,
+            decompress=False,
+        )
+        self._idle: list[tuple[iostream.IOStream, float]] = []
+        self._busy: set[iostream.IOStream] = set()
+        self.closed = False
+        #: How many connections were opened (tests and benchmarks check reuse).
+        self.opened = 0
+
+    def checkout(self) -> iostream.IOStream | None:
+        """The most recently used idle connection that is still usable, or None."""
+        now = time.monotonic()
+        while self._idle:
+            stream, since = self._idle.pop()
+            if now - since <= self.limits.idle_ttl and _alive(stream):
+                self._busy.add(stream)
+                return stream
+            stream.close()
+        return None
+
+    async def connect(self) -> iostream.IOStream:
+        """A new connection; :class:`UpstreamError` / :class:`UpstreamTimeout` on failure."""
+        if self.closed:
+            raise UpstreamError("the preview stopped")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stream = iostream.IOStream(sock, max_buffer_size=4 * CHUNK_SIZE + 65536)
+        stream.read_chunk_size = CHUNK_SIZE
+        try:
+            async with asyncio.timeout(self.limits.connect_timeout):
+                await stream.connect((self.host, self.port))
+        except TimeoutError:
+            stream.close()
+            raise UpstreamTimeout(
+                f"the preview did not accept a connection within {self.limits.connect_timeout:g}s"
+            ) from None
+        except (OSError, iostream.StreamClosedError) as exc:
+            stream.close()
+            error = stream.error or exc
+            raise UpstreamError(f"the preview refused the connection ({error})") from None
+        if self.closed:
+            stream.close()
+            raise UpstreamError("the preview stopped")
+        stream.set_nodelay(True)
+        self.opened += 1
+        self._busy.add(stream)
+        return stream
+
+    def checkin(self, stream: iostream.IOStream, reusable: bool) -> None:
+        """Return a connection after an exchange; it is kept only if ``reusable``."""
+        self._busy.discard(stream)
+        if not reusable or self.closed or stream.closed():
+            stream.close()
+            return
+        self._idle.append((stream, time.monotonic()))
+        if len(self._idle) > self.limits.max_idle:
+            oldest, _ = self._idle.pop(0)
+            oldest.close()
+
+    def close(self) -> None:
+        """Close every connection, idle or busy (the preview stopped)."""
+        self.closed = True
+        for stream, _ in self._idle:
+            stream.close()
+        self._idle.clear()
+        for stream in list(self._busy):
+            stream.close()
+        self._busy.clear()
+
+
+class Exchange:
+    """One request and its response on one upstream connection.
+
+    ``await send_headers(...)``, ``await send(chunk)`` any number of times, then
+    ``await respond(delegate)``: the delegate gets ``headers_received``/``data_received``
+    (awaited: back-pressure)/``finish``. :meth:`release` returns the connection to the
+    pool, kept alive only when the exchange ended cleanly.
+    """
+
+    def __init__(self, pool: UpstreamPool, stream: iostream.IOStream, reused: bool) -> None:
+        self.pool = pool
+        self.stream = stream
+        self.reused = reused
+        self.conn = HTTP1Connection(stream, True, pool.params)
+        self.method = "GET"
+        self.request_keep_alive = True
+        self.response_keep_alive = False
+        self.headers_seen = False
+        self.complete = False
+        self.timed_out = False
+        self._last = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._released = False
+
+    @classmethod
+    async def open(cls, pool: UpstreamPool) -> Exchange:
+        stream = pool.checkout()
+        if stream is not None:
+            return cls(pool, stream, reused=True)
+        return cls(pool, await pool.connect(), reused=False)
+
+    async def send_headers(
+        self, method: str, target: str, headers: httputil.HTTPHeaders, *, body: bool = False
+    ) -> None:
+        """Send the request head; with ``body``, :meth:`send` follows (chunked when the
+        headers have no ``Content-Length``: POST, PUT and PATCH only)."""
+        self.method = method
+        self.request_keep_alive = headers.get("Connection", "").lower() != "close"
+        if body:
+            # the head and the body are separate writes: no Nagle delay between them
+            # (HTTP1Connection turns the option off again after each request)
+            self.stream.set_nodelay(True)
+        await self.conn.write_headers(
+            httputil.RequestStartLine(method, target, "HTTP/1.1"), headers
+        )
+
+    async def send(self, chunk: bytes) -> None:
+        await self.conn.write(chunk)
+
+    async def respond(self, delegate: httputil.HTTPMessageDelegate) -> None:
+        """Finish the request and relay the response to ``delegate``.
+
+        Raises :class:`UpstreamTimeout` when the headers, or the next body chunk, do not
+        come within ``read_timeout``, and :class:`UpstreamError` when the connection breaks
+        or the answer is not HTTP; ``headers_seen`` tells the caller whether the delegate
+        already started its response.
+        """
+        self.conn.finish()
+        loop = asyncio.get_running_loop()
+        self._last = time.monotonic()
+        self._timer = loop.call_later(self.pool.limits.read_timeout, self._check_timeout)
+        wrapped = _Watched(self, delegate)
+        try:
+            kept_open = await self.conn.read_response(wrapped)
+        except (iostream.StreamClosedError, OSError) as exc:
+            raise self._failure(exc) from None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not kept_open or not self.complete:
+            raise self._failure(None)
+
+    def _failure(self, exc: BaseException | None) -> UpstreamError:
+        if self.timed_out:
+            what = "the next part of its answer" if self.headers_seen else "an answer"
+            return UpstreamTimeout(
+                f"the preview did not send {what} within {self.pool.limits.read_timeout:g}s"
+            )
+        if self.headers_seen:
+            return UpstreamError("the preview closed the connection in the middle of a response")
+        detail = f" ({exc})" if exc is not None and str(exc) else ""
+        return UpstreamError(f"the preview closed the connection without an answer{detail}")
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        timeout = self.pool.limits.read_timeout
+        left = self._last + timeout - time.monotonic()
+        if left > 0:
+            self._timer = asyncio.get_running_loop().call_later(left, self._check_timeout)
+            return
+        self.timed_out = True
+        self.stream.close()
+
+    def _note_response(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> None:
+        """Can the connection carry another request after this response?"""
+        connection = headers.get("Connection", "").lower()
+        if start_line.version == "HTTP/1.1":
+            keep = connection != "close"
+        else:
+            keep = connection == "keep-alive"
+        no_body = (
+            self.method == "HEAD" or start_line.code in (204, 304) or 100 <= start_line.code < 200
+        )
+        framed = (
+            no_body
+            or "Content-Length" in headers
+            or "chunked" in headers.get("Transfer-Encoding", "").lower()
+        )
+        self.response_keep_alive = keep and framed
+
+    def abort(self) -> None:
+        """Give up on the exchange (the browser went away): the connection is closed."""
+        self.stream.close()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        reusable = (
+            self.complete
+            and self.request_keep_alive
+            and self.response_keep_alive
+            and not self.timed_out
+            and not self.stream.closed()
+        )
+        self.pool.checkin(self.stream, reusable)
+
+
+class _Watched(httputil.HTTPMessageDelegate):
+    """Passes the response on while keeping the exchange's read-timeout clock running."""
+
+    def __init__(self, exchange: Exchange, delegate: httputil.HTTPMessageDelegate) -> None:
+        self.exchange = exchange
+        self.delegate = delegate
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> asyncio.Future[None] | None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        self.exchange.touch()
+        if 100 <= start_line.code < 200:
+            return None  # an interim answer (100 Continue): the real one follows
+        self.exchange.headers_seen = True
+        self.exchange._note_response(start_line, headers)
+        return self.delegate.headers_received(start_line, headers)  # type: ignore[return-value]
+
+    def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
+        self.exchange.touch()
+        return self.delegate.data_received(chunk)  # type: ignore[return-value]
+
+    def finish(self) -> None:
+        self.exchange.complete = True
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.delegate.on_connection_close()
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Exchange",
+    "UpstreamError",
+    "UpstreamLimits",
+    "UpstreamPool",
+    "UpstreamTimeout",
+]
