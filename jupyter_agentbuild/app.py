@@ -17,21 +17,31 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Enum, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
 
+from .artifacts.blobs import LocalArtifactStore
+from .artifacts.collect import ArtifactCollector, Limits
+from .artifacts.service import ArtifactService, RetentionConfig
+from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHandler
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
+from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
+from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .providers import default_provider
 from .runner import Runner, RunnerConfig
 from .sandbox.base import SandboxProvider
 from .sandbox.local import LocalSandboxProvider
 from .service import BuildService, ServiceConfig
+from .store.artifacts import ArtifactRecords
 from .store.engine import redact_url
 from .store.repository import Store
 
 BUILD_ID = r"(?P<build_id>[A-Za-z0-9_-]{1,64})"
+#: The default preview CSP: scripts, forms, pop-ups, modals and downloads, but an opaque
+#: origin (no allow-same-origin), so a preview can never act as Jupyter.
+PREVIEW_CSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
 @dataclass
@@ -42,6 +52,11 @@ class AgentBuildState:
     runner: Runner
     store: Store
     personal_owner: str
+    artifacts: ArtifactService | None = None
+    previews: PreviewManager | None = None
+    #: What the preview proxy adds to every response's Content-Security-Policy.
+    preview_csp: str = ""
+    preview_max_request_size: int = 1024**3
 
 
 class AgentBuild(ExtensionApp):
@@ -138,6 +153,80 @@ class AgentBuild(ExtensionApp):
         help="Export JPY_AGENTBUILD_URL/TOKEN to kernels so the notebook client finds the server.",
     ).tag(config=True)
 
+    preview_idle_timeout = Float(
+        1800.0,
+        help="""Seconds without proxied traffic (requests, response data, WebSocket messages)
+        after which a preview is stopped and its sandbox destroyed (default 1800). 0: never.""",
+    ).tag(config=True)
+    preview_csp = Unicode(
+        PREVIEW_CSP,
+        help=f"""Appended to Jupyter's Content-Security-Policy on every preview response.
+        The default, '{PREVIEW_CSP}', runs the preview in an opaque origin, so its scripts
+        can never act as the Jupyter origin. Weaken it (e.g. add allow-same-origin) only when
+        previews are served from a separate origin (see the README).""",
+    ).tag(config=True)
+    preview_connect_timeout = Float(
+        10.0, help="Seconds to wait for a preview to accept a connection (else 504)."
+    ).tag(config=True)
+    preview_read_timeout = Float(
+        300.0,
+        help="""Seconds to wait for a preview's response headers, and then between two parts
+        of its body (else 504, or the connection is cut once the response has started).""",
+    ).tag(config=True)
+    preview_max_request_size = Int(
+        1024**3,
+        help="Largest request body (bytes) the proxy streams to a preview (default 1 GiB).",
+    ).tag(config=True)
+
+    @validate("preview_csp")
+    def _check_preview_csp(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip().rstrip(";")
+        tokens = value.lower().split()
+        if "sandbox" not in tokens or "allow-same-origin" in tokens:
+            self.log.warning(
+                "agentbuild: preview_csp %r does not confine previews to an opaque origin; "
+                "only safe when previews are served from a separate origin",
+                value,
+            )
+        return value
+
+    artifacts_root = Unicode(
+        help="""Directory holding collected artifacts, one sub-directory per build. Default:
+        <jupyter data dir>/agentbuild/artifacts. Servers sharing a db_url must share it too.
+        Env fallback: AGENTBUILD_ARTIFACTS_ROOT.""",
+    ).tag(config=True)
+
+    @default("artifacts_root")
+    def _artifacts_root_default(self) -> str:
+        env = os.environ.get("AGENTBUILD_ARTIFACTS_ROOT")
+        return env or str(Path(jupyter_data_dir()) / "agentbuild" / "artifacts")
+
+    max_artifact_bytes = Int(
+        2 * 1024**3,
+        help="""Bytes one build may collect (default 2 GiB); collection stops there and the
+        artifacts_ready event says it was truncated.""",
+    ).tag(config=True)
+    max_artifact_files = Int(
+        100_000,
+        help="""Manifest entries (files, links, skipped paths) one build may collect
+        (default 100000); collection stops there, marked truncated.""",
+    ).tag(config=True)
+    artifact_retention_days = Float(
+        30.0,
+        help="""Days a build's artifacts are kept after collection (default 30); the
+        periodic sweep removes older ones (the build and its logs stay). 0: forever.""",
+    ).tag(config=True)
+    max_artifact_bytes_per_owner = Int(
+        0,
+        help="""Artifact bytes one owner may keep; the sweep removes the owner's oldest
+        artifacts beyond it. Default 0: no limit.""",
+    ).tag(config=True)
+    artifact_sweep_interval = Float(
+        3600.0,
+        help="""Seconds between retention sweeps (the first runs at start-up).
+        0: no periodic sweep.""",
+    ).tag(config=True)
+
     state: AgentBuildState | None = None
 
     @property
@@ -157,6 +246,13 @@ class AgentBuild(ExtensionApp):
                 kill_grace=self.kill_grace,
             )
         }
+        artifact_records = ArtifactRecords(store.engine)
+        blobs = LocalArtifactStore(Path(self.artifacts_root))
+        collector = ArtifactCollector(
+            artifact_records,
+            blobs,
+            Limits(max_bytes=self.max_artifact_bytes, max_files=self.max_artifact_files),
+        )
         runner = Runner(
             store,
             providers,
@@ -171,7 +267,24 @@ class AgentBuild(ExtensionApp):
                 shutdown_timeout=max(self.kill_grace * 2, 10.0),
             ),
             on_activity=self._record_activity,
+            hooks=[collector],
         )
+        previews = PreviewManager(
+            store,
+            providers,
+            PreviewConfig(
+                idle_timeout=self.preview_idle_timeout,
+                upstream=UpstreamLimits(
+                    connect_timeout=self.preview_connect_timeout,
+                    read_timeout=self.preview_read_timeout,
+                ),
+                stop_timeout=max(self.kill_grace * 2, 10.0),
+            ),
+            base_url=self._server.base_url,
+            runner=runner,
+            on_activity=self._record_activity,
+        )
+        runner.hooks.append(previews)
         service = BuildService(
             store,
             runner,
@@ -184,11 +297,28 @@ class AgentBuild(ExtensionApp):
                 rate_window=self.rate_window,
             ),
         )
+        artifacts = ArtifactService(
+            service,
+            artifact_records,
+            blobs,
+            RetentionConfig(
+                retention_days=self.artifact_retention_days,
+                max_bytes_per_owner=self.max_artifact_bytes_per_owner,
+                sweep_interval=self.artifact_sweep_interval,
+            ),
+        )
+        service.on_delete.append(artifacts.forget)
+        service.previews = previews
+        service.on_delete.append(previews.discard)
         self.state = AgentBuildState(
             service=service,
             runner=runner,
             store=store,
             personal_owner=self.owner_name or server_user(),
+            artifacts=artifacts,
+            previews=previews,
+            preview_csp=self.preview_csp,
+            preview_max_request_size=self.preview_max_request_size,
         )
         self.settings.update({"agentbuild": self.state})
 
@@ -201,6 +331,11 @@ class AgentBuild(ExtensionApp):
                 (rf"/{api}/{BUILD_ID}/cancel", CancelHandler),
                 (rf"/{api}/{BUILD_ID}/logs", LogsHandler),
                 (rf"/{api}/{BUILD_ID}/stream", StreamHandler),
+                (rf"/{api}/{BUILD_ID}/artifacts", ArtifactsHandler),
+                (rf"/{api}/{BUILD_ID}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
+                (rf"/{api}/{BUILD_ID}/artifacts/(?P<path>.+)", ArtifactFileHandler),
+                (rf"/{api}/{BUILD_ID}/preview/stop", PreviewStopHandler),
+                (rf"/agentbuild/preview/{BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
                 (r"/agentbuild/(.*)", NotFoundHandler),
             ]
         )
@@ -213,17 +348,22 @@ class AgentBuild(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.state is not None
         service = self.state.service
+        if self.export_kernel_env:
+            # Before the first await: a kernel started right away must already see it.
+            self._export_kernel_env()
         self.log.info("agentbuild: database %s", redact_url(self.db_url))
         try:
             await self.state.store.connect()
             await self.state.runner.start()
+            if self.state.previews is not None:
+                await self.state.previews.start()
+            if self.state.artifacts is not None:
+                self.state.artifacts.start()
         except Exception as exc:
             service.startup_error = f"{type(exc).__name__}: {exc}"
             self.log.error("agentbuild: could not start: %s", service.startup_error)
         finally:
             service.ready.set()
-        if self.export_kernel_env:
-            self._export_kernel_env()
 
     def _export_kernel_env(self) -> None:
         """Kernels inherit the server's environment: tell them where the API is."""
@@ -238,6 +378,12 @@ class AgentBuild(ExtensionApp):
         if self.state is None:
             return
         try:
-            await asyncio.wait_for(self.state.runner.shutdown(), timeout=60)
+            if self.state.artifacts is not None:
+                await self.state.artifacts.stop()
+            try:
+                await asyncio.wait_for(self.state.runner.shutdown(), timeout=60)
+            finally:
+                if self.state.previews is not None:
+                    await self.state.previews.shutdown()
         finally:
             await self.state.store.dispose()

@@ -63,6 +63,9 @@ class AfterSteps:
     store: Store
     succeeded: bool
     sandbox_kept: bool = False
+    #: Set when the build is asked to stop (cancel, timeout, server shutdown): a hook that
+    #: waits for something (a preview getting ready) gives up when it is set.
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def keep_sandbox(self) -> None:
         self.sandbox_kept = True
@@ -207,12 +210,7 @@ class Runner:
         deadline_handle: asyncio.TimerHandle | None = None
         try:
             await pipe.event("status", {"status": "queued"})
-            await self._wait_for_slot(job)
-            self._check_stopped(job)
-            if not await self.store.transition(
-                row.id, from_statuses=["queued"], to_status="starting", **self.runner_fields()
-            ):
-                raise BuildStopped("the build left the queue elsewhere")
+            await self._claim_slot(job)
             await pipe.event("status", {"status": "starting"})
             timeout = spec.timeout or self.config.default_timeout
             deadline_handle = asyncio.get_running_loop().call_later(
@@ -330,6 +328,7 @@ class Runner:
             pipe=job.pipe,
             store=self.store,
             succeeded=succeeded,
+            stop=job.wake,
         )
         for hook in self.hooks:
             await hook.after_steps(ctx)
@@ -347,8 +346,10 @@ class Runner:
                 job.last_exit_code = exit_code
             raise BuildStopped(job.stop_message or job.stop_reason)
 
-    async def _wait_for_slot(self, job: _Job) -> None:
-        """Wait in ``queued`` while the owner already runs ``max_concurrent_builds``."""
+    async def _claim_slot(self, job: _Job) -> None:
+        """Wait in ``queued`` while the owner already runs ``max_concurrent_builds``, then
+        claim the build (``queued -> starting``). Count and claim happen under one lock, so
+        two builds of this process cannot both take the last slot."""
         owner = job.row.owner
         lock = self._owner_locks.setdefault(owner, asyncio.Lock())
         while True:
@@ -356,6 +357,13 @@ class Runner:
             async with lock:
                 running = await self.store.count_builds(owner, ["starting", "running"])
                 if running < self.config.max_concurrent_builds:
+                    if not await self.store.transition(
+                        job.row.id,
+                        from_statuses=["queued"],
+                        to_status="starting",
+                        **self.runner_fields(),
+                    ):
+                        raise BuildStopped("the build left the queue elsewhere")
                     return
             waiters = [
                 asyncio.create_task(self._slot_freed.wait()),

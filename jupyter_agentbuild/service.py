@@ -8,6 +8,7 @@ missing one (404).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 from .entries import TERMINAL, utcnow
 from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
+from .preview.manager import Preview, PreviewManager
 from .providers import check_e2b
 from .runner import Runner
 from .spec import BuildSpec, parse_spec
@@ -60,6 +62,8 @@ class BuildService:
         #: ``await hook(build_id)`` after a build's records are deleted: removes what
         #: lives outside the database (artifact blobs, a kept preview sandbox).
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
+        #: The previews this server runs (set by the extension; None: no previews).
+        self.previews: PreviewManager | None = None
 
     async def _ready(self) -> None:
         """Requests that arrive while the extension starts wait for it (bounded)."""
@@ -150,6 +154,25 @@ class BuildService:
         next_cursor = rows[limit - 1].pk if len(rows) > limit else None
         return rows[:limit], next_cursor
 
+    async def preview_target(self, owner: str, build_id: str) -> Preview | None:
+        """The live preview of ``owner``'s build for the proxy (from memory: no database
+        round trip per proxied request), or None when it has none here; NotFound for a
+        build that does not exist or is someone else's."""
+        preview = self.previews.live(build_id) if self.previews is not None else None
+        if preview is not None:
+            if preview.owner != owner:
+                raise NotFound(f"no build {build_id!r}")
+            return preview
+        await self.get(owner, build_id)
+        return None
+
+    async def preview_stop(self, owner: str, build_id: str) -> BuildRow:
+        """Stop the build's preview and destroy its sandbox; 409 when none is running."""
+        await self.get(owner, build_id)
+        if self.previews is None or not await self.previews.stop(build_id):
+            raise Conflict(f"build {build_id} has no running preview", code="no_preview")
+        return await self.get(owner, build_id)
+
     async def cancel(self, owner: str, build_id: str) -> BuildRow:
         row = await self.get(owner, build_id)
         if row.status in TERMINAL:
@@ -181,6 +204,26 @@ class BuildService:
             return LogPage(entries, pipe.last_seq, False)
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)
+
+    async def log_text(self, owner: str, build_id: str) -> AsyncIterator[str]:
+        """The whole log as plain text, page by page (``logs?format=text``): what a
+        "full log" link opens. Pieces of a split line are joined again."""
+        await self.get(owner, build_id)
+        after = 0
+        while True:
+            pipe = self.runner.pipe(build_id)
+            entries = pipe.read(after, MAX_PAGE) if pipe is not None else None
+            if entries is None:
+                entries = await self.store.read_entries(build_id, after=after, limit=MAX_PAGE)
+            if not entries:
+                return
+            after += len(entries)
+            out: list[str] = []
+            for raw in entries:
+                entry = json.loads(raw)
+                if entry["kind"] == "log":
+                    out.append(entry["text"] if entry.get("continued") else entry["text"] + "\n")
+            yield "".join(out)
 
     async def follow(self, build_id: str, after: int, frame: int) -> AsyncIterator[str | bytes]:
         """Frames (JSON array texts) of the entries after ``after``, in order, until the

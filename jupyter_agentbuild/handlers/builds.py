@@ -59,6 +59,25 @@ class LogsHandler(AgentBuildHandler):
     @web.authenticated
     @authorized
     async def get(self, build_id: str) -> None:
-        page = await self.agentbuild.service.logs(self.owner, build_id, self.query())
+        query = self.query()
+        if query.get("format") == "text":
+            await self._text(build_id)
+            return
+        page = await self.agentbuild.service.logs(self.owner, build_id, query)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(page.to_json_text())
+
+    async def _text(self, build_id: str) -> None:
+        """``?format=text``: every log line as streamed plain text (never rendered as HTML)."""
+        lines = self.agentbuild.service.log_text(self.owner, build_id)
+        first = await anext(lines, None)  # errors (404) surface before any byte is sent
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "sandbox")
+        if first is not None:
+            self.write(first)
+            await self.flush()
+            async for text in lines:
+                self.write(text)
+                await self.flush()
+        self.finish()

@@ -1,6 +1,13 @@
 """Sandboxes: where a build's steps run (see :mod:`.base` for the Protocol)."""
 
-from .base import OutputSink, Sandbox, SandboxError, SandboxProvider, StepResult
+from .base import (
+    OutputSink,
+    Sandbox,
+    SandboxError,
+    SandboxProvider,
+    ServiceFailed,
+    StepResult,
+)
 from .lines import LineSplitter
 from .local import LocalSandbox, LocalSandboxProvider
 
@@ -12,5 +19,6 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxProvider",
+    "ServiceFailed",
     "StepResult",
 ]

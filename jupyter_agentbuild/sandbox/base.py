@@ -6,7 +6,7 @@ provider (local processes, E2B) behaves the same from the runner's point of view
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,32 @@ class StepResult:
 
 class SandboxError(Exception):
     """The sandbox could not be created or used (not a failing step)."""
+
+
+class ServiceFailed(SandboxError):
+    """A service (:meth:`Sandbox.start_service`) exited or was not ready in time.
+
+    ``exit_code`` is the process's exit status when it exited, else None."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class WorkspaceEntry:
+    """One entry of a sandbox's workspace, as :meth:`Sandbox.list_files` reports it.
+
+    ``path`` is relative to the workspace root, ``/``-separated, without ``.`` or ``..``
+    segments. ``kind`` is ``"file"`` (regular file), ``"dir"``, ``"symlink"`` or
+    ``"other"`` (fifo, socket, device). ``size`` is in bytes for files, else 0;
+    ``target`` is a symlink's text as stored (never followed).
+    """
+
+    path: str
+    kind: str
+    size: int = 0
+    target: str | None = None
 
 
 class Sandbox(Protocol):
@@ -65,6 +91,56 @@ class Sandbox(Protocol):
 
     async def destroy(self) -> None:
         """Kill everything and remove the sandbox's files."""
+        ...
+
+    # ---- the port primitive (lessons.md rule 7): how a preview reaches the proxy
+
+    async def start_service(
+        self,
+        command: str,
+        *,
+        port: int | None = None,
+        ready_timeout: float = 60.0,
+        ready_path: str | None = None,
+        on_output: OutputSink | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start ``command`` as a long-running background process (a preview web server)
+        with ``$PORT`` set (``port``, or a free one), wait until the port accepts
+        connections and, with ``ready_path``, until an HTTP GET of that path answers
+        below 500, all within ``ready_timeout``; return the proxy target (the only address
+        the proxy will ever connect to): ``http://127.0.0.1:{port}`` for local sandboxes,
+        an https URL for cloud ones. Output goes to ``on_output`` (with back-pressure).
+        Raises :class:`ServiceFailed` when the process exits or is not ready in time."""
+        ...
+
+    async def stop_service(self) -> None:
+        """Stop the service and everything it started (no-op if none runs)."""
+        ...
+
+    def service_running(self) -> bool:
+        """Is the service started by :meth:`start_service` still running?"""
+        ...
+
+    async def wait_service(self) -> int | None:
+        """Wait until the service exits; its exit status (None when none was started)."""
+        ...
+
+    # ---- workspace files (artifact collection)
+
+    def list_files(
+        self, *, prune: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[WorkspaceEntry]:
+        """Walk the workspace (the steps' working directory) without following symlinks:
+        every entry, a directory before its contents, names in sorted order. A directory
+        for which ``prune(path)`` is true is reported but not entered."""
+        ...
+
+    def read_file(self, path: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The bytes of the regular file at ``path`` (relative to the workspace), in chunks
+        of at most ``chunk_size``. Raises :class:`SandboxError` for a path that is absolute,
+        has ``..``, goes through a symlink, or is not a regular file: never anything
+        outside the workspace."""
         ...
 
 

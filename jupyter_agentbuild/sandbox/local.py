@@ -34,14 +34,15 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
-from .base import OutputSink, SandboxError, StepResult
+from . import workspace_fs
+from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
 from .lines import LineSplitter
 
 log = logging.getLogger(__name__)
@@ -607,6 +608,18 @@ class LocalSandbox:
         await self.close()
         await asyncio.to_thread(_rmtree, self.dir)
 
+    # ---- workspace files (artifact collection; see workspace_fs)
+
+    def list_files(
+        self, *, prune: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[WorkspaceEntry]:
+        """Walk ``work/`` without following symlinks (see :meth:`Sandbox.list_files`)."""
+        return workspace_fs.list_entries(self.work, prune)
+
+    def read_file(self, path: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Read a regular file of ``work/`` in chunks, never through a symlink."""
+        return workspace_fs.read_chunks(self.work, path, chunk_size)
+
     # ---- the port primitive (lessons.md rule 7)
 
     async def start_service(
@@ -615,18 +628,22 @@ class LocalSandbox:
         *,
         port: int | None = None,
         ready_timeout: float = 60.0,
+        ready_path: str | None = None,
         on_output: OutputSink | None = None,
         env: Mapping[str, str] | None = None,
     ) -> str:
         """Start a long-running background process (e.g. a preview web server) and wait
-        until it accepts TCP connections on ``127.0.0.1:port``; return the proxy target,
-        ``"http://127.0.0.1:{port}"``.
+        until it accepts TCP connections on ``127.0.0.1:port`` and, with ``ready_path``,
+        until an HTTP GET of that path answers with a status below 500; return the proxy
+        target, ``"http://127.0.0.1:{port}"`` (the proxy connects to nothing else).
 
         ``port=None`` picks a free port. Either way ``$PORT`` is set for the command. The
         service runs in its own process group (listed by :meth:`state`) and lives until
         :meth:`stop_service`, :meth:`close` or :meth:`destroy`. Its output goes to
-        ``on_output`` (with back-pressure) or is discarded. Raises :class:`SandboxError`
-        if the port is already taken, the process exits, or it is not ready in time.
+        ``on_output`` (with back-pressure) or is discarded; a service that listens on more
+        than the loopback interface gets a warning line there. Raises :class:`SandboxError`
+        if the port is already taken, :class:`ServiceFailed` if the process exits or is
+        not ready in time.
         """
         if self._service is not None and self._service.proc.poll() is None:
             raise SandboxError("a service is already running in this sandbox")
@@ -651,26 +668,54 @@ class LocalSandbox:
         deadline = loop.time() + ready_timeout
         exit_task = group.exit_task
         assert exit_task is not None
+        answer: str = "no connection"
         while True:
             if await _port_open(port):
-                break
+                if ready_path is None:
+                    break
+                status = await _http_status(port, ready_path, max(0.1, deadline - loop.time()))
+                if status is not None and status < 500:
+                    break
+                answer = f"HTTP {status}" if status is not None else "no HTTP answer"
             if exit_task.done():
                 await self.stop_service()
-                raise SandboxError(
+                raise ServiceFailed(
                     f"the service exited with status {group.proc.returncode} before "
-                    f"listening on port {port}"
+                    f"it was ready on port {port}",
+                    exit_code=group.proc.returncode,
                 )
             if loop.time() >= deadline:
                 await self.stop_service()
-                raise SandboxError(f"the service did not listen on port {port} in time")
+                what = f"answer GET {ready_path} below 500 ({answer})" if ready_path else "listen"
+                raise ServiceFailed(
+                    f"the service did not {what} on port {port} within {ready_timeout:g}s"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exit_task), 0.1)
+        exposed = await asyncio.to_thread(_non_loopback_listeners, port)
+        if exposed:
+            await sink(
+                "stderr",
+                [
+                    f"agentbuild: warning: the preview listens on {', '.join(exposed)}, "
+                    "reachable from the network; bind 127.0.0.1 (the proxy only uses it)"
+                ],
+                False,
+            )
         self._service_url = f"http://127.0.0.1:{port}"
         return self._service_url
 
     def service_running(self) -> bool:
         """Is the process started by :meth:`start_service` still running?"""
         return self._service is not None and self._service.proc.poll() is None
+
+    async def wait_service(self) -> int | None:
+        """Wait until the service's main process exits; its exit status (negative: the
+        signal that killed it), or None when no service was started."""
+        group = self._service
+        if group is None or group.exit_task is None:
+            return None
+        return await asyncio.shield(group.exit_task)
 
     async def stop_service(self) -> None:
         """Stop the service started by :meth:`start_service` (no-op if none)."""
@@ -847,6 +892,49 @@ async def _port_open(port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def _http_status(port: int, path: str, timeout: float) -> int | None:  # noqa: ASYNC109
+    """The status of ``GET path`` on ``127.0.0.1:port``, or None (no HTTP answer in time)."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "User-Agent: agentbuild-ready-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1", "replace")
+    writer = None
+    try:
+        async with asyncio.timeout(min(timeout, 10.0)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            line = await reader.readline()
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _non_loopback_listeners(port: int) -> list[str]:
+    """Addresses other than loopback on which something listens on TCP ``port``."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return []
+    found = []
+    for conn in conns:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port:
+            continue
+        ip = conn.laddr.ip
+        if ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1"):
+            continue
+        found.append(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
+    return sorted(set(found))
 
 
 def _rmtree(path: Path) -> None:

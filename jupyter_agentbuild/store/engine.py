@@ -25,9 +25,11 @@ BEGIN_IMMEDIATE = "agentbuild_begin_immediate"
 
 _SYNC_PG_DRIVERS = {"", "psycopg2", "pg8000"}
 _SQLITE_PRAGMAS = (
+    # busy_timeout first: switching a fresh file to WAL takes a lock, and without a busy
+    # handler a second server connecting at that moment fails at once ("database is locked").
+    "PRAGMA busy_timeout=30000",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
 

@@ -6,11 +6,24 @@ Database errors propagate as SQLAlchemy exceptions; the caller decides how to re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Row,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .engine import make_engine, transaction
@@ -162,15 +175,24 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [_build_row(row) for row in rows]
 
-    async def preview_builds(self, *, host: str, statuses: Sequence[str]) -> list[BuildRow]:
-        """Builds in ``statuses`` that had a preview and were run on ``host``, oldest first
-        (start-up reaping of previews a dead server left running)."""
+    async def preview_builds(
+        self, *, host: str, statuses: Sequence[str], states: Sequence[str]
+    ) -> list[BuildRow]:
+        """Builds in ``statuses`` run on ``host`` whose preview is in one of ``states``,
+        oldest first (start-up reaping of previews a dead server left running)."""
+        # ``preview`` is JSONText (compact json.dumps): match its "state" member as text
+        # (coerced to Text, so the pattern is bound as a string, not JSON-encoded).
+        as_text = type_coerce(builds.c.preview, Text)
+        wanted = [
+            as_text.like("%" + json.dumps({"state": state}, separators=(",", ":"))[1:-1] + "%")
+            for state in states
+        ]
         stmt = (
             select(builds)
             .where(
                 builds.c.status.in_(list(statuses)),
-                builds.c.preview.is_not(None),
                 builds.c.runner_host == host,
+                or_(*wanted),
             )
             .order_by(builds.c.pk)
         )

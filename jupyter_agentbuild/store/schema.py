@@ -7,6 +7,7 @@ the two, so a column added here without a migration fails CI rather than a deplo
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -88,4 +89,47 @@ quota_uses = Table(
     Column("owner", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "owner", "created_at"),
+)
+
+#: One row per build whose artifacts were collected: the sizes the retention sweep sums
+#: per owner, and when they were removed (expired, over quota) if they were.
+artifact_sets = Table(
+    "artifact_sets",
+    metadata,
+    Column(
+        "build_id",
+        String(32),
+        ForeignKey("builds.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("owner", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("total_size", BigInteger, nullable=False),
+    Column("truncated", Boolean, nullable=False, server_default=false()),
+    Column("removed_at", UTCDateTime),
+    Column("removed_reason", String(32)),
+    Index(None, "owner", "created_at"),
+    Index(None, "created_at"),
+)
+
+#: The manifest: one row per collected file, recorded link or skipped path, in order.
+#: ``kind`` is "file" (bytes in the artifact store: blob ``blob`` from ``blob_offset``),
+#: "link" (a symlink, never followed) or "skipped" (``reason`` says why).
+artifact_files = Table(
+    "artifact_files",
+    metadata,
+    Column("build_id", String(32), ForeignKey("builds.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Column("sha256", String(64)),
+    Column("blob", String(128)),
+    # Small files share "pack" blobs: their bytes are ``size`` bytes from here.
+    Column("blob_offset", BigInteger, nullable=False, server_default="0"),
+    Column("target", Text),
+    Column("reason", String(64)),
+    PrimaryKeyConstraint("build_id", "position"),
+    Index(None, "build_id", "path", unique=True),
 )

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import psutil
-import pytest
 
 from tests.conftest import Api, statuses, texts
 
@@ -221,8 +220,7 @@ async def test_secret_env_is_masked_and_never_returned(api: Api) -> None:
     assert secret not in json.dumps(await api.get(build["id"]))
 
 
-@pytest.mark.parametrize("workers", [2])
-async def test_concurrency_limit_queues_extra_builds(api: Api, workers: int) -> None:
+async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     runner = api.app.web_app.settings["agentbuild"].runner
     runner.config = type(runner.config)(**{**runner.config.__dict__, "max_concurrent_builds": 1})
     first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
@@ -288,3 +286,17 @@ async def test_store_down_for_good_fails_the_build_clearly(api: Api) -> None:
     assert final["status"] == "failed"
     assert "database" in final["error"]
     assert final["finished_at"]
+
+
+async def test_full_log_as_plain_text(api: Api) -> None:
+    build = await api.create({"steps": ["seq 1 25000; printf '<b>x</b>'"]})
+    await api.finish(build["id"])
+    resp = await api.fetch(
+        "agentbuild", "api", "builds", build["id"], "logs", params={"format": "text"}
+    )
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    expected = "".join(f"{i}\n" for i in range(1, 25001)) + "<b>x</b>\n"
+    assert resp.body.decode() == expected
+    code, body, _ = await api.call("GET", "builds/nope/logs", params={"format": "text"})
+    assert code == 404 and body["error"]["code"] == "not_found"

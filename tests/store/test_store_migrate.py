@@ -26,7 +26,7 @@ Run = Callable[[Awaitable[Any]], Any]
 def test_the_package_ships_its_migrations() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str, run: Run) -> None:
@@ -40,7 +40,14 @@ def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str, run: Run) -> 
             async with engine.connect() as conn:
                 tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
                 versions = (await conn.execute(text("SELECT * FROM alembic_version"))).all()
-            assert tables == {"alembic_version", "builds", "entry_chunks", "quota_uses"}
+            assert tables == {
+                "alembic_version",
+                "builds",
+                "entry_chunks",
+                "quota_uses",
+                "artifact_sets",
+                "artifact_files",
+            }
             assert len(versions) == 1
         finally:
             await engine.dispose()
