@@ -1,0 +1,235 @@
+"""Process groups and psutil: finding, signalling and reaping what a step started.
+
+Covers the live side (a step's group and the descendants that left it) and the dead-server
+side (:func:`_reap`: leftovers found by recorded group, cwd and the build's marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from .environment import MARKER_ENV
+from .paths import _inside
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for processes to vanish after SIGKILL before giving up (never hang).
+_KILL_WAIT = 5.0
+_POLL = 0.02
+
+
+@dataclass
+class _Group:
+    """One process group we started: a step or a service."""
+
+    proc: subprocess.Popen[bytes]
+    create_time: float  # the leader's, from psutil (0.0 if it could not be read)
+    kind: str  # "step" or "service"
+    escaped: dict[int, float] = field(default_factory=dict)  # pid -> create_time
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    gone_event: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_task: asyncio.Task[int] | None = None
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        members.append(pid)
+    return members
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    """Is the process that had ``create_time`` still running (and not a zombie)?"""
+    try:
+        proc = psutil.Process(pid)
+        same: bool = abs(proc.create_time() - create_time) < 0.01
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_pid(pid: int, create_time: float, sig: int) -> None:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) < 0.01:
+            proc.send_signal(sig)
+    except psutil.Error:
+        pass
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _escapees(
+    pgid: int,
+    *,
+    build_id: str,
+    directory: str,
+    since: float,
+    exclude_pgids: Iterable[int] = (),
+) -> dict[int, float]:
+    """Processes that belong to group ``pgid``'s step but are no longer in the group.
+
+    Descendants of the group's live members that are in another group (``setsid``,
+    ``setpgid``), and processes created since ``since`` (the leader's psutil create
+    time: same clock) that carry this build's :data:`MARKER_ENV` (this catches the
+    ``setsid`` children of a leader that already exited).
+    """
+    excluded = {pgid, *exclude_pgids}
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    created: dict[int, float] = {}
+    roots: list[int] = []
+    others: list[int] = []
+    for proc in psutil.process_iter(["ppid", "create_time"]):
+        pid = proc.pid
+        ppid = proc.info["ppid"]
+        ctime = proc.info["create_time"]
+        if ppid is None or ctime is None:
+            continue
+        children.setdefault(ppid, []).append(pid)
+        created[pid] = ctime
+        with contextlib.suppress(OSError):
+            group = os.getpgid(pid)
+            if group == pgid:
+                roots.append(pid)
+            elif group in excluded:
+                others.append(pid)
+    found: dict[int, float] = {}
+    for pid in _descendants(roots, children):
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) not in excluded:
+                found[pid] = created[pid]
+    # the sandbox's other groups (a service, a concurrent step) and their offspring
+    protected = set(others) | _descendants(others, children)
+    for pid, ctime in created.items():
+        if ctime < since - 0.05 or pid in found or pid in protected or pid == me:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if not _marked(proc, build_id, directory) or os.getpgid(pid) in excluded:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        found[pid] = ctime
+    return found
+
+
+def _marked(proc: psutil.Process, build_id: str, directory: str) -> bool:
+    """Does ``proc`` carry this sandbox's marker: the build id in its environment, and
+    ``HOME`` = the sandbox dir or a cwd inside it (two servers could share an id)?"""
+    try:
+        env = proc.environ()
+        if env.get(MARKER_ENV) != build_id:
+            return False
+        if env.get("HOME") == directory:
+            return True
+        return _inside(os.path.normpath(proc.cwd()), directory)
+    except (OSError, psutil.Error):
+        return False
+
+
+def _descendants(roots: Iterable[int], children: Mapping[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    stack = list(roots)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
+    if state.get("host") != socket.gethostname():
+        return
+    directory = state.get("dir")
+    if not isinstance(directory, str) or not os.path.isabs(directory):
+        return
+    directory = os.path.normpath(directory)
+    build_id = state.get("build_id")
+    if not isinstance(build_id, str):
+        build_id = sandbox_id.removeprefix("local-")
+    me = os.getpid()
+    victims: dict[int, psutil.Process] = {}
+
+    def cwd_inside(proc: psutil.Process) -> bool:
+        try:
+            return _inside(os.path.normpath(proc.cwd()), directory)
+        except (psutil.Error, OSError):
+            return False
+
+    pids = psutil.pids()
+    recorded = state.get("pgids")
+    for item in recorded if isinstance(recorded, list) else ():
+        try:
+            pgid, ctime = int(item[0]), float(item[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if pgid <= 1:
+            continue
+        trusted = _alive(pgid, ctime)
+        for pid in pids:
+            try:
+                if pid == me or os.getpgid(pid) != pgid:
+                    continue
+                proc = psutil.Process(pid)
+            except (OSError, psutil.Error):
+                continue
+            if trusted or cwd_inside(proc):
+                victims[pid] = proc
+    for proc in psutil.process_iter():
+        if proc.pid != me and proc.pid not in victims and _marked(proc, build_id, directory):
+            victims[proc.pid] = proc
+    for proc in victims.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # psutil checks the create time: a reused pid is not hit
+    deadline = time.monotonic() + _KILL_WAIT
+    alive = list(victims.values())
+    while alive:
+        # zombies count as dead: their parent (maybe gone too) has yet to reap them
+        alive = [p for p in alive if p.is_running() and _status(p) != psutil.STATUS_ZOMBIE]
+        if alive and time.monotonic() > deadline:
+            log.warning("sandbox %s: %d process(es) survived SIGKILL", sandbox_id, len(alive))
+            return
+        if alive:
+            time.sleep(_POLL)
+
+
+def _status(proc: psutil.Process) -> str | None:
+    try:
+        status: str = proc.status()
+        return status
+    except psutil.Error:
+        return None
