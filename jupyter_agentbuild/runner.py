@@ -468,7 +468,7 @@ class Runner:
         if row.runner_id == self.runner_id:
             return True  # ours, but no task: it can never finish
         if row.runner_host == self.host and row.runner_pid is not None:
-            if row.runner_pid == self.pid or not _pid_alive(row.runner_pid):
+            if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
                 return True
         beat = row.heartbeat_at or row.created_at
         return now - beat.timestamp() > self.config.stale_after
@@ -503,7 +503,8 @@ class Runner:
             log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (any owner)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

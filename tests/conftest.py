@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_server.auth.identity import IdentityProvider, User
 from traitlets.config import Config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -31,17 +32,42 @@ def agentbuild_config(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
+def server_config(agentbuild_config: dict[str, Any], **server_app: Any) -> Config:
+    """The test server's config: the extension enabled, as root, plus ``ServerApp`` extras."""
     return Config(
         {
             "ServerApp": {
                 "jpserver_extensions": {"jupyter_agentbuild": True},
                 "allow_root": True,
+                **server_app,
             },
             "AgentBuild": agentbuild_config,
         }
     )
+
+
+@pytest.fixture
+def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
+    return server_config(agentbuild_config)
+
+
+class HeaderIdentityProvider(IdentityProvider):
+    """A stand-in for JupyterHub's per-user identities: the token authenticates the request,
+    the ``X-Test-User`` header names the user."""
+
+    async def get_user(self, handler: Any) -> User | None:  # type: ignore[override]
+        user = await super().get_user(handler)
+        name = handler.request.headers.get("X-Test-User")
+        return User(username=name) if user is not None and name else None
+
+
+def multi_user_config(agentbuild_config: dict[str, Any]) -> Config:
+    """A server whose requests name their user (see :class:`HeaderIdentityProvider`)."""
+    return server_config(agentbuild_config, identity_provider_class=HeaderIdentityProvider)
+
+
+def as_user(name: str) -> dict[str, str]:
+    return {"X-Test-User": name}
 
 
 class Api:

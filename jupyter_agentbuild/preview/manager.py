@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from ..entries import TERMINAL, iso, utcnow
 from ..logpipe import LogPipe, StoreUnavailable
-from ..runner import AfterSteps, Runner
+from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
 from ..store.repository import BuildRow, Store
@@ -411,7 +411,7 @@ class PreviewManager:
         for row in await self.store.preview_builds(host=host, statuses=TERMINAL, states=live):
             if row.id in self._previews or (row.preview or {}).get("state") not in live:
                 continue
-            if row.runner_pid not in (None, me) and _pid_alive(row.runner_pid):
+            if row.runner_pid not in (None, me) and pid_alive(row.runner_pid):
                 continue  # another live server on this host runs it
             await self._reap(row)
 
@@ -491,16 +491,6 @@ async def _retrying(call: Callable[[], Any], attempts: int = 5) -> Any:
             await asyncio.sleep(delay)
             delay *= 4
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["Preview", "PreviewConfig", "PreviewManager"]

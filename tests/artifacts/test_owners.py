@@ -8,24 +8,14 @@ import pytest
 from traitlets.config import Config
 
 from tests.artifacts.conftest import Http
-from tests.conftest import Api
-from tests.server.test_owners import HeaderIdentityProvider, as_user
+from tests.conftest import Api, as_user, multi_user_config
 
 API = "agentbuild/api/builds"
 
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return Config(
-        {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_agentbuild": True},
-                "allow_root": True,
-                "identity_provider_class": HeaderIdentityProvider,
-            },
-            "AgentBuild": agentbuild_config,
-        }
-    )
+    return multi_user_config(agentbuild_config)
 
 
 async def test_another_owner_gets_404_everywhere(api: Api, http: Http, preview: str) -> None:

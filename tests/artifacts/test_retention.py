@@ -18,27 +18,19 @@ from traitlets.config import Config
 from jupyter_agentbuild.entries import utcnow
 from jupyter_agentbuild.store.schema import artifact_sets
 from tests.artifacts.conftest import Http, artifacts_of
-from tests.conftest import Api
-from tests.server.test_owners import HeaderIdentityProvider, as_user
+from tests.conftest import Api, as_user, multi_user_config
 
 API = "agentbuild/api/builds"
 
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return Config(
+    return multi_user_config(
         {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_agentbuild": True},
-                "allow_root": True,
-                "identity_provider_class": HeaderIdentityProvider,
-            },
-            "AgentBuild": {
-                **agentbuild_config,
-                "artifact_retention_days": 7,
-                "max_artifact_bytes_per_owner": 1000,
-                "artifact_sweep_interval": 3600,
-            },
+            **agentbuild_config,
+            "artifact_retention_days": 7,
+            "max_artifact_bytes_per_owner": 1000,
+            "artifact_sweep_interval": 3600,
         }
     )
 

@@ -9,23 +9,14 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
+from tests.conftest import as_user, multi_user_config
 from tests.preview.conftest import Previews
 from tests.preview.test_proxy_ws import connect
-from tests.server.test_owners import HeaderIdentityProvider, as_user
 
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return Config(
-        {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_agentbuild": True},
-                "allow_root": True,
-                "identity_provider_class": HeaderIdentityProvider,
-            },
-            "AgentBuild": agentbuild_config,
-        }
-    )
+    return multi_user_config(agentbuild_config)
 
 
 async def test_only_the_owner_reaches_the_preview(previews: Previews) -> None:

@@ -5,38 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jupyter_server.auth.identity import IdentityProvider, User
 from traitlets.config import Config
 
-from tests.conftest import Api
-
-
-class HeaderIdentityProvider(IdentityProvider):
-    """A stand-in for JupyterHub's per-user identities: the token authenticates the request,
-    the ``X-Test-User`` header names the user."""
-
-    async def get_user(self, handler: Any) -> User | None:  # type: ignore[override]
-        user = await super().get_user(handler)
-        name = handler.request.headers.get("X-Test-User")
-        return User(username=name) if user is not None and name else None
+from tests.conftest import Api, as_user, multi_user_config
 
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return Config(
-        {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_agentbuild": True},
-                "allow_root": True,
-                "identity_provider_class": HeaderIdentityProvider,
-            },
-            "AgentBuild": agentbuild_config,
-        }
-    )
-
-
-def as_user(name: str) -> dict[str, str]:
-    return {"X-Test-User": name}
+    return multi_user_config(agentbuild_config)
 
 
 async def test_owners_cannot_see_each_other(api: Api) -> None:
