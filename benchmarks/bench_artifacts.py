@@ -30,53 +30,26 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
+from harness import JupyterServer, RssSampler
 
 TOKEN = "bench-artifacts-token"
 MB = 1024 * 1024
 RSS_LIMIT = 64 * MB
 
 
-class Server:
-    """A `jupyter server` subprocess with the extension, on a fresh SQLite file."""
+class Server(JupyterServer):
+    """The extension's server, with raw downloads measured by :meth:`download`."""
 
     def __init__(self, tmp: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.log = open(tmp / "server.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-                f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp / 'root'}",
-                f"--IdentityProvider.token={TOKEN}", "--log-level=WARN",
-                f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
-                f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
-                f"--AgentBuild.artifacts_root={tmp / 'artifacts'}",
-            ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "JUPYTER_DATA_DIR": str(tmp / "data")},
-        )  # fmt: skip
-        self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("GET", "builds")
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError((tmp / "server.log").read_text()) from None
-                time.sleep(0.1)
+        super().__init__(tmp, TOKEN)
 
     def _conn(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -115,44 +88,6 @@ class Server:
             return total, time.perf_counter() - began, dict(resp.getheaders())
         finally:
             conn.close()
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-class RssSampler:
-    """Peak RSS of the server while the block runs, relative to its RSS at the start."""
-
-    def __init__(self, server: Server) -> None:
-        self.server, self._stop = server, threading.Event()
-        self.base = self.peak = 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.server.rss())
-
-    def __enter__(self) -> RssSampler:
-        self.base = self.peak = self.server.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.server.rss())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
 
 
 def make_workspace(root: Path, large: int, small: int, seed: int = 4) -> int:

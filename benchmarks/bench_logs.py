@@ -20,13 +20,9 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -34,86 +30,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import websockets
+from harness import JupyterServer, RssSampler
 
 TOKEN = "bench-logs-token"
 
 
-class Server:
-    """A `jupyter server` subprocess with the extension on a fresh SQLite file."""
-
+class Server(JupyterServer):
     def __init__(self, tmp: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        (tmp / "root").mkdir()
-        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-                f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp / 'root'}",
-                f"--IdentityProvider.token={TOKEN}", "--log-level=WARN",
-                f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
-                f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
-                "--AgentBuild.builds_per_window=1000",
-            ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "JUPYTER_DATA_DIR": str(tmp / "data")},
-        )  # fmt: skip
-        self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("GET", "builds")
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError((tmp / "server.log").read_text()) from None
-                time.sleep(0.1)
+        super().__init__(tmp, TOKEN, extra_args=["--AgentBuild.builds_per_window=1000"])
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/agentbuild/api/{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {TOKEN}"},
-        )
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read() or b"null")
+        return self.api(method, path, body)
 
     def ws_url(self, build_id: str, after: int = 0) -> str:
         return f"ws://127.0.0.1:{self.port}/agentbuild/api/builds/{build_id}/stream?after={after}"
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
-
-
-class RssSampler:
-    def __init__(self, server: Server) -> None:
-        self.server, self.peak, self._stop = server, server.rss(), threading.Event()
-        self.base = self.peak
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.server.rss())
-
-    def __enter__(self) -> RssSampler:
-        self.base = self.server.rss()
-        self.peak = self.base
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def sqlite_baseline(lines: list[str], tmp: Path) -> float:

@@ -35,24 +35,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
+from harness import JupyterServer, RssSampler, free_port
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -62,64 +58,23 @@ TOKEN = "bench-proxy-token"
 MiB = 1 << 20
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
+class Server(JupyterServer):
     """`jupyter server` with this extension (and jupyter-server-proxy when installed)."""
 
     def __init__(self, tmp: Path, with_jsp: bool) -> None:
-        self.port = free_port()
         config = tmp / "config"
         config.mkdir()
         extensions = {"jupyter_agentbuild": True, "jupyter_server_proxy": with_jsp}
         (config / "jupyter_server_config.json").write_text(
             json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
         )
-        (tmp / "root").mkdir()
-        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-                f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp / 'root'}",
-                f"--IdentityProvider.token={TOKEN}", "--log-level=WARN",
-                f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
-                f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
-                f"--AgentBuild.artifacts_root={tmp / 'artifacts'}",
-                "--AgentBuild.preview_idle_timeout=0",
-            ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "JUPYTER_CONFIG_DIR": str(config),
-                "JUPYTER_DATA_DIR": str(tmp / "data"),
-            },
-        )  # fmt: skip
-        self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                self.api("GET", "builds")
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError((tmp / "server.log").read_text()) from None
-                time.sleep(0.1)
-        self.cookie = self._login_cookie()
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/agentbuild/api/{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {TOKEN}"},
+        super().__init__(
+            tmp,
+            TOKEN,
+            extra_args=["--AgentBuild.preview_idle_timeout=0"],
+            env={"JUPYTER_CONFIG_DIR": str(config)},
         )
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return json.loads(resp.read() or b"null")
+        self.cookie = self._login_cookie()
 
     def _login_cookie(self) -> str:
         """The login cookie a browser would hold after opening the token URL."""
@@ -132,44 +87,6 @@ class Server:
                 if value.startswith("username-"):
                     return value.split(";", 1)[0]
         raise RuntimeError("no login cookie")
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-class RssPeak:
-    """Peak RSS growth of the server while the block runs."""
-
-    def __init__(self, server: Server) -> None:
-        self.server, self._stop = server, threading.Event()
-        self.base = self.peak = 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.server.rss())
-
-    def __enter__(self) -> RssPeak:
-        self.base = self.peak = self.server.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
 
 
 # --------------------------------------------------------------------------- HTTP client
@@ -297,7 +214,7 @@ async def large_body(
             await asyncio.sleep(ahead)
 
     try:
-        with RssPeak(server) as rss:
+        with RssSampler(server) as rss:
             status, size = await conn.get(path, sink=pace if rate else None)
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         return {"ok": False, "error": f"connection broke ({exc})"}
