@@ -239,6 +239,7 @@ class AgentBuild(ExtensionApp):
         available = {"local"}
         chosen = default_provider(self.provider, self.e2b_api_key, available)
         store = Store.lazy(self.db_url)
+        stop_timeout = max(self.kill_grace * 2, 10.0)
         providers: dict[str, SandboxProvider] = {
             "local": LocalSandboxProvider(
                 Path(self.workspace_root),
@@ -264,7 +265,7 @@ class AgentBuild(ExtensionApp):
                 store_retry_timeout=self.store_retry_timeout,
                 heartbeat_interval=self.heartbeat_interval,
                 stale_after=self.stale_after,
-                shutdown_timeout=max(self.kill_grace * 2, 10.0),
+                shutdown_timeout=stop_timeout,
             ),
             on_activity=self._record_activity,
             hooks=[collector],
@@ -278,7 +279,7 @@ class AgentBuild(ExtensionApp):
                     connect_timeout=self.preview_connect_timeout,
                     read_timeout=self.preview_read_timeout,
                 ),
-                stop_timeout=max(self.kill_grace * 2, 10.0),
+                stop_timeout=stop_timeout,
             ),
             base_url=self._server.base_url,
             runner=runner,

@@ -10,11 +10,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from .store.models import ACTIVE_STATUSES as ACTIVE
+from .store.models import TERMINAL_STATUSES as TERMINAL
+
 # The C string encoder behind json.dumps, without json.dumps' per-call overhead.
 _encode_str = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
 
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
-ACTIVE = ("queued", "starting", "running")
+__all__ = ["ACTIVE", "TERMINAL", "encode_event", "encode_logs", "iso", "join_array", "utcnow"]
 
 
 def utcnow() -> datetime:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .entries import encode_event, encode_logs, iso, utcnow
+from .entries import encode_event, encode_logs, iso, join_array, utcnow
 from .store.repository import SeqConflict
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class LogPipe:
             if self.stalled is not None:
                 raise StoreUnavailable(str(self.stalled))
             self._wake_flusher.set()
-            await self._stored_once()
+            await self._stored.wait()
         if self._secrets:
             lines = [self._mask(text) for text in lines]
         self._append(
@@ -115,9 +115,10 @@ class LogPipe:
         new, self._new = self._new, asyncio.Event()
         new.set()
 
-    async def _stored_once(self) -> None:
-        event = self._stored
-        await event.wait()
+    def _signal_stored(self) -> None:
+        """Wake everyone waiting for the flusher's next round (stored, or stalled)."""
+        stored, self._stored = self._stored, asyncio.Event()
+        stored.set()
 
     async def flush(self) -> None:
         """Return once everything accepted so far is in the store."""
@@ -126,7 +127,7 @@ class LogPipe:
             if self.stalled is not None:
                 raise StoreUnavailable(str(self.stalled))
             self._wake_flusher.set()
-            await self._stored_once()
+            await self._stored.wait()
 
     async def close(self) -> None:
         """Final flush, then stop the flusher and wake every reader for the last time."""
@@ -149,8 +150,7 @@ class LogPipe:
             self._wake_flusher.clear()
             if self._pending:
                 await self._store_pending()
-            stored, self._stored = self._stored, asyncio.Event()
-            stored.set()
+            self._signal_stored()
 
     async def _store_pending(self) -> None:
         count = len(self._pending)
@@ -181,8 +181,7 @@ class LogPipe:
                 log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
                 if self.stalled is None:
                     self.stalled = exc
-                    stored, self._stored = self._stored, asyncio.Event()
-                    stored.set()
+                    self._signal_stored()
                 await asyncio.sleep(5.0)
             except Exception as exc:  # any store error: retry with backoff, never drop
                 log.warning(
@@ -194,8 +193,7 @@ class LogPipe:
                 if loop.time() + delay > deadline and self.stalled is None:
                     # Wake waiters so the runner can fail the build; keep the entries.
                     self.stalled = exc
-                    stored, self._stored = self._stored, asyncio.Event()
-                    stored.set()
+                    self._signal_stored()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -248,7 +246,7 @@ class LogPipe:
         entries = self.read(after, end - after)
         if entries is None:
             return None
-        frame = ("[" + ",".join(entries) + "]").encode()
+        frame = join_array(entries).encode()
         self.cache_frame(key, frame)
         return frame, len(entries)
 

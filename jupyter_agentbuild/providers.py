@@ -8,6 +8,7 @@ only for a key that looks real, and a key is never logged or returned.
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 
 from .errors import ConfigError
 
@@ -31,7 +32,7 @@ def looks_like_e2b_key(key: str | None) -> bool:
     return len(set(body)) >= 10
 
 
-def default_provider(setting: str, e2b_key: str | None, available: set[str]) -> str:
+def default_provider(setting: str, e2b_key: str | None, available: Set[str]) -> str:
     """The provider for builds that do not name one; raises ConfigError for a bad setup."""
     if setting == "local":
         return "local"
@@ -43,7 +44,7 @@ def default_provider(setting: str, e2b_key: str | None, available: set[str]) -> 
     return "local"
 
 
-def check_e2b(e2b_key: str | None, available: set[str]) -> None:
+def check_e2b(e2b_key: str | None, available: Set[str]) -> None:
     if not e2b_key:
         raise ConfigError(f"provider 'e2b' needs an E2B API key: set {E2B_KEY_SETTING}")
     if not looks_like_e2b_key(e2b_key):

@@ -190,7 +190,7 @@ class Runner:
             self._stop(job, "interrupted", "the Jupyter server stopped while the build ran")
         tasks = [job.task for job in jobs if job.task is not None]
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -509,8 +509,8 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by someone else
+        pass
     return True
 
 

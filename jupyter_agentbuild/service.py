@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .entries import TERMINAL, utcnow
+from .entries import ACTIVE, TERMINAL, utcnow
 from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
 from .preview.manager import Preview, PreviewManager
 from .providers import check_e2b
@@ -26,7 +26,7 @@ from .store.repository import BuildRow, Store
 
 MAX_PAGE = 10_000
 DEFAULT_PAGE = 1000
-STATUSES = ("queued", "starting", "running", *TERMINAL)
+STATUSES = (*ACTIVE, *TERMINAL)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class BuildService:
         provider = spec.provider or self.config.default_provider
         if provider == "e2b":
             try:
-                check_e2b(self.config.e2b_api_key, set(self.config.available_providers))
+                check_e2b(self.config.e2b_api_key, self.config.available_providers)
             except Exception as exc:
                 raise SpecError(str(exc), field="provider", code="provider_unavailable") from exc
         workspace = self._confine_workspace(spec)
@@ -197,13 +197,20 @@ class BuildService:
         limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
         row = await self.get(owner, build_id)
         pipe = self.runner.pipe(build_id)
-        entries = pipe.read(after, limit) if pipe is not None else None
-        if entries is None:
-            entries = await self.store.read_entries(build_id, after=after, limit=limit)
+        entries = await self._read(build_id, after, limit)
         if pipe is not None:
             return LogPage(entries, pipe.last_seq, False)
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)
+
+    async def _read(self, build_id: str, after: int, limit: int) -> list[str]:
+        """Entries after ``after``: from the live pipe's memory when it still has them,
+        else from the store."""
+        pipe = self.runner.pipe(build_id)
+        entries = pipe.read(after, limit) if pipe is not None else None
+        if entries is None:
+            entries = await self.store.read_entries(build_id, after=after, limit=limit)
+        return entries
 
     async def log_text(self, owner: str, build_id: str) -> AsyncIterator[str]:
         """The whole log as plain text, page by page (``logs?format=text``): what a
@@ -211,10 +218,7 @@ class BuildService:
         await self.get(owner, build_id)
         after = 0
         while True:
-            pipe = self.runner.pipe(build_id)
-            entries = pipe.read(after, MAX_PAGE) if pipe is not None else None
-            if entries is None:
-                entries = await self.store.read_entries(build_id, after=after, limit=MAX_PAGE)
+            entries = await self._read(build_id, after, MAX_PAGE)
             if not entries:
                 return
             after += len(entries)

@@ -87,8 +87,9 @@ class _Manifest:
                 out.append(record)
         return out
 
-    def summary(self) -> dict[str, Any]:
-        records = self.records
+    def summary(self, records: list[ArtifactRecord]) -> dict[str, Any]:
+        """The ``artifacts_ready`` event (and Build ``artifacts``) of ``records``, which are
+        :attr:`records` (passed in: building them walks every slot)."""
         files = [r for r in records if r.kind == "file"]
         out: dict[str, Any] = {
             "count": len(files),
@@ -231,12 +232,13 @@ class ArtifactCollector:
             manifest = await self._collect(
                 ctx.build_id, ctx.sandbox, Selection(spec.paths, spec.exclude)
             )
-            summary = manifest.summary()
+            records = manifest.records
+            summary = manifest.summary(records)
             await self.records.save(
                 ctx.build_id,
                 owner=ctx.owner,
                 created_at=utcnow(),
-                records=manifest.records,
+                records=records,
                 truncated=manifest.truncated_by is not None,
                 summary=summary,
             )
@@ -283,18 +285,18 @@ class ArtifactCollector:
             async for entry in sandbox.list_files(prune=selection.prune):
                 if entry.kind == "dir" or not selection.selects(entry.path):
                     continue
+                record = _record_of(entry)  # None: a file to copy
                 if manifest.truncated_by is None and len(manifest.slots) >= self.limits.max_files:
                     manifest.truncated_by = "max_artifact_files"
-                if manifest.truncated_by is None and (
-                    entry.kind == "file"
-                    and _problem(entry.path) is None
+                if (
+                    manifest.truncated_by is None
+                    and record is None
                     and manifest.reserved + entry.size > self.limits.max_bytes
                 ):
                     manifest.truncated_by = "max_artifact_bytes"
                 if manifest.truncated_by is not None:
                     manifest.not_collected += 1
                     continue
-                record = _record_of(entry)
                 manifest.slots.append(record)
                 if record is not None:
                     continue

@@ -52,24 +52,25 @@ def _finish(handler: JupyterHandler, content_type: str | None) -> None:
         handler.finish()
 
 
-async def _pump(handler: JupyterHandler, chunks: Any) -> bool:
-    """Write every chunk, flushing each; False when the client went away."""
+async def _stream(handler: JupyterHandler, chunks: Any, what: str, content_type: str) -> None:
+    """Write every chunk, flushing each, then finish. A client that went away ends it
+    quietly; a failure once the headers are out cuts the connection, so the client
+    sees an incomplete download."""
     try:
-        async for chunk in chunks:
-            handler.write(chunk)
-            await handler.flush()
+        try:
+            async for chunk in chunks:
+                handler.write(chunk)
+                await handler.flush()
+        finally:
+            await chunks.aclose()
     except StreamClosedError:
-        return False
-    finally:
-        await chunks.aclose()
-    return True
-
-
-def _abort(handler: JupyterHandler, what: str, exc: BaseException) -> None:
-    """Headers are out: cut the connection so the client sees an incomplete download."""
-    log.error("agentbuild: %s failed mid-stream: %s", what, exc)
-    handler.request.connection.close()  # type: ignore[union-attr]
-    handler._finished = True  # nothing more may be written on this request
+        return
+    except Exception as exc:
+        log.error("agentbuild: %s failed mid-stream: %s", what, exc)
+        handler.request.connection.close()  # type: ignore[union-attr]
+        handler._finished = True  # nothing more may be written on this request
+        return
+    _finish(handler, content_type)
 
 
 async def send_file(
@@ -113,13 +114,7 @@ async def send_file(
         _finish(handler, item.content_type)
         return
     chunks = await service.reader(item, start, length)
-    try:
-        if not await _pump(handler, chunks):
-            return
-    except Exception as exc:
-        _abort(handler, f"download of {item.path}", exc)
-        return
-    _finish(handler, item.content_type)
+    await _stream(handler, chunks, f"download of {item.path}", item.content_type)
 
 
 async def serve_static_preview(
@@ -197,13 +192,7 @@ class ArchiveHandler(AgentBuildHandler):
         self.set_header("Cache-Control", "private, no-store")
         if archive.length is not None:
             self.set_header("Content-Length", str(archive.length))
-        try:
-            if not await _pump(self, archive.chunks):
-                return
-        except Exception as exc:
-            _abort(self, f"{fmt} of build {build_id}", exc)
-            return
-        _finish(self, archive.content_type)
+        await _stream(self, archive.chunks, f"{fmt} of build {build_id}", archive.content_type)
 
 
 class StaticPreviewHandler(AgentBuildHandler):

@@ -83,9 +83,7 @@ class AgentBuildHandler(APIHandler):
         if isinstance(exc, AgentBuildError):
             for key, value in exc.headers.items():
                 self.set_header(key, value)
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+        self.write_json(body, status)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, AgentBuildError) and value.status < 500:
@@ -97,7 +95,7 @@ class AgentBuildHandler(APIHandler):
 class NotFoundHandler(AgentBuildHandler):
     """Unknown paths under ``agentbuild/`` answer the contract's 404, not an HTML page."""
 
-    def _not_found(self, *args: Any) -> None:
+    def _not_found(self) -> None:
         raise web.HTTPError(404, "no such endpoint")
 
     @web.authenticated

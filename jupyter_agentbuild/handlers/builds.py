@@ -11,7 +11,18 @@ from ..models import build_json
 from .base import AgentBuildHandler
 
 
-class BuildsHandler(AgentBuildHandler):
+class BuildHandlerBase(AgentBuildHandler):
+    """Serializes Builds; each subclass defines only the verbs its route supports, so any
+    other verb is a 405 (a subclass of a handler would inherit, and misroute, its verbs)."""
+
+    def _build(self, row: Any) -> dict[str, Any]:
+        return build_json(row, base_url=self.base_url)
+
+    def _url(self, build_id: str) -> str:
+        return f"{self.base_url}agentbuild/api/builds/{build_id}"
+
+
+class BuildsHandler(BuildHandlerBase):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -25,17 +36,11 @@ class BuildsHandler(AgentBuildHandler):
         self.set_header("Location", self._url(row.id))
         self.write_json(self._build(row), status=201)
 
-    def _build(self, row: Any) -> dict[str, Any]:
-        return build_json(row, base_url=self.base_url)
 
-    def _url(self, build_id: str) -> str:
-        return f"{self.base_url}agentbuild/api/builds/{build_id}"
-
-
-class BuildHandler(BuildsHandler):
+class BuildHandler(BuildHandlerBase):
     @web.authenticated
     @authorized
-    async def get(self, build_id: str) -> None:  # type: ignore[override]
+    async def get(self, build_id: str) -> None:
         row = await self.agentbuild.service.get(self.owner, build_id)
         self.write_json(self._build(row))
 
@@ -47,10 +52,10 @@ class BuildHandler(BuildsHandler):
         self.finish()
 
 
-class CancelHandler(BuildsHandler):
+class CancelHandler(BuildHandlerBase):
     @web.authenticated
     @authorized
-    async def post(self, build_id: str) -> None:  # type: ignore[override]
+    async def post(self, build_id: str) -> None:
         row = await self.agentbuild.service.cancel(self.owner, build_id)
         self.write_json(self._build(row), status=202)
 

@@ -51,7 +51,7 @@ from ..preview.headers import (
 from ..preview.manager import Preview
 from ..preview.upstream import Exchange, UpstreamError
 from .base import AUTH_RESOURCE, HTTP_CODES
-from .builds import BuildsHandler
+from .builds import BuildHandlerBase
 
 try:  # the static fallback belongs to the artifacts feature
     from .artifacts import serve_static_preview as _serve_static
@@ -253,15 +253,10 @@ class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
 
     async def _exchange(self, *, fresh: bool) -> Exchange:
         assert self.preview is not None and self.preview.pool is not None
-        pool = self.preview.pool
         try:
-            if fresh:
-                exchange = Exchange(pool, await pool.connect(), reused=False)
-            else:
-                exchange = await Exchange.open(pool)
+            return await Exchange.open(self.preview.pool, fresh=fresh)
         except UpstreamError as exc:
             raise _http_error(exc.status, str(exc)) from None
-        return exchange
 
     async def _send_head(self, exchange: Exchange, path: str | None) -> None:
         assert self.preview is not None
@@ -594,12 +589,12 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         return
 
 
-class PreviewStopHandler(BuildsHandler):
+class PreviewStopHandler(BuildHandlerBase):
     """``POST api/builds/{id}/preview/stop``: stop the preview and its sandbox."""
 
     @web.authenticated
     @authorized
-    async def post(self, build_id: str) -> None:  # type: ignore[override]
+    async def post(self, build_id: str) -> None:
         row = await self.agentbuild.service.preview_stop(self.owner, build_id)
         self.write_json(self._build(row))
 

@@ -62,6 +62,9 @@ _DROP_WEBSOCKET = frozenset(
 )
 #: Response headers the proxy sets itself (``Content-Security-Policy`` is *added to*).
 _DROP_RESPONSE = frozenset({"x-content-type-options"})
+# What is dropped whatever ``Connection`` names: one set lookup per header.
+_NEVER_REQUEST = HOP_BY_HOP | _DROP_REQUEST
+_NEVER_RESPONSE = HOP_BY_HOP | _DROP_RESPONSE
 
 #: Query arguments that carry Jupyter credentials.
 CREDENTIAL_ARGS = frozenset({"token"})
@@ -142,7 +145,7 @@ def request_headers(
     out = HTTPHeaders()
     for name, value in incoming.get_all():
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in _DROP_REQUEST or lname in drop:
+        if lname in _NEVER_REQUEST or lname in drop:
             continue
         if websocket and lname in _DROP_WEBSOCKET:
             continue
@@ -172,7 +175,7 @@ class ResponseRewriter:
         drop = _connection_tokens(upstream)
         for name, value in upstream.get_all():
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname in _DROP_RESPONSE or lname in drop:
+            if lname in _NEVER_RESPONSE or lname in drop:
                 continue
             if lname in ("location", "content-location"):
                 value = self.location(value)
@@ -226,8 +229,7 @@ class ResponseRewriter:
                 continue
             path = path.strip()
             if path.startswith("/") and not self._under_prefix(path):
-                new_path = self.prefix + path if path != "/" else self.prefix + "/"
-                attrs[index] = f" Path={new_path}"
+                attrs[index] = f" Path={self.prefix}{path}"
         return ";".join(attrs)
 
 

@@ -139,26 +139,22 @@ class PreviewManager:
 
     async def stop(self, build_id: str) -> bool:
         """Stop the preview on request; False when this server runs none for the build."""
-        preview = self._previews.get(build_id)
-        if preview is None:
-            return False
-        if preview.state == "starting":
-            preview.stop_requested.set()
-            await preview.closed.wait()
-            return True
-        await self._close(preview, "stopped", reason="stopped by request")
-        return True
+        return await self._end(build_id, "stopped by request", record=True)
 
     async def discard(self, build_id: str) -> None:
         """The build is being deleted: stop its preview, nothing to record."""
+        await self._end(build_id, "the build was deleted", record=False)
+
+    async def _end(self, build_id: str, reason: str, *, record: bool) -> bool:
         preview = self._previews.get(build_id)
         if preview is None:
-            return
-        if preview.state == "starting":
+            return False
+        if preview.state == "starting":  # the start sees the request and records it
             preview.stop_requested.set()
             await preview.closed.wait()
-            return
-        await self._close(preview, "stopped", reason="the build was deleted", record=False)
+        else:
+            await self._close(preview, "stopped", reason=reason, record=record)
+        return True
 
     # -- the runner hook -------------------------------------------------------------------
 
@@ -233,19 +229,15 @@ class PreviewManager:
             return
         try:
             target = start.result()
-        except ServiceFailed as exc:
+        except SandboxError as exc:  # ServiceFailed included: it has the exit code
+            exit_code = exc.exit_code if isinstance(exc, ServiceFailed) else None
             await self._fail_start(
                 preview,
                 pipe,
                 "failed",
                 reason="it did not start",
                 error=str(exc),
-                exit_code=exc.exit_code,
-            )
-            return
-        except SandboxError as exc:
-            await self._fail_start(
-                preview, pipe, "failed", reason="it did not start", error=str(exc)
+                exit_code=exit_code,
             )
             return
         async with log_lock:

@@ -184,8 +184,10 @@ class Exchange:
         self._released = False
 
     @classmethod
-    async def open(cls, pool: UpstreamPool) -> Exchange:
-        stream = pool.checkout()
+    async def open(cls, pool: UpstreamPool, *, fresh: bool = False) -> Exchange:
+        """An exchange on an idle pooled connection, or on a new one (always with ``fresh``:
+        a request whose body cannot be replayed)."""
+        stream = None if fresh else pool.checkout()
         if stream is not None:
             return cls(pool, stream, reused=True)
         return cls(pool, await pool.connect(), reused=False)

@@ -90,7 +90,6 @@ class LocalSandbox:
         self._service: _Group | None = None
         self._service_tasks: list[asyncio.Task[None]] = []
         self._service_drain = _Drain()
-        self._service_url: str | None = None
         self._closed = False
 
     # ---- Protocol
@@ -124,13 +123,8 @@ class LocalSandbox:
         and stderr take turns), so a slow consumer blocks the step's output.
         """
         group = self._spawn(command, env, kind="step")
-        assert group.proc.stdout is not None and group.proc.stderr is not None
         drain = _Drain()
-        lock = asyncio.Lock()
-        pumps = [
-            asyncio.create_task(self._pump(pipe, drain, name, on_output, lock))
-            for pipe, name in ((group.proc.stdout, "stdout"), (group.proc.stderr, "stderr"))
-        ]
+        pumps = self._pumps(group, drain, on_output)
         exit_task = group.exit_task
         assert exit_task is not None
         cancel_task = asyncio.create_task(group.cancel_event.wait())
@@ -256,15 +250,10 @@ class LocalSandbox:
             raise SandboxError(f"port {port} is already in use on this host")
         extra = {"PORT": str(port), **(env or {})}
         group = self._spawn(command, extra, kind="service")
-        assert group.proc.stdout is not None and group.proc.stderr is not None
         sink = on_output or _discard
-        lock = asyncio.Lock()
         drain = _Drain()
         self._service = group
-        self._service_tasks = [
-            asyncio.create_task(self._pump(pipe, drain, name, sink, lock))
-            for pipe, name in ((group.proc.stdout, "stdout"), (group.proc.stderr, "stderr"))
-        ]
+        self._service_tasks = self._pumps(group, drain, sink)
         self._service_drain = drain
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
@@ -304,8 +293,7 @@ class LocalSandbox:
                 ],
                 False,
             )
-        self._service_url = f"http://127.0.0.1:{port}"
-        return self._service_url
+        return f"http://127.0.0.1:{port}"
 
     def service_running(self) -> bool:
         """Is the process started by :meth:`start_service` still running?"""
@@ -322,7 +310,7 @@ class LocalSandbox:
     async def stop_service(self) -> None:
         """Stop the service started by :meth:`start_service` (no-op if none)."""
         group, tasks = self._service, self._service_tasks
-        self._service, self._service_tasks, self._service_url = None, [], None
+        self._service, self._service_tasks = None, []
         if group is None:
             return
         await self._terminate(group)
@@ -361,6 +349,17 @@ class LocalSandbox:
         group.exit_task = asyncio.create_task(_wait_exit(proc))
         self._groups[group.pgid] = group
         return group
+
+    def _pumps(
+        self, group: _Group, drain: _Drain, on_output: OutputSink
+    ) -> list[asyncio.Task[None]]:
+        """One :meth:`_pump` task per pipe of ``group`` (stdout, stderr), taking turns."""
+        assert group.proc.stdout is not None and group.proc.stderr is not None
+        lock = asyncio.Lock()
+        return [
+            asyncio.create_task(self._pump(pipe, drain, name, on_output, lock))
+            for pipe, name in ((group.proc.stdout, "stdout"), (group.proc.stderr, "stderr"))
+        ]
 
     async def _pump(
         self,

@@ -24,6 +24,11 @@ _DRAIN_IDLE = 1.0
 _DRAIN_MAX_BYTES = 4 * 1024 * 1024
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Drain:
     """Switches the pipe readers to bounded reading once the processes are gone."""
 
@@ -34,8 +39,7 @@ class _Drain:
     def start(self) -> None:
         self.active = True
         for fut in self._waiters:
-            if not fut.done():
-                fut.set_result(None)
+            _wake(fut)
 
     @contextlib.contextmanager
     def watch(self, fut: asyncio.Future[None]) -> Iterator[None]:
@@ -72,12 +76,7 @@ class _PipeReader:
                         return b""
                 return data
             fut: asyncio.Future[None] = loop.create_future()
-
-            def ready(fut: asyncio.Future[None] = fut) -> None:
-                if not fut.done():
-                    fut.set_result(None)
-
-            loop.add_reader(self.fd, ready)
+            loop.add_reader(self.fd, _wake, fut)
             try:
                 with self.drain.watch(fut):
                     if not self.drain.active:
@@ -106,12 +105,7 @@ async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
     try:
         while proc.poll() is None:
             fut: asyncio.Future[None] = loop.create_future()
-
-            def ready(fut: asyncio.Future[None] = fut) -> None:
-                if not fut.done():
-                    fut.set_result(None)
-
-            loop.add_reader(pidfd, ready)
+            loop.add_reader(pidfd, _wake, fut)
             try:
                 await fut
             finally:

@@ -153,8 +153,13 @@ def _marked(proc: psutil.Process, build_id: str, directory: str) -> bool:
         env = proc.environ()
         if env.get(MARKER_ENV) != build_id:
             return False
-        if env.get("HOME") == directory:
-            return True
+    except (OSError, psutil.Error):
+        return False
+    return env.get("HOME") == directory or _cwd_inside(proc, directory)
+
+
+def _cwd_inside(proc: psutil.Process, directory: str) -> bool:
+    try:
         return _inside(os.path.normpath(proc.cwd()), directory)
     except (OSError, psutil.Error):
         return False
@@ -183,13 +188,6 @@ def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
         build_id = sandbox_id.removeprefix("local-")
     me = os.getpid()
     victims: dict[int, psutil.Process] = {}
-
-    def cwd_inside(proc: psutil.Process) -> bool:
-        try:
-            return _inside(os.path.normpath(proc.cwd()), directory)
-        except (psutil.Error, OSError):
-            return False
-
     pids = psutil.pids()
     recorded = state.get("pgids")
     for item in recorded if isinstance(recorded, list) else ():
@@ -207,7 +205,7 @@ def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
                 proc = psutil.Process(pid)
             except (OSError, psutil.Error):
                 continue
-            if trusted or cwd_inside(proc):
+            if trusted or _cwd_inside(proc, directory):
                 victims[pid] = proc
     for proc in psutil.process_iter():
         if proc.pid != me and proc.pid not in victims and _marked(proc, build_id, directory):

@@ -46,9 +46,10 @@ def walk(
             continue
         rel = prefix + entry.name
         try:
-            mode = entry.stat(follow_symlinks=False).st_mode
+            info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        mode = info.st_mode
         if stat.S_ISLNK(mode):
             try:
                 target: str | None = os.readlink(entry.path)
@@ -60,7 +61,7 @@ def walk(
             if prune is None or not prune(rel):
                 stack.append((rel + "/", _sorted_listing(entry.path)))
         elif stat.S_ISREG(mode):
-            yield WorkspaceEntry(rel, "file", entry.stat(follow_symlinks=False).st_size)
+            yield WorkspaceEntry(rel, "file", info.st_size)
         else:
             yield WorkspaceEntry(rel, "other")
 

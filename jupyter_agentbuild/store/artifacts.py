@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .engine import transaction
 from .models import ACTIVE_STATUSES
@@ -68,6 +68,12 @@ def _set(row: Row[Any]) -> ArtifactSet:
     return ArtifactSet(**row._mapping)
 
 
+async def _delete_manifest(conn: AsyncConnection, build_id: str) -> None:
+    """Drop a build's manifest rows and totals (inside the caller's transaction)."""
+    await conn.execute(delete(artifact_files).where(artifact_files.c.build_id == build_id))
+    await conn.execute(delete(artifact_sets).where(artifact_sets.c.build_id == build_id))
+
+
 class ArtifactRecords:
     """Queries of ``artifact_sets`` / ``artifact_files`` (and ``builds.artifacts``)."""
 
@@ -103,8 +109,7 @@ class ArtifactRecords:
             for position, r in enumerate(records)
         ]
         async with transaction(self.engine) as conn:
-            await conn.execute(delete(artifact_files).where(artifact_files.c.build_id == build_id))
-            await conn.execute(delete(artifact_sets).where(artifact_sets.c.build_id == build_id))
+            await _delete_manifest(conn, build_id)
             for start in range(0, len(rows), _INSERT_BATCH):
                 await conn.execute(insert(artifact_files), rows[start : start + _INSERT_BATCH])
             await conn.execute(
@@ -265,5 +270,4 @@ class ArtifactRecords:
     async def delete(self, build_id: str) -> None:
         """Drop the build's manifest and totals (the build itself stays)."""
         async with transaction(self.engine) as conn:
-            await conn.execute(delete(artifact_files).where(artifact_files.c.build_id == build_id))
-            await conn.execute(delete(artifact_sets).where(artifact_sets.c.build_id == build_id))
+            await _delete_manifest(conn, build_id)

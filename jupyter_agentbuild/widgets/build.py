@@ -21,6 +21,7 @@ from ..client.models import format_duration
 from . import html
 from .model import BuildState, LogBuffer, Throttle
 from .preview import PreviewPanel
+from .tables import artifact_links
 
 _TASKS: set[asyncio.Task[Any]] = set()  # keep running followers referenced
 PREVIEW_POLL = 0.5
@@ -49,6 +50,9 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._full_log_href = (
+            server.browser_path("api", "builds", self.build_id, "logs") + "?format=text"
+        )
 
         self._title = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
         self._badge = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
@@ -115,8 +119,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             self._logbox.children = tuple(
                 self._blocks[b.index % count] for b in reversed(self.log_buffer.blocks)
             )
-        href = self.server.browser_path("api", "builds", self.build_id, "logs") + "?format=text"
-        self._hidden.value = html.hidden_lines(self.log_buffer.hidden, href)
+        self._hidden.value = html.hidden_lines(self.log_buffer.hidden, self._full_log_href)
         self.render_header()
 
     def request_flush(self) -> None:
@@ -234,15 +237,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
         self.preview.update(build.get("preview"), path)
 
     def show_artifacts(self, artifacts: list[Any], total_size: int | None) -> None:
-        api = ("api", "builds", self.build_id)
-        hrefs = {
-            str(a["path"]): self.server.browser_path(*api, "artifacts", str(a["path"]))
-            for a in artifacts
-        }
-        archives = [
-            ("zip", self.server.browser_path(*api, "artifacts.zip")),
-            ("tar.gz", self.server.browser_path(*api, "artifacts.tar.gz")),
-        ]
+        hrefs, archives = artifact_links(self.server, self.build_id, artifacts)
         self._artifacts.value = html.artifacts_table(artifacts, total_size, hrefs, archives)
 
     async def _guarded_run(self) -> None:

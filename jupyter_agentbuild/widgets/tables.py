@@ -59,6 +59,19 @@ class BuildTable:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def artifact_links(
+    server: ServerInfo, build_id: str, artifacts: Sequence[Record]
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Download links (base-url-relative, no token): one per artifact path, and the
+    ``zip``/``tar.gz`` archives of all of them."""
+    api = ("api", "builds", build_id)
+    hrefs = {
+        str(a["path"]): server.browser_path(*api, "artifacts", str(a["path"])) for a in artifacts
+    }
+    archives = [(fmt, server.browser_path(*api, f"artifacts.{fmt}")) for fmt in ("zip", "tar.gz")]
+    return hrefs, archives
+
+
 class ArtifactTable:
     """A build's artifacts with download links (base-url-relative, no token)."""
 
@@ -66,9 +79,6 @@ class ArtifactTable:
         self.build_id = build_id
         self.artifacts = list(artifacts)
         self.server = server
-
-    def href(self, path: str) -> str:
-        return self.server.browser_path("api", "builds", self.build_id, "artifacts", path)
 
     def __repr__(self) -> str:
         if not self.artifacts:
@@ -81,9 +91,5 @@ class ArtifactTable:
 
     def _repr_html_(self) -> str:
         total = sum(int(a.get("size") or 0) for a in self.artifacts)
-        hrefs = {str(a["path"]): self.href(str(a["path"])) for a in self.artifacts}
-        api = ("api", "builds", self.build_id)
-        archives = [
-            (fmt, self.server.browser_path(*api, f"artifacts.{fmt}")) for fmt in ("zip", "tar.gz")
-        ]
+        hrefs, archives = artifact_links(self.server, self.build_id, self.artifacts)
         return artifacts_table(self.artifacts, total, hrefs, archives) or "<i>no artifacts</i>"

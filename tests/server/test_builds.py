@@ -6,9 +6,8 @@ import asyncio
 import json
 from typing import Any
 
-import psutil
-
 from tests.conftest import Api, statuses, texts
+from tests.sandbox.helpers import group_members
 
 
 async def test_build_runs_and_every_field_is_populated(api: Api) -> None:
@@ -123,17 +122,7 @@ async def test_live_stream_follows_a_running_build(api: Api) -> None:
 
 
 def _group_members(pgids: list[int]) -> list[int]:
-    alive = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if (
-                proc.status() != psutil.STATUS_ZOMBIE
-                and __import__("os").getpgid(proc.pid) in pgids
-            ):
-                alive.append(proc.pid)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return alive
+    return [pid for pgid in pgids for pid in group_members(pgid)]
 
 
 async def test_cancel_leaves_no_process(api: Api) -> None:

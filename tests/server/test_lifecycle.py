@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.notebook.serverproc import free_port
+from tests.sandbox.helpers import group_members
+
 TOKEN = "lifecycle-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
@@ -36,7 +32,7 @@ class ServerProcess:
         self.port = 0
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         root = self.tmp / "root"
         root.mkdir(exist_ok=True)
         args = [
@@ -117,17 +113,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def _pgid_members(pgid: int) -> list[int]:
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return members
-
-
 def test_kill_9_then_restart_marks_interrupted_and_reaps(server: ServerProcess) -> None:
     build = server.call(
         "POST", "builds", {"steps": ["echo $$ > /dev/null; echo ready; sleep 1000"]}
@@ -145,7 +130,7 @@ def test_kill_9_then_restart_marks_interrupted_and_reaps(server: ServerProcess) 
     assert server.proc is not None
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
-    assert _pgid_members(pgid), "the sandbox outlives a kill -9 of its server"
+    assert group_members(pgid), "the sandbox outlives a kill -9 of its server"
     server.start()
     final = server.call("GET", f"builds/{build['id']}")
     assert final["status"] == "interrupted" and final["finished_at"]
@@ -153,7 +138,7 @@ def test_kill_9_then_restart_marks_interrupted_and_reaps(server: ServerProcess) 
     assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
     assert "ready" in [e.get("text") for e in entries]
     assert entries[-1]["data"]["status"] == "interrupted"
-    assert _pgid_members(pgid) == []
+    assert group_members(pgid) == []
 
 
 def test_sigterm_stores_every_accepted_line_and_interrupts(server: ServerProcess) -> None:

@@ -139,3 +139,15 @@ async def test_rate_limit_answers_429_with_retry_after(
         await api.call("DELETE", f"builds/{b['id']}")
     status, _, _ = await api.call("POST", "builds", {"steps": ["true"]})
     assert status == 429
+
+
+async def test_unsupported_verbs_are_json_405(api: Api) -> None:
+    build = await api.create({"steps": ["true"]})
+    for method, path in [
+        ("POST", f"builds/{build['id']}"),
+        ("GET", f"builds/{build['id']}/cancel"),
+        ("DELETE", "builds"),
+    ]:
+        status, body, _ = await api.call(method, path)
+        assert status == 405, (method, path)
+        assert body["error"]["code"] == "method_not_allowed"
