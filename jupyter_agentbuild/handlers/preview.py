@@ -12,7 +12,8 @@ Streaming both ways, with back-pressure:
   upstream socket before tornado reads the next one from the browser;
 - response bodies are awaited into the browser's socket (``await self.flush()``) before
   the next chunk is read from the upstream (``HTTP1Connection`` awaits ``data_received``);
-- WebSocket messages are relayed one at a time in each direction, each write awaited.
+- a WebSocket, once the preview accepted the upgrade, is relayed as bytes both ways
+  (:mod:`..preview.tunnel`), each chunk written before the next is read.
 
 Authentication happens in ``prepare``, before anything is forwarded: Jupyter's identity
 (token, cookie or JupyterHub) on HTTP and on WebSocket upgrades alike (an unauthenticated
@@ -22,12 +23,10 @@ upgrade is refused with 403, GHSA-w3vc-fx9p-wp4v), then the authorizer (resource
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import json
 import logging
-from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
@@ -35,10 +34,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
-from tornado import httputil, iostream, web, websocket
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.queues import QueueEmpty
-from tornado.simple_httpclient import HTTPTimeoutError
+from tornado import httputil, iostream, web
 
 from ..errors import AgentBuildError, NotFound, Unavailable
 from ..identity import owner_of
@@ -49,6 +45,7 @@ from ..preview.headers import (
     strip_credentials,
 )
 from ..preview.manager import Preview
+from ..preview.tunnel import Tunnel
 from ..preview.upstream import Exchange, UpstreamError
 from .base import AUTH_RESOURCE, HTTP_CODES
 from .builds import BuildHandlerBase
@@ -67,14 +64,6 @@ FLUSH_THRESHOLD = 64 * 1024
 #: + '?' + '%'): anything else (non-ASCII from a raw request line) is percent-encoded.
 _TARGET_SAFE = "/:@!$&'()*+,;=-._~%?"
 _XSRF_ONLY = frozenset({"_xsrf"})
-#: WebSocket close codes that may be sent in a close frame.
-_SENDABLE = (
-    frozenset(range(1000, 1004)) | frozenset(range(1007, 1015)) | frozenset(range(3000, 5000))
-)
-
-
-def _sendable(code: int | None) -> int | None:
-    return code if code in _SENDABLE else None
 
 
 def _nothing(handler: Any) -> None:
@@ -87,7 +76,7 @@ def _http_error(status: int, message: str) -> web.HTTPError:
 
 
 @web.stream_request_body
-class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
+class PreviewProxyHandler(JupyterHandler):
     """HTTP (every method) and WebSocket reverse proxy to one build's preview."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
@@ -95,11 +84,9 @@ class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
 
     preview: Preview | None = None
     exchange: Exchange | None = None
-    upstream_ws: websocket.WebSocketClientConnection | None = None
     _upgrade = False
     _send_failed = False
     _relay: _ResponseRelay | None = None
-    _pump: asyncio.Task[None] | None = None
 
     # -- configuration --------------------------------------------------------------------
 
@@ -278,17 +265,15 @@ class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
         self._finished = True
 
     def on_connection_close(self) -> None:
-        """The browser went away: stop reading the upstream (HTTP), or close it (WS)."""
-        if self._upgrade:
-            super().on_connection_close()  # WebSocketHandler's: on_close closes the upstream
-            return
+        """The browser went away before the response (or the upgrade) was done: stop
+        reading the upstream and close its connection. (A tunnel, once made, sees the
+        browser leave itself.)"""
         if self._relay is not None:
             self._relay.client_gone = True
         if self.exchange is not None:
             self.exchange.abort()
             self.exchange.release()  # the method may never run (a body cut short)
-        # RequestHandler's (which WebSocketHandler's replaces): fail a request body that is
-        # still being streamed in, so the handler ends instead of waiting for it forever.
+        # RequestHandler's: fail a request body that is still being streamed in, so the handler ends instead of waiting for it forever.
         web.RequestHandler.on_connection_close(self)
 
     async def _static_fallback(self, build_id: str, path: str | None) -> None:
@@ -365,12 +350,14 @@ class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
 
     @ws_authenticated
     async def _websocket(self, build_id: str, path: str | None) -> None:
+        """The upgrade goes to the preview as the browser sent it (its key, protocols and
+        extensions; credentials stripped); the preview's ``101`` comes back, and from then
+        on the two connections are one WebSocket, relayed as bytes (:mod:`..preview.tunnel`)."""
         preview = self.preview
         if preview is None or preview.pool is None:
             raise _http_error(404, f"no preview is running for build {build_id}")
         if not self.check_origin(self.request.headers.get("Origin", "")):
             raise _http_error(403, "cross-origin WebSocket refused")
-        limits = preview.pool.limits
         headers = request_headers(
             self.request.headers,
             upstream_host=self._upstream_host(),
@@ -378,128 +365,37 @@ class PreviewProxyHandler(JupyterHandler, websocket.WebSocketHandler):
             cookie_names=self._cookie_names(),
             websocket=True,
         )
-        request = HTTPRequest(
-            preview.ws_target + self._target(path),
-            headers=headers,
-            connect_timeout=limits.connect_timeout,
-            request_timeout=limits.connect_timeout + limits.read_timeout,
-        )
-        protocols = [
-            p.strip()
-            for value in self.request.headers.get_list("Sec-WebSocket-Protocol")
-            for p in value.split(",")
-            if p.strip()
-        ]
+        exchange = self.exchange = await self._exchange(fresh=True)
         try:
-            self.upstream_ws = await websocket.websocket_connect(
-                request,
-                subprotocols=protocols or None,
-                max_message_size=self.max_message_size,
-            )
-        except HTTPTimeoutError:
-            raise _http_error(504, "the preview did not answer the WebSocket in time") from None
-        except HTTPClientError as exc:
-            raise _http_error(502, f"the preview refused the WebSocket (HTTP {exc.code})") from None
-        except websocket.WebSocketError as exc:
-            raise _http_error(502, f"the preview refused the WebSocket ({exc})") from None
-        except (OSError, iostream.StreamClosedError, TimeoutError) as exc:
-            status = 504 if isinstance(exc, TimeoutError) else 502
-            raise _http_error(status, f"the preview's WebSocket is unreachable ({exc})") from None
-        if preview.stopping:
-            self.upstream_ws.close(1001)
-            raise _http_error(404, f"no preview is running for build {build_id}")
-        preview.sockets.add(self)
-        try:
-            await websocket.WebSocketHandler.get(self, build_id, path)
+            try:
+                start_line, answer, upstream = await exchange.upgrade(self._target(path), headers)
+            except UpstreamError as exc:
+                raise _http_error(exc.status, str(exc)) from None
+            if upstream is None:
+                raise _http_error(
+                    502, f"the preview refused the WebSocket (HTTP {start_line.code})"
+                )
+            if preview.stopping:
+                raise _http_error(404, f"no preview is running for build {build_id}")
+            self.clear_header("Content-Type")
+            self.set_status(101, start_line.reason or None)
+            for name, value in self._rewriter().headers(answer):
+                with contextlib.suppress(ValueError):
+                    self.add_header(name, value)
+            self.set_header("Upgrade", "websocket")
+            self.set_header("Connection", "Upgrade")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.finish()
+            tunnel = Tunnel(self.detach(), upstream, preview.touch)
+            preview.sockets.add(tunnel)
+            try:
+                await tunnel.run()
+            finally:
+                preview.sockets.discard(tunnel)
         finally:
-            if self.ws_connection is None:  # the browser's side was refused: drop ours
-                preview.sockets.discard(self)
-                self.upstream_ws.close(1001)
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        upstream = self.upstream_ws
-        chosen = upstream.selected_subprotocol if upstream is not None else None
-        return chosen if chosen in subprotocols else None
-
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        # a relay of (often small, interactive) messages: no Nagle delay on either side
-        self.set_nodelay(True)
-        if self.upstream_ws is not None and self.upstream_ws.protocol is not None:
-            self.upstream_ws.protocol.set_nodelay(True)
-        self._pump = asyncio.create_task(self._pump_upstream())
-
-    async def _pump_upstream(self) -> None:
-        """Preview -> browser. What arrived before the browser's side was open waits in
-        the client's queue; once that is relayed, frames are relayed straight from the
-        client's frame reader (:meth:`_from_upstream`, no queue hop per message), and the
-        queue only brings the end of the connection (None)."""
-        upstream = self.upstream_ws
-        assert upstream is not None
-        try:
-            while True:
-                try:
-                    early = upstream.read_queue.get_nowait()
-                except QueueEmpty:
-                    break
-                if early is None:
-                    self.close(_sendable(upstream.close_code), upstream.close_reason)
-                    return
-                await self.write_message(early, binary=isinstance(early, bytes))
-            # tornado's frame reader calls ``on_message`` of the connection and awaits
-            # what it returns before it reads on: our relay, with the same back-pressure.
-            setattr(upstream, "on_message", self._from_upstream)  # noqa: B010
-            while (message := await upstream.read_message()) is not None:
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            return
-        self.close(_sendable(upstream.close_code), upstream.close_reason)
-
-    def _from_upstream(self, message: str | bytes) -> Awaitable[None] | None:
-        if self.preview is not None:
-            self.preview.touch()
-        try:
-            sent = self.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            return None  # the browser left; on_close closes the preview's side
-        if sent.done():
-            return None
-        return self._sending_down(sent)
-
-    async def _sending_down(self, sent: Awaitable[None]) -> None:
-        with contextlib.suppress(websocket.WebSocketClosedError, iostream.StreamClosedError):
-            await sent
-
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        """Browser -> preview. The write is usually done at once; when the preview's socket
-        is full, tornado awaits the returned future before it reads the next frame
-        (back-pressure), without a task per message in the common case."""
-        upstream = self.upstream_ws
-        if upstream is None:
-            return None
-        if self.preview is not None:
-            self.preview.touch()
-        try:
-            sent = upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close(1011, "the preview closed the connection")
-            return None
-        if sent.done():
-            if sent.exception() is not None:
-                self.close(1011, "the preview closed the connection")
-            return None
-        return self._sending(sent)
-
-    async def _sending(self, sent: Awaitable[None]) -> None:
-        try:
-            await sent
-        except (websocket.WebSocketClosedError, iostream.StreamClosedError):
-            self.close(1011, "the preview closed the connection")
-
-    def on_close(self) -> None:
-        if self.preview is not None:
-            self.preview.sockets.discard(self)
-        if self.upstream_ws is not None:
-            self.upstream_ws.close(_sendable(self.close_code), self.close_reason)
+            self.exchange = None
+            exchange.abort()
+            exchange.release()
 
     # -- errors: short, never a traceback, with the security headers ------------------------
 

@@ -50,16 +50,6 @@ _DROP_REQUEST = frozenset(
         "x-csrftoken",
     }
 )
-#: The WebSocket handshake is redone by the proxy's own client.
-_DROP_WEBSOCKET = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
 #: Response headers the proxy sets itself (``Content-Security-Policy`` is *added to*).
 _DROP_RESPONSE = frozenset({"x-content-type-options"})
 # What is dropped whatever ``Connection`` names: one set lookup per header.
@@ -147,14 +137,17 @@ def request_headers(
         lname = name.lower()
         if lname in _NEVER_REQUEST or lname in drop:
             continue
-        if websocket and lname in _DROP_WEBSOCKET:
-            continue
         if lname == "cookie":
             value = filter_cookie_header(value, cookie_names)
             if not value:
                 continue
         out.add(name, value)
     out["Host"] = upstream_host
+    if websocket:
+        # the browser's handshake goes on as it is (key, version, protocols, extensions):
+        # the preview's answer is the browser's, and the connection becomes a tunnel
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = "websocket"
     for name, value in forwarded.items():
         out[name] = value
     return out

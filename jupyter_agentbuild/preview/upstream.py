@@ -234,6 +234,37 @@ class Exchange:
         if not kept_open or not self.complete:
             raise self._failure(None)
 
+    async def upgrade(
+        self, target: str, headers: httputil.HTTPHeaders
+    ) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders, iostream.IOStream | None]:
+        """Send a WebSocket upgrade request and read the answer's head.
+
+        Returns the status line, the headers and, for ``101``, the connection itself
+        (taken from HTTP/1: it carries WebSocket frames from now on; :meth:`release`
+        closes it when the tunnel ends). Any other answer is returned without its body,
+        and its connection is closed. :class:`UpstreamTimeout` when no head comes within
+        ``read_timeout``, :class:`UpstreamError` when the connection breaks first.
+        """
+        self.request_keep_alive = False  # whatever the answer, this connection is not reused
+        await self.send_headers("GET", target, headers)
+        self.conn.finish()
+        head = _UpgradeAnswer(self.conn)
+        try:
+            async with asyncio.timeout(self.pool.limits.read_timeout):
+                await self.conn.read_response(head)
+        except TimeoutError:
+            self.timed_out = True
+            self.stream.close()
+            raise self._failure(None) from None
+        except (iostream.StreamClosedError, OSError, httputil.HTTPInputError) as exc:
+            raise self._failure(exc) from None
+        if head.start_line is None:
+            raise self._failure(None)
+        if head.stream is None or head.start_line.code != 101:
+            self.stream.close()
+            return head.start_line, head.headers, None
+        return head.start_line, head.headers, head.stream
+
     def _failure(self, exc: BaseException | None) -> UpstreamError:
         if self.timed_out:
             what = "the next part of its answer" if self.headers_seen else "an answer"
@@ -326,6 +357,27 @@ class _Watched(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         with contextlib.suppress(Exception):
             self.delegate.on_connection_close()
+
+
+class _UpgradeAnswer(httputil.HTTPMessageDelegate):
+    """Keeps the head of the answer to an upgrade and takes the connection from HTTP/1
+    there and then (before ``HTTP1Connection`` would read a body or a next answer)."""
+
+    def __init__(self, conn: HTTP1Connection) -> None:
+        self.conn = conn
+        self.start_line: httputil.ResponseStartLine | None = None
+        self.headers = httputil.HTTPHeaders()
+        self.stream: iostream.IOStream | None = None
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        self.start_line = start_line
+        self.headers = headers
+        self.stream = self.conn.detach()
 
 
 __all__ = [

@@ -248,7 +248,10 @@ async def websocket(
     ]
     if offered:
         headers.append(("Sec-WebSocket-Protocol", offered[-1]))
-    writer.write(head(101, headers))
+    if "cookie" in req.args:
+        headers.append(("Set-Cookie", f"{req.args['cookie']}=1; Path=/"))
+    greeting = req.args.get("greet")  # a first message in the same packet as the 101
+    writer.write(head(101, headers) + (frame(1, greeting.encode()) if greeting else b""))
     await writer.drain()
     message: list[bytes] = []
     kind = 1

@@ -108,21 +108,27 @@ def test_request_headers_drop_hop_by_hop_and_credentials() -> None:
     )
 
 
-def test_websocket_handshake_headers_are_left_to_the_proxy_client() -> None:
+def test_the_websocket_handshake_goes_on_as_the_browser_sent_it() -> None:
+    handshake = {
+        "Sec-WebSocket-Key": "k",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Extensions": "permessage-deflate",
+        "Sec-WebSocket-Protocol": "chat",
+        "Origin": "http://jupyter.example.org",
+    }
     incoming = HTTPHeaders(
-        {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "k",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Extensions": "permessage-deflate",
-            "Sec-WebSocket-Protocol": "chat",
-            "Origin": "http://jupyter.example.org",
-        }
+        {"Upgrade": "websocket", "Connection": "keep-alive, Upgrade", "Keep-Alive": "5"}
     )
+    for name, value in handshake.items():
+        incoming.add(name, value)
     forwarded = {"X-Forwarded-Proto": "http"}
     out = request_headers(incoming, upstream_host="h:1", forwarded=forwarded, websocket=True)
-    assert dict(out) == {"Origin": "http://jupyter.example.org", "Host": "h:1", **forwarded}
+    expected = {**handshake, "Host": "h:1", "Connection": "Upgrade", "Upgrade": "websocket"}
+    assert {k.lower(): v for k, v in out.get_all()} == {
+        k.lower(): v for k, v in {**expected, **forwarded}.items()
+    }
+    plain = request_headers(incoming, upstream_host="h:1", forwarded=forwarded)
+    assert "Upgrade" not in plain and "Connection" not in plain
 
 
 @pytest.mark.parametrize(

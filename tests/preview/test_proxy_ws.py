@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.preview.conftest import Previews
+from tests.preview.conftest import WAIT, Previews
 
 
 async def connect(
@@ -128,3 +129,49 @@ async def test_sockets_close_when_the_preview_stops(previews: Previews) -> None:
     code, _, _ = await previews.api.call("POST", f"builds/{build['id']}/preview/stop")
     assert code == 200
     assert await ws.read_message() is None
+    assert (ws.close_code, ws.close_reason) == (1001, "the preview stopped")
+
+
+async def test_what_the_preview_sends_with_its_101_arrives_first(previews: Previews) -> None:
+    build = await previews.start()
+    ws = await connect(previews, build["id"], "/ws?greet=welcome")
+    assert await ws.read_message() == "welcome"
+    await ws.write_message("then this")
+    assert await ws.read_message() == "then this"
+    ws.close()
+
+
+async def test_the_101_passes_app_cookies_only(previews: Previews) -> None:
+    build = await previews.start()
+    prefix = previews.path(build["id"], "")
+    ws = await connect(previews, build["id"], "/ws?cookie=app")
+    assert f"app=1; Path={prefix}/" in ws.headers.get_list("Set-Cookie")
+    assert "sandbox" in ws.headers["Content-Security-Policy"]
+    assert ws.headers["X-Content-Type-Options"] == "nosniff"
+    ws.close()
+    login = f"username-127-0-0-1-{previews.port}"
+    ws = await connect(previews, build["id"], f"/ws?cookie={login}")
+    # (Jupyter itself may set its login cookie on a token-authenticated request; the
+    # preview's "=1" one must not get through)
+    assert not [c for c in ws.headers.get_list("Set-Cookie") if c.startswith(f"{login}=1")]
+    ws.close()
+
+
+@pytest.mark.parametrize("leaves", ["with a close frame", "abruptly"])
+async def test_a_browser_that_leaves_frees_the_preview_connection(
+    previews: Previews, leaves: str
+) -> None:
+    build = await previews.start()
+    preview = previews.manager.get(build["id"])
+    ws = await connect(previews, build["id"])
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    (tunnel,) = preview.sockets
+    assert len(preview.pool._busy) == 1
+    if leaves == "abruptly":
+        ws.protocol.stream.close()
+    else:
+        ws.close(1000)
+    await asyncio.wait_for(tunnel.ended.wait(), WAIT)
+    assert not preview.sockets and not preview.pool._busy
+    assert (await previews.fetch(build["id"], "/tiny")).body == b"ok"

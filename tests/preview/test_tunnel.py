@@ -1,0 +1,65 @@
+"""The tunnel's frame follower, against every way a byte stream can be cut into chunks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from jupyter_agentbuild.preview.tunnel import FrameBoundary, close_frame
+
+
+def frame(payload_size: int, *, masked: bool = False, opcode: int = 0x2) -> bytes:
+    if payload_size < 126:
+        head = bytes([0x80 | opcode, payload_size | (0x80 if masked else 0)])
+    elif payload_size < 65536:
+        head = bytes([0x80 | opcode, 126 | (0x80 if masked else 0)])
+        head += payload_size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 127 | (0x80 if masked else 0)])
+        head += payload_size.to_bytes(8, "big")
+    return head + (b"MASK" if masked else b"") + bytes(payload_size)
+
+
+SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+
+
+def stream() -> tuple[bytes, set[int]]:
+    """Frames of every header form, and the offsets where one ends."""
+    frames = [frame(n, masked=i % 2 == 1) for i, n in enumerate(SIZES)] + [close_frame(1000, "")]
+    data, ends, offset = b"", {0}, 0
+    for f in frames:
+        data += f
+        offset += len(f)
+        ends.add(offset)
+    return data, ends
+
+
+def test_cut_anywhere_the_boundary_is_known_after_every_chunk() -> None:
+    data, ends = stream()
+    rng = random.Random(6455)
+    for _ in range(200):
+        follower = FrameBoundary()
+        pos = 0
+        while pos < len(data):
+            size = rng.choice([1, 2, 3, 5, 9, 14, 127, 4096, 70001])
+            follower.feed(data[pos : pos + size])
+            pos = min(pos + size, len(data))
+            assert follower.at_boundary == (pos in ends), pos
+
+
+@pytest.mark.parametrize("cut", range(1, 16))
+def test_a_header_cut_in_two_is_not_a_boundary(cut: int) -> None:
+    data = frame(70000, masked=True)  # 2 + 8 + 4 header bytes
+    follower = FrameBoundary()
+    follower.feed(data[:cut])
+    assert not follower.at_boundary
+    follower.feed(data[cut:])
+    assert follower.at_boundary
+
+
+def test_close_frame_is_a_server_frame_with_code_and_reason() -> None:
+    data = close_frame(1001, "the preview stopped")
+    assert data[0] == 0x88 and data[1] == len(data) - 2
+    assert int.from_bytes(data[2:4], "big") == 1001 and data[4:] == b"the preview stopped"
+    assert len(close_frame(1001, "x" * 500)) == 2 + 125  # a control frame's payload limit
