@@ -121,7 +121,6 @@ class Runner:
         self.pid = os.getpid()
         self._jobs: dict[str, _Job] = {}
         self._slot_freed = asyncio.Event()
-        self._owner_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -348,23 +347,24 @@ class Runner:
 
     async def _claim_slot(self, job: _Job) -> None:
         """Wait in ``queued`` while the owner already runs ``max_concurrent_builds``, then
-        claim the build (``queued -> starting``). Count and claim happen under one lock, so
-        two builds of this process cannot both take the last slot."""
-        owner = job.row.owner
-        lock = self._owner_locks.setdefault(owner, asyncio.Lock())
+        claim the build (``queued -> starting``). Count and claim are one step in the
+        database, under a per-owner lock: neither two builds of this server nor two servers
+        sharing the database can both take the last slot."""
         while True:
             self._check_stopped(job)
-            async with lock:
-                running = await self.store.count_builds(owner, ["starting", "running"])
-                if running < self.config.max_concurrent_builds:
-                    if not await self.store.transition(
-                        job.row.id,
-                        from_statuses=["queued"],
-                        to_status="starting",
-                        **self.runner_fields(),
-                    ):
-                        raise BuildStopped("the build left the queue elsewhere")
-                    return
+            claimed = await self.store.claim_slot(
+                job.row.id,
+                owner=job.row.owner,
+                limit=self.config.max_concurrent_builds,
+                busy_statuses=["starting", "running"],
+                to_status="starting",
+                **self.runner_fields(),
+            )
+            if claimed is None:
+                self._check_stopped(job)
+                raise BuildStopped("the build left the queue elsewhere")
+            if claimed:
+                return
             waiters = [
                 asyncio.create_task(self._slot_freed.wait()),
                 asyncio.create_task(job.wake.wait()),

@@ -36,6 +36,8 @@ __all__ = ["BuildRow", "SeqConflict", "Store"]
 
 #: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's quota checks.
 _QUOTA_LOCK_CLASS = 0x61620001
+#: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's slot claims.
+_SLOT_LOCK_CLASS = 0x61620002
 #: seq columns are 32-bit INTEGER; bounds past this would overflow PostgreSQL's binds.
 _MAX_SEQ = 2**31 - 1
 #: Columns update_build/transition may set (pk and id identify the row; never rewritten).
@@ -158,16 +160,6 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [_build_row(row) for row in rows]
 
-    async def count_builds(self, owner: str, statuses: Sequence[str]) -> int:
-        """How many of ``owner``'s builds are in one of ``statuses`` (concurrency quota)."""
-        stmt = (
-            select(func.count())
-            .select_from(builds)
-            .where(builds.c.owner == owner, builds.c.status.in_(list(statuses)))
-        )
-        async with transaction(self.engine) as conn:
-            return int((await conn.execute(stmt)).scalar_one())
-
     async def active_builds(self, statuses: Sequence[str]) -> list[BuildRow]:
         """Every owner's builds in ``statuses``, oldest first (start-up reconciliation)."""
         stmt = select(builds).where(builds.c.status.in_(list(statuses))).order_by(builds.c.pk)
@@ -229,6 +221,49 @@ class Store:
         )
         async with transaction(self.engine) as conn:
             return (await conn.execute(stmt)).rowcount == 1
+
+    async def claim_slot(
+        self,
+        build_id: str,
+        *,
+        owner: str,
+        limit: int,
+        busy_statuses: Sequence[str],
+        to_status: str,
+        **fields: Any,
+    ) -> bool | None:
+        """Move a ``queued`` build to ``to_status`` if fewer than ``limit`` of ``owner``'s
+        builds are in ``busy_statuses``: True when claimed, False when every slot is taken,
+        None when the build is no longer queued (cancelled, or claimed elsewhere).
+
+        Count and claim happen under one per-owner lock (an advisory lock on PostgreSQL,
+        the write lock on SQLite), so servers sharing the database never run more than
+        ``limit`` of one owner's builds together.
+        """
+        async with transaction(self.engine, immediate=True) as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
+                    {"cls": _SLOT_LOCK_CLASS, "owner": owner},
+                )
+            busy = await conn.scalar(
+                select(func.count())
+                .select_from(builds)
+                .where(builds.c.owner == owner, builds.c.status.in_(list(busy_statuses)))
+            )
+            if int(busy or 0) >= limit:
+                still_queued = await conn.scalar(
+                    select(func.count())
+                    .select_from(builds)
+                    .where(builds.c.id == build_id, builds.c.status == "queued")
+                )
+                return False if still_queued else None
+            stmt = (
+                update(builds)
+                .where(builds.c.id == build_id, builds.c.status == "queued")
+                .values(status=to_status, **_checked(fields))
+            )
+            return True if (await conn.execute(stmt)).rowcount == 1 else None
 
     async def delete_build(self, build_id: str) -> bool:
         """Delete the build and its whole entry stream at once; returns whether it existed."""

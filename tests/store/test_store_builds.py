@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jupyter_agentbuild.store import (
     ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
     BuildRow,
     Store,
     make_engine,
@@ -278,7 +277,46 @@ def test_concurrent_claims_of_one_queued_build_have_one_winner(
     assert run(main()).count(True) == 1
 
 
-def test_count_active_cancel_requests_and_heartbeat(
+def test_slot_claims_of_two_servers_never_exceed_the_limit(
+    store: Store, open_store: Callable[[], Store], make_build: MakeBuild, run: Run
+) -> None:
+    """Count and claim are one step under a per-owner lock: two servers (two engines) and
+    many tasks claiming alice's queued builds together start exactly ``limit`` of them."""
+    other = open_store()
+    busy = ["starting", "running"]
+
+    async def main() -> None:
+        await make_build(status="running")
+        await make_build(status="succeeded")  # finished builds take no slot
+        queued = [await make_build(status="queued") for _ in range(12)]
+        bobs = await make_build(owner="bob", status="queued")
+
+        def claim(s: Store, build_id: str, limit: int = 3) -> Awaitable[bool | None]:
+            return s.claim_slot(
+                build_id, owner="alice", limit=limit, busy_statuses=busy, to_status="starting"
+            )
+
+        results = await asyncio.gather(
+            *(claim([store, other][i % 2], b.id) for i, b in enumerate(queued))
+        )
+        assert results.count(True) == 2 and results.count(False) == 10
+        started = [b.id for b, r in zip(queued, results, strict=True) if r]
+        for build_id in started:
+            got = await store.get_build(build_id)
+            assert got is not None and got.status == "starting"
+        # a claimed (or cancelled) build is no longer queued: None, whatever the slots
+        assert await claim(store, started[0], limit=99) is None
+        await store.update_build(queued[-1].id, status="cancelled")
+        assert await claim(other, queued[-1].id, limit=0) is None
+        # another owner's slots are their own
+        assert await store.claim_slot(
+            bobs.id, owner="bob", limit=1, busy_statuses=busy, to_status="starting"
+        )
+
+    run(main())
+
+
+def test_active_builds_cancel_requests_and_heartbeat(
     store: Store, make_build: MakeBuild, run: Run
 ) -> None:
     beat = datetime(2025, 6, 1, tzinfo=UTC)
@@ -289,11 +327,6 @@ def test_count_active_cancel_requests_and_heartbeat(
         done = await make_build(status="succeeded", runner_id="me")
         elsewhere = await make_build(status="running", runner_id="other")
         queued = await make_build(owner="bob", status="queued")
-
-        assert await store.count_builds("alice", ACTIVE_STATUSES) == 3
-        assert await store.count_builds("alice", TERMINAL_STATUSES) == 1
-        assert await store.count_builds("bob", ACTIVE_STATUSES) == 1
-        assert await store.count_builds("carol", ACTIVE_STATUSES) == 0
 
         active = await store.active_builds(ACTIVE_STATUSES)
         assert [b.id for b in active] == [running.id, starting.id, elsewhere.id, queued.id]
