@@ -93,6 +93,8 @@ class _Job:
     step_started: bool = False
     sandbox_kept: bool = False
     last_exit_code: int | None = None
+    #: The ``sandbox_state`` last written: unchanged state is not written again.
+    recorded_state: Any = None
 
 
 class BuildStopped(Exception):
@@ -225,11 +227,12 @@ class Runner:
             )
             self._check_stopped(job)
             started = utcnow()
+            job.recorded_state = job.sandbox.state()
             await self.store.update_build(
                 row.id,
                 status="running",
                 sandbox_id=job.sandbox.id,
-                sandbox_state=job.sandbox.state(),
+                sandbox_state=job.recorded_state,
                 started_at=started,
             )
             await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
@@ -334,10 +337,16 @@ class Runner:
         job.sandbox_kept = ctx.sandbox_kept
 
     async def _record_sandbox_state(self, job: _Job) -> None:
-        """Record process groups as soon as a step runs, so a successor can reap them."""
-        if job.sandbox is not None:
-            with contextlib.suppress(Exception):
-                await self.store.update_build(job.row.id, sandbox_state=job.sandbox.state())
+        """Record process groups as soon as a step runs, so a successor can reap them
+        (and on heartbeats, when they changed: an unchanged state is not written again)."""
+        if job.sandbox is None:
+            return
+        state = job.sandbox.state()
+        if state == job.recorded_state:
+            return
+        with contextlib.suppress(Exception):
+            await self.store.update_build(job.row.id, sandbox_state=state)
+            job.recorded_state = state
 
     def _check_stopped(self, job: _Job, exit_code: int | None = None) -> None:
         if job.stop_reason is not None:

@@ -226,6 +226,41 @@ async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     await asyncio.sleep(0)
 
 
+async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(api: Api) -> None:
+    from sqlalchemy import event
+
+    agentbuild = api.app.web_app.settings["agentbuild"]
+    engine = agentbuild.store.engine.sync_engine
+    counts = {"beats": 0, "state_writes": 0}
+    four_beats = asyncio.Event()
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith("UPDATE BUILDS"):
+            return
+        if "heartbeat_at" in statement:
+            counts["beats"] += 1
+            if counts["beats"] == 4:
+                four_beats.set()
+        if "sandbox_state" in statement:
+            counts["state_writes"] += 1
+
+    build = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
+    ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "running" not in statuses(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await asyncio.wait_for(four_beats.wait(), 30)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # the step's process group appears once; four beats do not write it again
+    assert counts["state_writes"] <= 1, counts
+    agentbuild.runner._jobs[build["id"]].sandbox.work.joinpath("go").write_text("")
+    assert (await api.finish(build["id"]))["status"] == "succeeded"
+    ws.close()
+
+
 async def test_store_outage_during_a_build_is_retried_and_loses_nothing(api: Api) -> None:
     from sqlalchemy.exc import OperationalError
 
