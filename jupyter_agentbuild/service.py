@@ -192,6 +192,13 @@ class BuildService:
         for hook in self.on_delete:
             await hook(build_id)
 
+    async def stream_from(self, owner: str, build_id: str, query: Mapping[str, str]) -> int:
+        """Check a stream request (the owner's build, a valid ``after``) before the
+        WebSocket opens; returns ``after``, the seq the stream starts after."""
+        after: int = _int_param(query, "after", default=0, low=0, high=None)
+        await self.get(owner, build_id)
+        return after
+
     async def logs(self, owner: str, build_id: str, query: Mapping[str, str]) -> LogPage:
         after = _int_param(query, "after", default=0, low=0, high=None)
         limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)

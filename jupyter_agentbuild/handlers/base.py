@@ -47,7 +47,29 @@ def error_body(status: int, exc: BaseException | None, reason: str) -> tuple[int
     return status, {"error": {"code": HTTP_CODES.get(status, "http_error"), "message": reason}}
 
 
-class AgentBuildHandler(APIHandler):
+class JsonErrors(web.RequestHandler):
+    """Errors in the contract's shape (``{"error": {"code", "message"}}``), never a page or
+    a traceback: for the REST handlers and for refused WebSocket upgrades alike."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        status, body = error_body(status_code, exc, self._reason)
+        if isinstance(exc, AgentBuildError):
+            for key, value in exc.headers.items():
+                self.set_header(key, value)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, AgentBuildError) and value.status < 500:
+            log.debug("agentbuild: %s %s -> %s", self.request.method, self.request.path, value.code)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class AgentBuildHandler(JsonErrors, APIHandler):
     """Base of every REST handler of the extension."""
 
     auth_resource = AUTH_RESOURCE
@@ -75,21 +97,6 @@ class AgentBuildHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        exc = exc_info[1] if exc_info else None
-        status, body = error_body(status_code, exc, self._reason)
-        if isinstance(exc, AgentBuildError):
-            for key, value in exc.headers.items():
-                self.set_header(key, value)
-        self.write_json(body, status)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, AgentBuildError) and value.status < 500:
-            log.debug("agentbuild: %s %s -> %s", self.request.method, self.request.path, value.code)
-            return
-        super().log_exception(typ, value, tb)
 
 
 class NotFoundHandler(AgentBuildHandler):

@@ -15,14 +15,13 @@ from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
-from ..errors import AgentBuildError
 from ..identity import owner_of
-from .base import AUTH_RESOURCE
+from .base import AUTH_RESOURCE, JsonErrors
 
 FRAME_ENTRIES = 5000
 
 
-class StreamHandler(JupyterHandler, websocket.WebSocketHandler):
+class StreamHandler(JsonErrors, JupyterHandler, websocket.WebSocketHandler):
     auth_resource = AUTH_RESOURCE
     _task: asyncio.Task[None] | None = None
 
@@ -35,17 +34,8 @@ class StreamHandler(JupyterHandler, websocket.WebSocketHandler):
             raise web.HTTPError(403)
         agentbuild = self.settings["agentbuild"]
         owner = owner_of(self.identity_provider, user, agentbuild.personal_owner)
-        raw_after = self.get_query_argument("after", "0")
-        try:
-            self.after = int(raw_after)
-            if self.after < 0:
-                raise ValueError
-        except ValueError:
-            raise web.HTTPError(400, "after must be a non-negative integer") from None
-        try:
-            await agentbuild.service.get(owner, build_id)
-        except AgentBuildError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
+        query = {"after": self.get_query_argument("after", "")}
+        self.after = await agentbuild.service.stream_from(owner, build_id, query)
         self.build_id = build_id
 
     @ws_authenticated

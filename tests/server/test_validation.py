@@ -120,6 +120,19 @@ async def test_stream_of_unknown_build_is_404(api: Api) -> None:
     assert info.value.code == 404
 
 
+@pytest.mark.parametrize("after", ["-1", "abc", "1.5"])
+async def test_stream_with_a_bad_after_is_400(api: Api, after: str) -> None:
+    build = await api.create({"steps": ["echo x"]})
+    with pytest.raises(HTTPClientError) as info:
+        await api.ws_fetch(
+            "agentbuild", "api", "builds", build["id"], "stream", params={"after": after}
+        )
+    assert info.value.code == 400
+    assert info.value.response is not None
+    error = json.loads(info.value.response.body)["error"]
+    assert error["message"].startswith("after must be")
+
+
 async def test_rate_limit_answers_429_with_retry_after(
     api: Api, agentbuild_config: dict[str, Any]
 ) -> None:
