@@ -162,3 +162,82 @@ async def test_download_artifacts(api: Any, tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             await client.download(build.id, "dist/nope.txt", tmp_path)
         assert not list(tmp_path.glob("*.part"))  # noqa: ASYNC240
+
+
+class CuttableRelay:
+    """A real TCP relay in front of the server whose live connections the test can cut
+    (a dropped network link, as far as the client can tell)."""
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.writers: set[Any] = set()
+        self.connections = 0
+        self.server: Any = None
+
+    async def start(self) -> int:
+        import asyncio
+
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: Any, dst: Any) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+async def test_a_dropped_stream_resumes_where_it_stopped(
+    api: Any, jp_http_port: int, jp_base_url: str
+) -> None:
+    """The connection is cut in the middle of a build: the client reconnects with
+    ``after=<last seq>`` and the entries it yields have no gap and no repeat."""
+    relay = CuttableRelay(jp_http_port)
+    port = await relay.start()
+    runner = api.app.web_app.settings["agentbuild"].runner
+    token = api.app.identity_provider.token
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}{jp_base_url}", token=token) as client:
+            build = await client.start(
+                steps=["seq 1 3; while [ ! -e go ]; do sleep 0.05; done; seq 4 3000"]
+            )
+            seqs: list[int] = []
+            texts: list[str] = []
+            before: int | None = None
+            async with aclosing(client.stream(build.id)) as batches:
+                async for batch in batches:
+                    seqs += [e["seq"] for e in batch]
+                    texts += [e["text"] for e in batch if e["kind"] == "log"]
+                    if before is None and texts == ["1", "2", "3"]:
+                        before = relay.connections
+                        relay.cut()  # mid-build: the client is reading, the step waits
+                        runner._jobs[build.id].sandbox.work.joinpath("go").write_text("")
+            assert before is not None and relay.connections > before  # it reconnected
+            final = await client.get(build.id)
+    finally:
+        relay.close()
+    assert final.status == "succeeded"
+    assert seqs == list(range(1, final.last_seq + 1))
+    assert texts == [str(i) for i in range(1, 3001)]
