@@ -280,6 +280,7 @@ class AgentBuild(ExtensionApp):
                     read_timeout=self.preview_read_timeout,
                 ),
                 stop_timeout=stop_timeout,
+                poll_interval=self.heartbeat_interval,
             ),
             base_url=self._server.base_url,
             runner=runner,

@@ -166,12 +166,18 @@ class BuildService:
         await self.get(owner, build_id)
         return None
 
-    async def preview_stop(self, owner: str, build_id: str) -> BuildRow:
-        """Stop the build's preview and destroy its sandbox; 409 when none is running."""
-        await self.get(owner, build_id)
-        if self.previews is None or not await self.previews.stop(build_id):
-            raise Conflict(f"build {build_id} has no running preview", code="no_preview")
-        return await self.get(owner, build_id)
+    async def preview_stop(self, owner: str, build_id: str) -> tuple[BuildRow, bool]:
+        """Stop the build's preview and destroy its sandbox: ``(build, True)`` once done
+        here; ``(build, False)`` when another server runs it and was asked to (through the
+        store, as a remote cancel is); 409 when no preview is running."""
+        row = await self.get(owner, build_id)
+        if self.previews is not None and await self.previews.stop(build_id):
+            return await self.get(owner, build_id), True
+        state = (row.preview or {}).get("state")
+        if state in ("starting", "ready") and row.runner_id != self.runner.runner_id:
+            await self.store.update_build(build_id, preview_stop_requested=True)
+            return row, False
+        raise Conflict(f"build {build_id} has no running preview", code="no_preview")
 
     async def cancel(self, owner: str, build_id: str) -> BuildRow:
         row = await self.get(owner, build_id)

@@ -491,8 +491,8 @@ class PreviewStopHandler(BuildHandlerBase):
     @web.authenticated
     @authorized
     async def post(self, build_id: str) -> None:
-        row = await self.agentbuild.service.preview_stop(self.owner, build_id)
-        self.write_json(self._build(row))
+        row, done = await self.agentbuild.service.preview_stop(self.owner, build_id)
+        self.write_json(self._build(row), status=200 if done else 202)
 
 
 __all__ = ["PreviewProxyHandler", "PreviewStopHandler"]

@@ -55,6 +55,9 @@ class PreviewConfig:
     upstream: UpstreamLimits = field(default_factory=UpstreamLimits)
     #: Bound on stopping one preview (its sandbox's kill grace is inside it).
     stop_timeout: float = 30.0
+    #: How often (s) the store is asked whether another server stopped or deleted one of
+    #: this server's previews.
+    poll_interval: float = 5.0
 
 
 @dataclass(eq=False)
@@ -397,7 +400,37 @@ class PreviewManager:
     # -- start-up and shutdown ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Reap previews a dead server on this host left running, and record their end."""
+        """Reap previews a dead server on this host left running, and record their end;
+        then watch the store for requests about this server's previews."""
+        await self._reap_leftovers()
+        self._spawn(self._watch_requests(), "agentbuild-preview-requests")
+
+    async def _watch_requests(self) -> None:
+        """A server sharing the database cannot reach this server's previews: it asks
+        through the store (``preview_stop_requested``), or deletes the build. Either is
+        carried out here, within ``poll_interval``."""
+        while True:
+            await asyncio.sleep(self.config.poll_interval)
+            try:
+                await self.apply_requests()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("agentbuild: checking preview requests failed: %s", exc)
+
+    async def apply_requests(self) -> None:
+        ids = list(self._previews)
+        if not ids:
+            return
+        requests = await self.store.preview_stop_requests(ids)
+        for build_id in ids:
+            if build_id not in requests:
+                await self.discard(build_id)
+            elif requests[build_id]:
+                await self._end(build_id, "stopped by request", record=True)
+                await self.store.update_build(build_id, preview_stop_requested=False)
+
+    async def _reap_leftovers(self) -> None:
         host, me = socket.gethostname(), os.getpid()
         live = ("starting", "ready")
         for row in await self.store.preview_builds(host=host, statuses=TERMINAL, states=live):

@@ -37,3 +37,4 @@ class BuildRow:
     runner_pid: int | None
     heartbeat_at: datetime | None
     cancel_requested: bool
+    preview_stop_requested: bool = False

@@ -297,6 +297,17 @@ class Store:
         async with transaction(self.engine) as conn:
             return list((await conn.scalars(stmt)).all())
 
+    async def preview_stop_requests(self, build_ids: Sequence[str]) -> dict[str, bool]:
+        """For each of ``build_ids`` that still exists: did another server ask to stop its
+        preview? (An id missing from the answer was deleted, perhaps elsewhere.)"""
+        if not build_ids:
+            return {}
+        stmt = select(builds.c.id, builds.c.preview_stop_requested).where(
+            builds.c.id.in_(list(build_ids))
+        )
+        async with transaction(self.engine) as conn:
+            return {str(bid): bool(flag) for bid, flag in await conn.execute(stmt)}
+
     # -- entry stream -------------------------------------------------------------------
 
     async def append_chunks(

@@ -61,6 +61,8 @@ builds = Table(
     Column("heartbeat_at", UTCDateTime),
     # Set by a server that does not run the build; the runner that does polls for it.
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    # Set by a server that does not run the build's preview; the one that does polls for it.
+    Column("preview_stop_requested", Boolean, nullable=False, server_default=false()),
     Index(None, "owner", "pk"),
     Index(None, "owner", "status"),
     Index(None, "status"),

@@ -105,3 +105,41 @@ async def test_another_servers_commit_wakes_waiting_readers(api: Api, postgres_u
         assert time.monotonic() - started < 10
     finally:
         await other.dispose()
+
+
+async def test_another_server_stops_or_deletes_this_servers_preview(
+    api: Api, other_server: ServerProcess
+) -> None:
+    """A preview runs where its build ran; a server sharing the database asks that one to
+    stop it (202), or deletes the build: either way it stops within a poll, port freed."""
+    import asyncio
+    import urllib.error
+
+    from tests.preview.conftest import port_open
+
+    manager = api.app.web_app.settings["agentbuild"].previews
+    preview_spec = {"command": "exec python3 -m http.server $PORT --bind 127.0.0.1"}
+    for action in ("stop", "delete"):
+        build = await api.create({"steps": ["echo built"], "preview": preview_spec})
+        final = await api.finish(build["id"])
+        assert final["preview"]["state"] == "ready", final["preview"]
+        preview = manager.get(build["id"])
+        port = preview.pool.port
+        path = f"builds/{build['id']}"
+        if action == "stop":
+            asked = await asyncio.to_thread(other_server.call, "POST", f"{path}/preview/stop")
+            assert asked["preview"]["state"] == "ready"  # accepted; this server carries it out
+        else:
+            await asyncio.to_thread(other_server.call, "DELETE", path)
+        await asyncio.wait_for(preview.closed.wait(), 30)
+        assert manager.get(build["id"]) is None and not port_open(port)
+        if action == "stop":
+            stopped = await api.get(build["id"])
+            assert stopped["preview"]["state"] == "stopped"
+            assert stopped["preview"]["reason"] == "stopped by request"
+            with pytest.raises(urllib.error.HTTPError) as again:
+                await asyncio.to_thread(other_server.call, "POST", f"{path}/preview/stop")
+            assert again.value.code == 409
+        else:
+            code, _, _ = await api.call("GET", path)
+            assert code == 404

@@ -26,7 +26,7 @@ Run = Callable[[Awaitable[Any]], Any]
 def test_the_package_ships_its_migrations() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str, run: Run) -> None:
