@@ -32,7 +32,7 @@ from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .providers import default_provider
 from .runner import Runner, RunnerConfig
 from .sandbox.base import SandboxProvider
-from .sandbox.local import LocalSandboxProvider
+from .sandbox.local_provider import LocalSandboxProvider
 from .service import BuildService, ServiceConfig
 from .store.artifacts import ArtifactRecords
 from .store.engine import redact_url

@@ -9,7 +9,8 @@ from .base import (
     StepResult,
 )
 from .lines import LineSplitter
-from .local import LocalSandbox, LocalSandboxProvider
+from .local import LocalSandbox
+from .local_provider import LocalSandboxProvider
 
 __all__ = [
     "LineSplitter",

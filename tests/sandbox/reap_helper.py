@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from jupyter_agentbuild.sandbox.local import LocalSandboxProvider
+from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
 
 
 async def main(root: Path) -> None:

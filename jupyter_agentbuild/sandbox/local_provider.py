@@ -1,0 +1,184 @@
+"""The local sandbox provider: creates a build's sandbox directory, reaps a dead server's.
+
+Layout: ``{workspace_root}/{build_id}/`` is the sandbox dir (the steps' ``HOME``) and its
+``work/`` the steps' working directory, holding a copy of the workspace and the inline files.
+
+What this module guarantees:
+
+- a step sees only an allow-list of the server's environment variables (never its secrets);
+- the workspace copy never brings in what a symlink outside the workspace points at, and the
+  inline files cannot be written outside ``work/``;
+- a server that died (``kill -9``) leaves a :meth:`LocalSandbox.state` behind from which a
+  new server process kills the leftovers (:meth:`LocalSandboxProvider.reap`), guarded
+  against pid reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .base import SandboxError
+from .environment import _SECRET_ENV, DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, _check_env
+from .local import LocalSandbox
+from .processes import _reap
+from .workspace_copy import _copy_dir_stats, _copy_workspace, _rmtree, _write_files
+
+log = logging.getLogger(__name__)
+
+_BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class LocalSandboxProvider:
+    """Creates :class:`LocalSandbox` directories under ``workspace_root``."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workspace_root: Path,
+        *,
+        max_line_bytes: int = 1_048_576,
+        kill_grace: float = 5.0,
+        env_passthrough: Sequence[str] = DEFAULT_ENV_PASSTHROUGH,
+    ) -> None:
+        if max_line_bytes < 4:
+            raise ValueError("max_line_bytes must be at least 4")
+        # absolute and resolved: the dir is compared with processes' cwd and HOME
+        self.workspace_root = Path(workspace_root).expanduser().resolve()
+        self.max_line_bytes = max_line_bytes
+        self.kill_grace = kill_grace
+        self.env_passthrough = tuple(env_passthrough)
+        self._bash = shutil.which("bash") or "/bin/bash"
+
+    def base_env(self, build_id: str, sandbox_dir: Path) -> dict[str, str]:
+        """The environment every step starts from (before the build's own ``env``)."""
+        env = {
+            key: os.environ[key]
+            for key in self.env_passthrough
+            if key in os.environ and not _SECRET_ENV.match(key)
+        }
+        env["HOME"] = str(sandbox_dir)
+        env[MARKER_ENV] = build_id
+        env["CI"] = "true"
+        return env
+
+    async def create(
+        self,
+        build_id: str,
+        *,
+        workspace: Path | None,
+        files: Mapping[str, str],
+        env: Mapping[str, str],
+    ) -> LocalSandbox:
+        """Prepare the directory in a thread (a copy can be large); if the caller is
+        cancelled meanwhile, what the copy made is removed once it is done."""
+        if not isinstance(build_id, str) or not _BUILD_ID.match(build_id):
+            raise SandboxError("invalid build id for a local sandbox")
+        _check_env(env, "build env")
+        directory = self.workspace_root / build_id
+        job = asyncio.ensure_future(
+            asyncio.to_thread(self._prepare, directory, workspace, dict(files))
+        )
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # the copy goes on in its thread: remove what it made once it is done
+            job.add_done_callback(
+                lambda _: threading.Thread(target=_rmtree, args=(directory,), daemon=True).start()
+            )
+            raise
+        base = self.base_env(build_id, directory)
+        base.update(env)
+        return LocalSandbox(
+            build_id=build_id,
+            directory=directory,
+            base_env=base,
+            bash=self._bash,
+            max_line_bytes=self.max_line_bytes,
+            kill_grace=self.kill_grace,
+        )
+
+    def _prepare(self, directory: Path, workspace: Path | None, files: dict[str, str]) -> None:
+        """Make ``directory`` (never reusing one) with ``work/``, the workspace copy and the
+        inline files; on any failure remove it, so a failed create leaves nothing behind."""
+        try:
+            self.workspace_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            raise SandboxError(
+                f"the sandbox directory for {directory.name} already exists"
+            ) from None
+        except OSError as exc:
+            raise SandboxError(f"cannot create the sandbox directory: {exc.strerror}") from None
+        try:
+            work = directory / "work"
+            work.mkdir()
+            if workspace is not None:
+                try:
+                    skipped = _copy_workspace(workspace, work, [str(self.workspace_root)])
+                except OSError as exc:
+                    where = (
+                        os.path.relpath(exc.filename, os.path.realpath(workspace))
+                        if isinstance(exc.filename, str)
+                        else ""
+                    )
+                    raise SandboxError(
+                        f"cannot copy the workspace ({where}): {exc.strerror}"
+                    ) from None
+                if skipped:
+                    log.info(
+                        "sandbox %s: skipped %d symlink(s)/special file(s) pointing outside "
+                        "the workspace: %s",
+                        directory.name,
+                        len(skipped),
+                        ", ".join(skipped[:10]),
+                    )
+            _write_files(work, files)
+            if workspace is not None:
+                _copy_dir_stats(workspace, work)
+        except BaseException:
+            _rmtree(directory)
+            raise
+
+    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
+        """Kill what a dead server left of this sandbox; never raises for dead processes.
+
+        Only on the host that recorded ``state``. For each recorded process group: if its
+        leader still has the recorded create time, every member is killed; otherwise (the
+        leader is gone, its pid maybe reused) only members whose cwd is inside the
+        recorded sandbox dir. Also killed: processes carrying this build's environment
+        marker whose ``HOME`` is the sandbox dir or whose cwd is inside it (``setsid``
+        children, jobs of groups that were never recorded).
+        """
+        try:
+            await asyncio.to_thread(_reap, sandbox_id, dict(state))
+        except Exception:  # reaping is best effort: log, never fail start-up
+            log.exception("sandbox %s: reaping failed", sandbox_id)
+
+    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
+        """:meth:`reap`, then delete the sandbox dir recorded in ``state`` (for a build
+        deleted after the server that ran it died). Only a dir directly under this
+        provider's ``workspace_root`` is removed."""
+        await self.reap(sandbox_id, state)
+        directory = state.get("dir")
+        if state.get("host") != socket.gethostname() or not isinstance(directory, str):
+            return
+        path = Path(directory)
+        if path.parent == self.workspace_root and _BUILD_ID.match(path.name):
+            await asyncio.to_thread(_rmtree, path)
+
+
+__all__ = [
+    "DEFAULT_ENV_PASSTHROUGH",
+    "MARKER_ENV",
+    "LocalSandboxProvider",
+]
