@@ -22,14 +22,14 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("builds") as batch:
-        batch.add_column(
-            sa.Column(
-                "preview_stop_requested", sa.Boolean, nullable=False, server_default=sa.false()
-            )
-        )
+    # A plain ADD COLUMN (SQLite has it for a NOT NULL column with a constant default):
+    # batch mode would copy ``builds`` into a new table and lose its AUTOINCREMENT, so
+    # the pk of a deleted newest build could come back (a paging cursor's promise).
+    op.add_column(
+        "builds",
+        sa.Column("preview_stop_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("builds") as batch:
-        batch.drop_column("preview_stop_requested")
+    op.drop_column("builds", "preview_stop_requested")  # SQLite >= 3.35 drops columns in place
