@@ -292,6 +292,24 @@ class PreviewProxyHandler(JupyterHandler):
         except AgentBuildError as exc:
             raise _http_error(exc.status, exc.message) from None
 
+    def answer_head(
+        self,
+        start_line: httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+        rewriter: ResponseRewriter,
+    ) -> None:
+        """The preview's status and headers, as the security model rewrites them, in place
+        of tornado's defaults; our CSP (a default header) stays, nosniff is added."""
+        self.set_status(start_line.code, start_line.reason or None)
+        for name in ("Content-Type", "Server", "Date"):
+            self.clear_header(name)
+        for name, value in rewriter.headers(headers):
+            try:
+                self.add_header(name, value)
+            except ValueError:
+                log.debug("agentbuild: dropped an invalid %s header from a preview", name)
+        self.set_header("X-Content-Type-Options", "nosniff")
+
     # -- what the upstream sees ----------------------------------------------------------
 
     def _upstream_host(self) -> str:
@@ -377,14 +395,9 @@ class PreviewProxyHandler(JupyterHandler):
                 )
             if preview.stopping:
                 raise _http_error(404, f"no preview is running for build {build_id}")
-            self.clear_header("Content-Type")
-            self.set_status(101, start_line.reason or None)
-            for name, value in self._rewriter().headers(answer):
-                with contextlib.suppress(ValueError):
-                    self.add_header(name, value)
+            self.answer_head(start_line, answer, self._rewriter())
             self.set_header("Upgrade", "websocket")
             self.set_header("Connection", "Upgrade")
-            self.set_header("X-Content-Type-Options", "nosniff")
             self.finish()
             tunnel = Tunnel(self.detach(), upstream, preview.touch)
             preview.sockets.add(tunnel)
@@ -449,16 +462,7 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> None:
         assert isinstance(start_line, httputil.ResponseStartLine)
-        handler = self.handler
-        handler.set_status(start_line.code, start_line.reason or None)
-        for name in ("Content-Type", "Server", "Date"):
-            handler.clear_header(name)
-        for name, value in self.rewriter.headers(headers):
-            try:
-                handler.add_header(name, value)
-            except ValueError:
-                log.debug("agentbuild: dropped an invalid %s header from a preview", name)
-        handler.set_header("X-Content-Type-Options", "nosniff")
+        self.handler.answer_head(start_line, headers, self.rewriter)
 
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self.client_gone:
