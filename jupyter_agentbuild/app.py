@@ -29,9 +29,10 @@ from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
-from .providers import default_provider
+from .providers import default_provider, looks_like_e2b_key
 from .runner import Runner, RunnerConfig
 from .sandbox.base import SandboxProvider
+from .sandbox.e2b import E2BSandboxProvider
 from .sandbox.local_provider import LocalSandboxProvider
 from .service import BuildService, ServiceConfig
 from .store.artifacts import ArtifactRecords
@@ -98,6 +99,23 @@ class AgentBuild(ExtensionApp):
     @default("e2b_api_key")
     def _e2b_key_default(self) -> str | None:
         return os.environ.get("E2B_API_KEY")
+
+    e2b_template = Unicode(
+        None,
+        allow_none=True,
+        help="""E2B sandbox template for builds (default None: the SDK's code-interpreter
+        template). Env fallback: AGENTBUILD_E2B_TEMPLATE.""",
+    ).tag(config=True)
+
+    @default("e2b_template")
+    def _e2b_template_default(self) -> str | None:
+        return os.environ.get("AGENTBUILD_E2B_TEMPLATE")
+
+    e2b_sandbox_timeout = Int(
+        3600,
+        help="""Seconds E2B keeps a sandbox alive at most (its own timeout, a last resort
+        behind ours): a build's VM is killed when the build, or its preview, ends.""",
+    ).tag(config=True)
 
     workspace_root = Unicode(
         help="""Directory holding one sub-directory per local sandbox. Default:
@@ -236,7 +254,7 @@ class AgentBuild(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
-        available = {"local"}
+        available = {"local", "e2b"}
         chosen = default_provider(self.provider, self.e2b_api_key, available)
         store = Store.lazy(self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
@@ -247,6 +265,15 @@ class AgentBuild(ExtensionApp):
                 kill_grace=self.kill_grace,
             )
         }
+        if looks_like_e2b_key(self.e2b_api_key):
+            assert self.e2b_api_key is not None
+            providers["e2b"] = E2BSandboxProvider(
+                self.e2b_api_key,
+                template=self.e2b_template,
+                sandbox_timeout=self.e2b_sandbox_timeout,
+                max_line_bytes=self.max_line_bytes,
+                kill_grace=self.kill_grace,
+            )
         artifact_records = ArtifactRecords(store.engine)
         blobs = LocalArtifactStore(Path(self.artifacts_root))
         collector = ArtifactCollector(

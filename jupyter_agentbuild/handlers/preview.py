@@ -314,7 +314,9 @@ class PreviewProxyHandler(JupyterHandler):
 
     def _upstream_host(self) -> str:
         assert self.preview is not None and self.preview.pool is not None
-        return f"{self.preview.pool.host}:{self.preview.pool.port}"
+        pool = self.preview.pool
+        default = 443 if pool.tls else 80
+        return pool.host if pool.port == default else f"{pool.host}:{pool.port}"
 
     def _forwarded(self) -> dict[str, str]:
         assert self.preview is not None
@@ -342,7 +344,12 @@ class PreviewProxyHandler(JupyterHandler):
             rewriter = ResponseRewriter(
                 prefix=preview.prefix.rstrip("/"),
                 upstream_netlocs=frozenset(
-                    {f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"}
+                    {
+                        f"{host}:{port}",
+                        self._upstream_host(),
+                        f"127.0.0.1:{port}",
+                        f"localhost:{port}",
+                    }
                 ),
                 cookie_names=cookie_names,
             )

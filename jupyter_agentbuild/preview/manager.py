@@ -89,11 +89,6 @@ class Preview:
     _reported: float = 0.0
     _idle_handle: asyncio.TimerHandle | None = None
 
-    @property
-    def ws_target(self) -> str:
-        assert self.target is not None
-        return "ws" + self.target[len("http") :] if self.target.startswith("http") else self.target
-
     def touch(self) -> None:
         """Proxied traffic: postpones the idle stop, and counts as server activity."""
         now = time.monotonic()
@@ -246,7 +241,9 @@ class PreviewManager:
         async with log_lock:
             joined = False
         parts = urlsplit(target)
-        if parts.scheme != "http" or not parts.hostname or not parts.port:
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else None)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
             await _quietly(ctx.sandbox.stop_service())
             await self._fail_start(
                 preview,
@@ -256,8 +253,8 @@ class PreviewManager:
                 error=f"unsupported preview target {target!r}",
             )
             return
-        preview.target = f"http://{parts.hostname}:{parts.port}"
-        preview.pool = UpstreamPool(parts.hostname, parts.port, self.config.upstream)
+        preview.target = f"{parts.scheme}://{parts.hostname}:{port}"
+        preview.pool = UpstreamPool(parts.hostname, port, self.config.upstream, tls=tls)
         preview.state = "ready"
         preview.touch()
         ctx.keep_sandbox()

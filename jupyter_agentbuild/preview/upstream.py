@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -66,26 +68,38 @@ class UpstreamTimeout(UpstreamError):
 
 
 def _alive(stream: iostream.IOStream) -> bool:
-    """Is an idle keep-alive connection still usable (not closed, nothing unread)?"""
+    """Is an idle keep-alive connection still usable (not closed, nothing unread)?
+    A readable idle socket has either reached EOF or holds bytes nobody asked for: either
+    way it is not reusable. (``poll``, not a peeking ``recv``: TLS sockets take no flags.)"""
     if stream.closed():
         return False
-    sock = stream.socket
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True  # nothing to read: open and idle
-    except OSError:
+        poller = select.poll()
+        poller.register(stream.socket, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
         return False
-    return False  # EOF, or bytes nobody asked for: either way not reusable
 
 
 class UpstreamPool:
     """Keep-alive connections to one ``(host, port)``; LIFO, bounded, closed on stop."""
 
-    def __init__(self, host: str, port: int, limits: UpstreamLimits) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        limits: UpstreamLimits,
+        *,
+        tls: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.limits = limits
+        #: https upstreams (cloud sandboxes' public URLs), verified against the system's
+        #: CAs (or ``ssl_context``'s) and the host name.
+        self.tls = tls
+        self._ssl_context = (ssl_context or ssl.create_default_context()) if tls else None
         self.params = HTTP1ConnectionParameters(
             no_keep_alive=False,
             chunk_size=CHUNK_SIZE,
@@ -114,27 +128,52 @@ class UpstreamPool:
         """A new connection; :class:`UpstreamError` / :class:`UpstreamTimeout` on failure."""
         if self.closed:
             raise UpstreamError("the preview stopped")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stream = iostream.IOStream(sock, max_buffer_size=4 * CHUNK_SIZE + 65536)
-        stream.read_chunk_size = CHUNK_SIZE
+        try:
+            addresses = await asyncio.get_running_loop().getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise UpstreamError(f"the preview's host cannot be resolved ({exc})") from None
+        stream: iostream.IOStream | None = None
+        error: BaseException | None = None
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
-                await stream.connect((self.host, self.port))
+                for family, kind, proto, _, address in addresses:  # localhost: ::1, 127.0.0.1
+                    stream = self._stream(socket.socket(family, kind, proto))
+                    try:
+                        if isinstance(stream, iostream.SSLIOStream):
+                            await stream.connect(address, server_hostname=self.host)
+                        else:
+                            await stream.connect(address)
+                        break
+                    except (OSError, iostream.StreamClosedError) as exc:
+                        error = stream.error or exc
+                        stream.close()
+                        stream = None
         except TimeoutError:
-            stream.close()
+            if stream is not None:
+                stream.close()
             raise UpstreamTimeout(
                 f"the preview did not accept a connection within {self.limits.connect_timeout:g}s"
             ) from None
-        except (OSError, iostream.StreamClosedError) as exc:
-            stream.close()
-            error = stream.error or exc
-            raise UpstreamError(f"the preview refused the connection ({error})") from None
+        if stream is None:
+            raise UpstreamError(f"the preview refused the connection ({error})")
         if self.closed:
             stream.close()
             raise UpstreamError("the preview stopped")
         stream.set_nodelay(True)
         self.opened += 1
         self._busy.add(stream)
+        return stream
+
+    def _stream(self, sock: socket.socket) -> iostream.IOStream:
+        if self._ssl_context is not None:
+            stream: iostream.IOStream = iostream.SSLIOStream(
+                sock, ssl_options=self._ssl_context, max_buffer_size=4 * CHUNK_SIZE + 65536
+            )
+        else:
+            stream = iostream.IOStream(sock, max_buffer_size=4 * CHUNK_SIZE + 65536)
+        stream.read_chunk_size = CHUNK_SIZE
         return stream
 
     def checkin(self, stream: iostream.IOStream, reusable: bool) -> None:

@@ -1,0 +1,153 @@
+"""Builds on the E2B provider, end to end: a real Jupyter server, the real E2B SDK in
+debug mode, and the fake envd (real Connect protocol, real processes) standing for the VM."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Api, texts
+
+from .fake_envd import FakeEnvd
+
+#: Shaped like a real key (``auto`` would pick E2B with it); the debug SDK never sends it.
+KEY = "e2b_" + "k3Y9fQ2xLm8RtV7wZp4NcB6hJd1sGa5uEy0TiOq"
+
+
+@pytest.fixture
+def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
+    return {**agentbuild_config, "provider": "e2b", "e2b_api_key": KEY, "kill_grace": 1.0}
+
+
+@pytest.fixture
+def e2b_api(fake_envd: FakeEnvd, api: Api) -> Api:
+    """The server, started once the fake envd is up (the SDK reads its URL at create)."""
+    return api
+
+
+def marked(marker_prefix: str) -> list[psutil.Process]:
+    """Processes whose environment carries a step marker of this build."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get("AGENTBUILD_STEP", "").startswith(marker_prefix):
+            found.append(proc)
+    return found
+
+
+async def test_steps_run_in_the_vm_with_the_workspace_and_exit_codes(
+    e2b_api: Api, fake_envd: FakeEnvd
+) -> None:
+    build = await e2b_api.create(
+        {
+            "steps": [
+                "cat hello.txt; echo to-err >&2; printf 'no newline'",
+                'echo "secret=$TOKEN"; echo "ci=$CI"; false; echo never',
+            ],
+            "files": {"hello.txt": "hi from the workspace\n", "sub/dir/x.txt": "x"},
+            "env": {"TOKEN": {"value": "hunter2-secret", "secret": True}},
+        }
+    )
+    assert build["provider"] == "e2b"
+    entries, code = await e2b_api.stream(build["id"])
+    final = await e2b_api.get(build["id"])
+    assert code == 1000
+    assert final["status"] == "failed" and final["exit_code"] == 1
+    assert final["sandbox_id"] == "e2b-debug_sandbox_id" and final["started_at"]
+    assert texts(entries) == [
+        "hi from the workspace",
+        "to-err",
+        "no newline",
+        "secret=***",
+        "ci=true",
+    ]
+    streams = {e["text"]: e["stream"] for e in entries if e["kind"] == "log"}
+    assert streams["to-err"] == "stderr" and streams["hi from the workspace"] == "stdout"
+    assert "hunter2-secret" not in json.dumps(entries) + json.dumps(final)
+    assert KEY not in json.dumps(final)
+    # the inline files were unpacked where the steps ran: the VM's /home/user/work
+    assert fake_envd.host("/home/user/work/sub/dir/x.txt").read_text() == "x"
+    started = [p for p in fake_envd.processes if "set -eo pipefail" in " ".join(p.args)]
+    assert started and all(p.cwd == "/home/user/work" for p in started)
+
+
+async def test_timeout_and_cancel_leave_no_process_in_the_vm(e2b_api: Api) -> None:
+    build = await e2b_api.create(
+        {"steps": [{"run": "sleep 300 & sleep 301; echo never", "timeout": 1}]}
+    )
+    entries, _ = await e2b_api.stream(build["id"])
+    final = await e2b_api.get(build["id"])
+    assert final["status"] == "timed_out"
+    assert marked(build["id"]) == []  # the background `sleep 300` too
+    build = await e2b_api.create({"steps": ["echo started; sleep 302 & sleep 303"]})
+    ws = await e2b_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    seen: list[dict[str, Any]] = []
+    while "started" not in texts(seen):
+        seen.extend(json.loads(await ws.read_message()))
+    code, _, _ = await e2b_api.call("POST", f"builds/{build['id']}/cancel")
+    assert code == 202
+    while await ws.read_message() is not None:
+        pass
+    assert (await e2b_api.get(build["id"]))["status"] == "cancelled"
+    assert marked(build["id"]) == []
+
+
+async def test_artifacts_are_collected_from_the_vm(e2b_api: Api) -> None:
+    build = await e2b_api.create(
+        {
+            "steps": [
+                "mkdir -p dist/deep && printf 'A' > dist/a.txt && head -c 300000 /dev/zero "
+                "> dist/deep/big.bin && ln -s /etc/passwd dist/passwd"
+            ],
+            "artifacts": {"paths": ["dist/**"]},
+        }
+    )
+    final = await e2b_api.finish(build["id"])
+    assert final["status"] == "succeeded", final
+    code, listing, _ = await e2b_api.call("GET", f"builds/{build['id']}/artifacts")
+    assert code == 200, listing
+    files = {f["path"]: f["size"] for f in listing["artifacts"]}
+    assert files == {"dist/a.txt": 1, "dist/deep/big.bin": 300000}
+    assert [link["path"] for link in listing["links"]] == ["dist/passwd"]
+    response = await e2b_api.fetch(
+        "agentbuild", "api", "builds", build["id"], "artifacts", "dist/deep/big.bin"
+    )
+    assert response.body == bytes(300000)
+
+
+async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: Path) -> None:
+    app = "import http.server as s, os\n" + (
+        "s.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), "
+        "s.SimpleHTTPRequestHandler).serve_forever()\n"
+    )
+    build = await e2b_api.create(
+        {
+            "steps": ["echo '<h1>from the vm</h1>' > index.html"],
+            "files": {"app.py": app},
+            "preview": {"command": f"exec {sys.executable} app.py", "port": _free_port()},
+        }
+    )
+    final = await e2b_api.finish(build["id"])
+    assert final["preview"]["state"] == "ready", final["preview"]
+    page = await e2b_api.fetch("agentbuild", "preview", build["id"], "index.html")
+    assert page.body == b"<h1>from the vm</h1>\n"
+    assert "sandbox" in page.headers["Content-Security-Policy"]
+    code, stopped, _ = await e2b_api.call("POST", f"builds/{build['id']}/preview/stop")
+    assert code == 200 and stopped["preview"]["state"] == "stopped"
+    assert marked(build["id"]) == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,309 @@
+"""The real E2B SDK in debug mode against the fake envd: real Connect over HTTP, real processes.
+
+These pin down both the fake and the SDK calls the E2B sandbox provider relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psutil
+import pytest
+from e2b import (
+    AsyncSandbox,
+    CommandExitException,
+    FileNotFoundException,
+    FileType,
+    InvalidArgumentException,
+    PtySize,
+    SandboxException,
+)
+
+from .fake_envd import FakeEnvd
+
+WAIT = 10.0
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Each test on a fresh loop, like the rest of the suite (no async plugin)."""
+    asyncio.run(main())
+
+
+async def sandbox(envd: FakeEnvd) -> AsyncSandbox:
+    """What the provider does: debug mode skips the E2B API, ``sandbox_url`` names envd."""
+    return await AsyncSandbox.create(debug=True, sandbox_url=envd.url)
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie is dead; it may just wait for its reaper)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def group(pgid: int) -> list[int]:
+    """The live members of a process group."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and alive(proc.pid):
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return members
+
+
+async def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """Bounded polling, only for the state of processes outside the SDK's events."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_debug_sandbox_needs_no_api(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        # The fixture's E2B_DEBUG / E2B_SANDBOX_URL let a bare create() reach the fake.
+        sbx = await AsyncSandbox.create()
+        assert sbx.sandbox_id == "debug_sandbox_id"
+        assert sbx.envd_api_url == fake_envd.url
+        assert sbx.get_host(8080) == "localhost:8080"
+        assert await sbx.is_running()
+        # Debug mode's kill is a no-op: envd and its processes live on.
+        assert await sbx.kill() is True
+        assert (await sbx.commands.run("echo still")).stdout == "still\n"
+
+    run(main)
+
+
+def test_foreground_failure_raises_with_outputs(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        with pytest.raises(CommandExitException) as info:
+            await sbx.commands.run("echo hi; echo err >&2; exit 3")
+        assert (info.value.exit_code, info.value.stdout, info.value.stderr) == (3, "hi\n", "err\n")
+
+    run(main)
+    (record,) = fake_envd.processes
+    assert (record.cmd, record.args) == ("/bin/bash", ["-l", "-c", "echo hi; echo err >&2; exit 3"])
+    assert record.exit_code == 3
+
+
+def test_envs_and_cwd_reach_the_process(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        assert await sbx.files.make_dir("/home/user/work") is True
+        result = await sbx.commands.run(
+            'echo "$GREETING"; pwd -P', envs={"GREETING": "hello world"}, cwd="/home/user/work"
+        )
+        assert result.stdout == f"hello world\n{fake_envd.host('/home/user/work')}\n"
+        assert result.exit_code == 0
+        # The default cwd is the user's home.
+        assert (await sbx.commands.run("pwd -P")).stdout == f"{fake_envd.host('/home/user')}\n"
+        for cwd in ("/../..", "/home/user/missing"):
+            with pytest.raises(InvalidArgumentException):
+                await sbx.commands.run("true", cwd=cwd)
+
+    run(main)
+    record = fake_envd.processes[0]
+    assert (record.envs, record.cwd, record.user) == (
+        {"GREETING": "hello world"},
+        "/home/user/work",
+        "user",
+    )
+    assert len(fake_envd.processes) == 2  # the refused ones never started
+
+
+def test_background_output_arrives_while_running(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        out: list[str] = []
+        err: list[str] = []
+        saw_out, saw_err = asyncio.Event(), asyncio.Event()
+
+        def on_stdout(chunk: str) -> None:
+            out.append(chunk)
+            if "ready\n" in "".join(out):
+                saw_out.set()
+
+        def on_stderr(chunk: str) -> None:
+            err.append(chunk)
+            saw_err.set()
+
+        handle = await sbx.commands.run(
+            "echo ready; echo warn >&2; until [ -e go ]; do sleep 0.01; done; echo done",
+            background=True,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+        )
+        await asyncio.wait_for(asyncio.gather(saw_out.wait(), saw_err.wait()), WAIT)
+        # Both lines arrived while the command still waits for the file only we create.
+        assert handle.exit_code is None
+        assert alive(handle.pid)
+        await sbx.files.write("go", "")  # relative: the home, the command's cwd
+        result = await asyncio.wait_for(handle.wait(), WAIT)
+        assert (result.stdout, result.stderr) == ("ready\ndone\n", "warn\n")
+        assert ("".join(out), "".join(err)) == ("ready\ndone\n", "warn\n")
+
+    run(main)
+
+
+def test_connect_and_stdin(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        handle = await sbx.commands.run("cat; echo end", background=True, stdin=True)
+        other = await sbx.commands.connect(handle.pid)
+        await handle.send_stdin("abc\n")
+        await handle.close_stdin()
+        result = await asyncio.wait_for(handle.wait(), WAIT)
+        assert result.stdout == "abc\nend\n"
+        # A second follower (connected before any output) gets the same output.
+        assert (await asyncio.wait_for(other.wait(), WAIT)).stdout == "abc\nend\n"
+
+    run(main)
+
+
+def test_kill_ends_the_whole_process_group(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        handle = await sbx.commands.run("sleep 1000 & sleep 1000; wait", background=True)
+        await wait_until(lambda: len(group(handle.pid)) == 3, "bash and its two sleeps")
+        members = group(handle.pid)
+        assert [p.pid for p in await sbx.commands.list()] == [handle.pid]
+
+        assert await handle.kill() is True
+        with pytest.raises(CommandExitException) as info:
+            await asyncio.wait_for(handle.wait(), WAIT)
+        assert info.value.exit_code == -1
+        assert info.value.error == "signal: killed"
+        await wait_until(lambda: not any(alive(pid) for pid in members), "the group to die")
+        assert await sbx.commands.list() == []
+        assert await sbx.commands.kill(handle.pid) is False  # not found any more
+
+    run(main)
+    assert fake_envd.processes[0].exit_code == -signal.SIGKILL
+
+
+def test_stop_kills_what_still_runs(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        await sbx.commands.run("sleep 1000", background=True)
+
+    run(main)  # the test's loop is gone; the command is not
+    (record,) = fake_envd.processes
+    assert alive(record.pid)
+    fake_envd.stop()
+    assert not alive(record.pid)
+    assert record.exit_code == -signal.SIGKILL
+
+
+def test_files_round_trip(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        files = sbx.files
+        info = await files.write("/home/user/dir/a.txt", "héllo\n")
+        assert (info.path, info.name, info.type) == ("/home/user/dir/a.txt", "a.txt", FileType.FILE)
+        assert await files.read("/home/user/dir/a.txt") == "héllo\n"
+
+        payload = bytes(range(256)) * 64
+        await files.write("/home/user/dir/sub/b.bin", payload)  # multipart, parents created
+        assert await files.read("/home/user/dir/sub/b.bin", format="bytes") == bytearray(payload)
+        await files.write("/home/user/dir/c.bin", io.BytesIO(payload))  # octet-stream
+        await files.write("/home/user/dir/d.bin", payload, gzip=True)  # gzipped octet-stream
+        assert fake_envd.host("/home/user/dir/c.bin").read_bytes() == payload
+        assert await files.read("/home/user/dir/d.bin", format="bytes", gzip=True) == payload
+        written = await files.write_files(
+            [{"path": "/home/user/many/1", "data": "one"}, {"path": "many/2", "data": b"2"}]
+        )
+        assert [w.path for w in written] == ["/home/user/many/1", "/home/user/many/2"]
+        await files.write("rel.txt", "relative to the home")
+        assert fake_envd.host("/home/user/rel.txt").read_text() == "relative to the home"
+
+        assert await files.make_dir("/home/user/dir/empty") is True
+        assert await files.make_dir("/home/user/dir/empty") is False
+        top = await files.list("/home/user/dir")
+        assert [(e.name, e.type) for e in top] == [
+            ("a.txt", FileType.FILE),
+            ("c.bin", FileType.FILE),
+            ("d.bin", FileType.FILE),
+            ("empty", FileType.DIR),
+            ("sub", FileType.DIR),
+        ]
+        deep = await files.list("/home/user/dir", depth=2)
+        assert [e.path for e in deep] == [e.path for e in top] + ["/home/user/dir/sub/b.bin"]
+
+        stat = await files.get_info("/home/user/dir/a.txt")
+        assert (stat.size, stat.type, stat.permissions) == (7, FileType.FILE, "rw-r--r--")
+        assert await files.exists("/home/user/dir/a.txt")
+        assert not await files.exists("/home/user/dir/nope")
+        moved = await files.rename("/home/user/dir/a.txt", "/home/user/moved.txt")
+        assert moved.path == "/home/user/moved.txt"
+
+        await files.remove("/home/user/dir/sub")
+        assert not await files.exists("/home/user/dir/sub")
+        assert not fake_envd.host("/home/user/dir/sub").exists()
+        with pytest.raises(FileNotFoundException):
+            await files.read("/home/user/dir/sub/b.bin")
+        with pytest.raises(FileNotFoundException):
+            await files.remove("/home/user/dir/sub")
+        with pytest.raises(FileNotFoundException):
+            await files.list("/home/user/dir/sub")
+
+    run(main)
+
+
+def test_unimplemented_rpcs_say_so(fake_envd: FakeEnvd) -> None:
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        with pytest.raises(SandboxException, match="UNIMPLEMENTED"):
+            await sbx.files.watch_dir("/home/user", on_event=lambda event: None)
+        with pytest.raises(SandboxException, match="UNIMPLEMENTED"):
+            await sbx.pty.create(PtySize(rows=24, cols=80), on_data=lambda data: None)
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../../../etc/passwd", "/../etc/passwd", "/home/user/../../../etc/passwd", "link/passwd"],
+)
+def test_paths_escaping_the_root_are_refused(fake_envd: FakeEnvd, path: str) -> None:
+    (fake_envd.host("/home/user") / "link").symlink_to("/etc")
+
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        for call in (
+            lambda: sbx.files.read(path),
+            lambda: sbx.files.write(path, "x"),
+            lambda: sbx.files.list(path),
+            lambda: sbx.files.exists(path),
+            lambda: sbx.files.make_dir(path),
+            lambda: sbx.files.remove(path),
+        ):
+            with pytest.raises(InvalidArgumentException, match="escapes the sandbox root"):
+                await call()
+
+    run(main)
+
+
+def test_dotdot_inside_the_sandbox_stays_inside(fake_envd: FakeEnvd) -> None:
+    """From the home ``/home/user``, ``../../etc/passwd`` is the sandbox's ``/etc/passwd``
+    (as in envd): an error while it does not exist, never the host's file."""
+
+    async def main() -> None:
+        sbx = await sandbox(fake_envd)
+        with pytest.raises(FileNotFoundException):
+            await sbx.files.read("../../etc/passwd")
+        await sbx.files.write("../../etc/passwd", "sandbox\n")
+        assert await sbx.files.read("/etc/passwd") == "sandbox\n"
+
+    run(main)
+    assert (fake_envd.root / "etc" / "passwd").read_text() == "sandbox\n"
