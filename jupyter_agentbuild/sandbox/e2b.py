@@ -84,12 +84,19 @@ class _Run:
         self.lock = asyncio.Lock()
         self.handle: Any = None
         self.waited: asyncio.Future[int] | None = None
+        #: What our own output sink raised (the store refusing logs, say): the SDK ends the
+        #: stream on it, and the step reports it rather than a lost connection.
+        self.error: BaseException | None = None
 
     async def emit(self, stream: str, text: str) -> None:
         batches = self.splitters[stream].feed(text.encode("utf-8", "surrogatepass"))
-        for lines, continued in batches:
-            async with self.lock:
-                await self.on_output(stream, lines, continued)
+        try:
+            for lines, continued in batches:
+                async with self.lock:
+                    await self.on_output(stream, lines, continued)
+        except Exception as exc:
+            self.error = exc
+            raise
 
     async def flush(self) -> None:
         for stream, splitter in self.splitters.items():
@@ -178,11 +185,10 @@ class E2BSandbox:
         """Make sure nothing carrying the run's marker is left in the VM."""
         with contextlib.suppress(Exception):
             await run.handle.kill()
-        script = f"{_SWEEP}"
         args = f"{STEP_MARKER}={run.marker} {self._kill_grace:g}"
         try:
             await self.sdk.commands.run(
-                f"bash -c {shlex.quote(script)} sweep {args}",
+                f"bash -c {shlex.quote(_SWEEP)} sweep {args}",
                 timeout=self._kill_grace + 30,
             )
         except Exception as exc:
@@ -214,10 +220,17 @@ class E2BSandbox:
             try:
                 code = await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
             except Exception as exc:
+                if run.error is not None:
+                    raise run.error from None
                 if reason == "exit":
                     raise SandboxError(f"lost the step's connection to E2B: {exc}") from None
                 code = -9
             await run.flush()
+        except asyncio.CancelledError:
+            # the caller was cancelled (server shutdown): stop the step in the VM first
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._sweep(run)), self._kill_grace + 5)
+            raise
         finally:
             cancelled.cancel()
             self._steps.pop(marker, None)

@@ -151,3 +151,27 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_store_that_stays_down_fails_the_build_clearly(e2b_api: Api) -> None:
+    """Our output sink failing (the log store gone) ends the step with that error, not a
+    'lost connection to E2B', and the VM's processes are still swept."""
+    from sqlalchemy.exc import OperationalError
+
+    settings = e2b_api.app.web_app.settings["agentbuild"]
+    runner = settings.runner
+    runner.config = type(runner.config)(**{**runner.config.__dict__, "store_retry_timeout": 0.3})
+    real_append = settings.store.append_chunks
+
+    async def down(build_id: str, chunks: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    settings.store.append_chunks = down
+    try:
+        build = await e2b_api.create({"steps": ["seq 1 1000000; sleep 300"]})
+        final = await e2b_api.finish(build["id"])
+    finally:
+        settings.store.append_chunks = real_append
+    assert final["status"] == "failed"
+    assert "database" in final["error"], final["error"]
+    assert marked(build["id"]) == []
