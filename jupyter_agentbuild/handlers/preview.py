@@ -113,7 +113,10 @@ class PreviewProxyHandler(JupyterHandler):
     # -- authentication, authorization, owner: before anything is forwarded ---------------
 
     async def prepare(self) -> None:  # type: ignore[override]
-        self._upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        self._upgrade = (
+            self.request.method == "GET"
+            and self.request.headers.get("Upgrade", "").lower() == "websocket"
+        )
         # JupyterHandler.prepare authenticates: a GET without credentials is sent to the
         # login page, anything else (a WebSocket upgrade included) gets 403.
         await super().prepare(_redirect_to_login=not self._upgrade)
@@ -252,6 +255,7 @@ class PreviewProxyHandler(JupyterHandler):
             upstream_host=self._upstream_host(),
             forwarded=self._forwarded(),
             cookie_names=self._cookie_names(),
+            extra=self.preview.pool.headers if self.preview.pool is not None else None,
         )
         method = self.request.method or "GET"
         try:
@@ -383,12 +387,15 @@ class PreviewProxyHandler(JupyterHandler):
             raise _http_error(404, f"no preview is running for build {build_id}")
         if not self.check_origin(self.request.headers.get("Origin", "")):
             raise _http_error(403, "cross-origin WebSocket refused")
+        if self._has_body():
+            raise _http_error(400, "a WebSocket upgrade has no request body")
         headers = request_headers(
             self.request.headers,
             upstream_host=self._upstream_host(),
             forwarded=self._forwarded(),
             cookie_names=self._cookie_names(),
             websocket=True,
+            extra=preview.pool.headers,
         )
         exchange = self.exchange = await self._exchange(fresh=True)
         try:

@@ -127,6 +127,7 @@ def request_headers(
     forwarded: Mapping[str, str],
     cookie_names: Collection[str] = (),
     websocket: bool = False,
+    extra: Mapping[str, str] | None = None,
 ) -> HTTPHeaders:
     """The headers sent upstream for ``incoming``: hop-by-hop fields (and those named by
     ``Connection``) removed, credentials removed, ``Host`` = the upstream's own address
@@ -149,6 +150,8 @@ def request_headers(
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
     for name, value in forwarded.items():
+        out[name] = value
+    for name, value in (extra or {}).items():  # the sandbox's own (a cloud traffic token)
         out[name] = value
     return out
 

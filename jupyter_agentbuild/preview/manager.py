@@ -254,7 +254,13 @@ class PreviewManager:
             )
             return
         preview.target = f"{parts.scheme}://{parts.hostname}:{port}"
-        preview.pool = UpstreamPool(parts.hostname, port, self.config.upstream, tls=tls)
+        preview.pool = UpstreamPool(
+            parts.hostname,
+            port,
+            self.config.upstream,
+            tls=tls,
+            headers=ctx.sandbox.preview_headers(),
+        )
         preview.state = "ready"
         preview.touch()
         ctx.keep_sandbox()
@@ -383,7 +389,9 @@ class PreviewManager:
             final["step"] = preview.step
             if record:
                 with contextlib.suppress(Exception):
-                    await self._record(preview, final, sandbox_state=None)
+                    await self._record(
+                        preview, final, sandbox_state=None, preview_stop_requested=False
+                    )
             preview.record = final
             log.info("agentbuild: preview of %s %s (%s)", preview.build_id, state, reason)
         finally:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: The most read from one side before it is written to the other.
 CHUNK_SIZE = 256 * 1024
+#: How long a queued close frame may wait for a browser that does not read.
+GOODBYE_TIMEOUT = 5.0
 
 _CLOSE = 0x8
 
@@ -118,6 +120,8 @@ class Tunnel:
         self.on_traffic = on_traffic
         self.downstream = FrameBoundary()
         self.closed = False
+        #: The goodbye frame's write, while it waits in the browser's socket buffer.
+        self._goodbye: asyncio.Future[None] | None = None
         #: Set once both sides are closed and both relays have ended.
         self.ended = asyncio.Event()
         browser.set_nodelay(True)  # small interactive messages: no Nagle delay
@@ -129,6 +133,12 @@ class Tunnel:
         try:
             await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            goodbye = self._goodbye
+            if goodbye is not None and not goodbye.done():
+                # the close frame is queued behind what the browser has not read yet:
+                # give it a moment to get out before the connection goes
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(goodbye), GOODBYE_TIMEOUT)
             self._close_streams()
             await asyncio.wait((up, down))
             self.ended.set()
@@ -140,6 +150,8 @@ class Tunnel:
         with contextlib.suppress(iostream.StreamClosedError, OSError):
             while True:
                 data = await source.read_bytes(CHUNK_SIZE, partial=True)
+                if self.closed:
+                    return  # nothing after the goodbye (tornado still hands out its buffer)
                 on_traffic()
                 if frames is not None:
                     frames.feed(data)
@@ -159,8 +171,9 @@ class Tunnel:
                 written = browser.write(close_frame(code, reason))
                 if not written.done():
                     # the frame is queued: stop the preview's side now, the browser's
-                    # once the frame is out (or could not be)
+                    # once the frame is out (run() waits for it, a bounded while)
                     self.closed = True
+                    self._goodbye = written
                     self.upstream.close()
                     written.add_done_callback(lambda done: _close_after(done, browser))
                     return

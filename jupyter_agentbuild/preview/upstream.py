@@ -29,6 +29,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tornado import httputil, iostream
@@ -92,8 +93,12 @@ class UpstreamPool:
         *,
         tls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
+        #: Sent with every request and upgrade (a cloud sandbox's traffic token): secret,
+        #: never logged, never shown to the browser.
+        self.headers = dict(headers or {})
         self.port = port
         self.limits = limits
         #: https upstreams (cloud sandboxes' public URLs), verified against the system's
@@ -139,16 +144,19 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 for family, kind, proto, _, address in addresses:  # localhost: ::1, 127.0.0.1
-                    stream = self._stream(socket.socket(family, kind, proto))
                     try:
+                        stream = self._stream(socket.socket(family, kind, proto))
                         if isinstance(stream, iostream.SSLIOStream):
                             await stream.connect(address, server_hostname=self.host)
                         else:
                             await stream.connect(address)
                         break
                     except (OSError, iostream.StreamClosedError) as exc:
-                        error = stream.error or exc
-                        stream.close()
+                        if stream is not None:
+                            error = stream.error or exc
+                            stream.close()
+                        else:
+                            error = exc
                         stream = None
         except TimeoutError:
             if stream is not None:

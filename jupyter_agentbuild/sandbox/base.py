@@ -114,6 +114,11 @@ class Sandbox(Protocol):
         Raises :class:`ServiceFailed` when the process exits or is not ready in time."""
         ...
 
+    def preview_headers(self) -> dict[str, str]:
+        """Headers the proxy must send to the service's target (a cloud sandbox's traffic
+        token, so its public URL answers nobody else); secret, never shown or logged."""
+        ...
+
     async def stop_service(self) -> None:
         """Stop the service and everything it started (no-op if none runs)."""
         ...

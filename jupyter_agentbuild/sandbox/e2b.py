@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import shlex
 import tarfile
 import tempfile
@@ -41,6 +42,9 @@ from .workspace_copy import _copy_workspace, _rmtree, _write_files
 
 log = logging.getLogger(__name__)
 
+#: What an E2B key looks like, to blank out of error texts whatever its quoting.
+_KEY_SHAPE = re.compile(r"e2b_[A-Za-z0-9_\-]+")
+
 #: The steps' working directory in the VM (E2B's default user is ``user``).
 WORK_DIR = "/home/user/work"
 #: The variable that marks every process of one step (or of the service).
@@ -51,14 +55,16 @@ _HOME = "/home/user"
 _ARCHIVE = ".agentbuild-workspace.tar.gz"
 
 #: Kills every process whose environment holds ``$1`` (``NAME=value``): SIGTERM, then
-#: SIGKILL after ``$2`` seconds. Reads /proc, so it needs nothing installed in the VM.
+#: SIGKILL after ``$2`` milliseconds. Reads /proc, so it needs nothing installed in the VM;
+#: runs as root, so it sees every user's processes (one that cleared its environment, or
+#: went through ``sudo``, is not found: the VM itself is killed when the build ends).
 _SWEEP = r"""
 marked() { for p in /proc/[0-9]*; do
   if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$1"; then echo "${p#/proc/}"; fi
 done; }
 pids=$(marked "$1"); [ -z "$pids" ] && exit 0
 kill -TERM $pids 2>/dev/null
-end=$(( $(date +%s%N) + ${2%.*}000000000 + 100000000 ))
+end=$(( $(date +%s%N) + $2 * 1000000 ))
 while [ "$(date +%s%N)" -lt "$end" ]; do
   pids=$(marked "$1"); [ -z "$pids" ] && exit 0; sleep 0.05
 done
@@ -87,6 +93,9 @@ class _Run:
         #: What our own output sink raised (the store refusing logs, say): the SDK ends the
         #: stream on it, and the step reports it rather than a lost connection.
         self.error: BaseException | None = None
+        #: Set when ``run_step`` is over, however it ended (what ``cancel`` waits for: the
+        #: SDK's own wait can hang on a stalled stream).
+        self.done = asyncio.Event()
 
     async def emit(self, stream: str, text: str) -> None:
         batches = self.splitters[stream].feed(text.encode("utf-8", "surrogatepass"))
@@ -185,10 +194,12 @@ class E2BSandbox:
         """Make sure nothing carrying the run's marker is left in the VM."""
         with contextlib.suppress(Exception):
             await run.handle.kill()
-        args = f"{STEP_MARKER}={run.marker} {self._kill_grace:g}"
+        args = f"{STEP_MARKER}={run.marker} {max(0, int(self._kill_grace * 1000))}"
         try:
             await self.sdk.commands.run(
                 f"bash -c {shlex.quote(_SWEEP)} sweep {args}",
+                user="root",
+                cwd="/",
                 timeout=self._kill_grace + 30,
             )
         except Exception as exc:
@@ -234,6 +245,7 @@ class E2BSandbox:
         finally:
             cancelled.cancel()
             self._steps.pop(marker, None)
+            run.done.set()
         return StepResult(
             exit_code=code, timed_out=reason == "timeout", cancelled=reason == "cancel"
         )
@@ -241,9 +253,8 @@ class E2BSandbox:
     async def cancel(self) -> None:
         """Stop the running step; returns once it is gone (``run_step`` then returns)."""
         self._cancel.set()
-        waits = [run.waited for run in self._steps.values() if run.waited is not None]
-        if waits:
-            await asyncio.wait(waits)
+        for run in list(self._steps.values()):
+            await run.done.wait()
 
     async def close(self) -> None:
         await self.stop_service()
@@ -251,12 +262,18 @@ class E2BSandbox:
         self._closed = True
 
     async def destroy(self) -> None:
-        """Kill the VM (with it, its files: artifacts were collected before)."""
-        await self.close()
+        """Kill the VM (with it, its files: artifacts were collected before). The kill
+        happens whatever becomes of the polite stop before it (a slow envd, or the caller's
+        time limit cancelling us): a VM nobody kills would run until E2B's own timeout."""
         try:
-            await self.sdk.kill()
+            await asyncio.wait_for(self.close(), self._kill_grace + 10)
         except Exception as exc:
-            log.warning("sandbox %s: killing the E2B sandbox failed: %s", self.id, exc)
+            log.warning("sandbox %s: stopping its commands failed: %s", self.id, exc)
+        finally:
+            try:
+                await asyncio.shield(self.sdk.kill())
+            except Exception as exc:
+                log.warning("sandbox %s: killing the E2B sandbox failed: %s", self.id, exc)
 
     # ---- the port primitive
 
@@ -291,7 +308,7 @@ class E2BSandbox:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         answer = "no answer"
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=5.0, headers=self.preview_headers()) as client:
             while True:
                 try:
                     response = await client.get(url + (ready_path or "/"))
@@ -317,6 +334,12 @@ class E2BSandbox:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(run.waited), 0.2)
         return url
+
+    def preview_headers(self) -> dict[str, str]:
+        """E2B's traffic token: the VM was created without public traffic, so its URL
+        answers only requests bearing it (the proxy's, after Jupyter's checks)."""
+        token = getattr(self.sdk, "traffic_access_token", None)
+        return {"e2b-traffic-access-token": token} if isinstance(token, str) and token else {}
 
     def service_running(self) -> bool:
         run = self._service
@@ -400,13 +423,19 @@ class E2BSandbox:
         except Exception as exc:
             raise SandboxError(f"cannot read {path}: {exc}") from None
         buffer = bytearray()
-        async for piece in stream:
-            buffer += piece
-            while len(buffer) >= chunk_size:
-                yield bytes(buffer[:chunk_size])
-                del buffer[:chunk_size]
-        if buffer:
-            yield bytes(buffer)
+        try:
+            async for piece in stream:
+                buffer += piece
+                while len(buffer) >= chunk_size:
+                    yield bytes(buffer[:chunk_size])
+                    del buffer[:chunk_size]
+            if buffer:
+                yield bytes(buffer)
+        finally:  # also when the reader stops early: the SDK has no GC safety net
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
 
 class E2BSandboxProvider:
@@ -423,7 +452,7 @@ class E2BSandboxProvider:
         max_line_bytes: int = 64 * 1024,
         kill_grace: float = 5.0,
     ) -> None:
-        self._api_key = api_key
+        self._api_key = api_key.strip()  # a key file's newline would end up in headers
         self.template = template
         self.sandbox_timeout = sandbox_timeout
         self.max_line_bytes = max_line_bytes
@@ -452,9 +481,12 @@ class E2BSandboxProvider:
                 api_key=self._api_key,
                 timeout=self.sandbox_timeout,
                 metadata={"agentbuild_build": build_id},
+                # the preview is reached through the proxy only (Jupyter auth, owner, CSP):
+                # E2B's public URL answers only requests bearing the traffic token
+                network={"allow_public_traffic": False},
             )
         except Exception as exc:
-            raise SandboxError(f"E2B could not create a sandbox: {_safe(exc)}") from None
+            raise SandboxError(f"E2B could not create a sandbox: {self._safe(exc)}") from None
         base_env = {"CI": "true", **env}
         sandbox = E2BSandbox(
             sdk,
@@ -468,9 +500,13 @@ class E2BSandboxProvider:
             await sdk.files.write(f"{_HOME}/{_ARCHIVE}", archive)
             unpack = f"mkdir -p work && tar -xzf {_ARCHIVE} -C work && rm -f {_ARCHIVE}"
             await sdk.commands.run(unpack, cwd=_HOME, timeout=600)
-        except Exception as exc:
-            await sandbox.destroy()
-            raise SandboxError(f"could not copy the workspace into E2B: {_safe(exc)}") from None
+        except BaseException as exc:  # cancelled too: no sandbox_id is recorded yet
+            await asyncio.shield(sandbox.destroy())
+            if not isinstance(exc, Exception):
+                raise
+            raise SandboxError(
+                f"could not copy the workspace into E2B: {self._safe(exc)}"
+            ) from None
         return sandbox
 
     async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
@@ -483,7 +519,12 @@ class E2BSandboxProvider:
         try:
             await AsyncSandbox.kill(vm, api_key=self._api_key)
         except Exception as exc:
-            log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, _safe(exc))
+            log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
+
+    def _safe(self, exc: BaseException) -> str:
+        """An SDK error's text with the key (and anything shaped like one) blanked out."""
+        text = str(exc).replace(self._api_key, "***")
+        return _KEY_SHAPE.sub("e2b_***", text)
 
 
 def _stage(workspace: Path | None, files: dict[str, str]) -> bytes:
@@ -503,12 +544,6 @@ def _stage(workspace: Path | None, files: dict[str, str]) -> bytes:
             return buffer.getvalue()
         finally:
             _rmtree(work)
-
-
-def _safe(exc: BaseException) -> str:
-    """An SDK error's text without anything that looks like a key."""
-    text = str(exc)
-    return " ".join("e2b_***" if word.startswith("e2b_") else word for word in text.split())
 
 
 __all__ = ["STEP_MARKER", "WORK_DIR", "E2BSandbox", "E2BSandboxProvider"]

@@ -264,6 +264,10 @@ class LocalSandbox:
             )
         return f"http://127.0.0.1:{port}"
 
+    def preview_headers(self) -> dict[str, str]:
+        """None needed: the target is this host's loopback."""
+        return {}
+
     def service_running(self) -> bool:
         """Is the process started by :meth:`start_service` still running?"""
         return self._service is not None and self._service.proc.poll() is None

@@ -81,13 +81,14 @@ async def test_steps_run_in_the_vm_with_the_workspace_and_exit_codes(
 
 async def test_timeout_and_cancel_leave_no_process_in_the_vm(e2b_api: Api) -> None:
     build = await e2b_api.create(
-        {"steps": [{"run": "sleep 300 & sleep 301; echo never", "timeout": 1}]}
+        # setsid: out of the step's process group, found by the marker sweep only
+        {"steps": [{"run": "setsid sleep 300 & sleep 301; echo never", "timeout": 1}]}
     )
     entries, _ = await e2b_api.stream(build["id"])
     final = await e2b_api.get(build["id"])
     assert final["status"] == "timed_out"
     assert marked(build["id"]) == []  # the background `sleep 300` too
-    build = await e2b_api.create({"steps": ["echo started; sleep 302 & sleep 303"]})
+    build = await e2b_api.create({"steps": ["echo started; setsid sleep 302 & sleep 303"]})
     ws = await e2b_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     seen: list[dict[str, Any]] = []
     while "started" not in texts(seen):

@@ -186,3 +186,12 @@ def test_response_headers_keep_order_and_duplicates() -> None:
         ("Link", "</a>; rel=preload"),
         ("Link", "</b>; rel=preload"),
     ]
+
+
+def test_the_sandboxs_own_headers_are_added_and_cannot_be_forged() -> None:
+    incoming = HTTPHeaders({"E2b-Traffic-Access-Token": "forged", "Accept": "*/*"})
+    extra = {"e2b-traffic-access-token": "the-real-token"}
+    out = request_headers(incoming, upstream_host="h", forwarded={}, extra=extra)
+    assert out.get_list("E2b-Traffic-Access-Token") == ["the-real-token"]
+    plain = request_headers(incoming, upstream_host="h", forwarded={}, websocket=True, extra=extra)
+    assert plain.get_list("E2b-Traffic-Access-Token") == ["the-real-token"]

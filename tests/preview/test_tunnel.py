@@ -63,3 +63,36 @@ def test_close_frame_is_a_server_frame_with_code_and_reason() -> None:
     assert data[0] == 0x88 and data[1] == len(data) - 2
     assert int.from_bytes(data[2:4], "big") == 1001 and data[4:] == b"the preview stopped"
     assert len(close_frame(1001, "x" * 500)) == 2 + 125  # a control frame's payload limit
+
+
+async def test_a_queued_goodbye_reaches_a_browser_that_reads_late() -> None:
+    """The preview stops while the browser's socket is full: the close frame waits behind
+    what is queued, nothing of the preview's follows it, and only then the connection ends."""
+    import asyncio
+    import socket
+
+    from tornado.iostream import IOStream
+
+    from jupyter_agentbuild.preview.tunnel import Tunnel
+
+    browser_end, browser_side = socket.socketpair()
+    upstream_side, preview_end = socket.socketpair()
+    for sock in (browser_end, preview_end):
+        sock.setblocking(False)
+    browser, upstream = IOStream(browser_side), IOStream(upstream_side)
+    tunnel = Tunnel(browser, upstream, lambda: None)
+    run = asyncio.create_task(tunnel.run())
+    backlog = frame(8 << 20)  # one whole frame the browser has not read yet
+    queued = browser.write(backlog)
+    assert not queued.done()  # more than the socket buffers hold
+    preview_end.sendall(frame(5))  # the preview still talks as it is stopped
+    tunnel.close(1001, "the preview stopped")
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    while chunk := await loop.sock_recv(browser_end, 1 << 20):
+        received += chunk
+    await asyncio.wait_for(run, 10)
+    assert bytes(received) == backlog + close_frame(1001, "the preview stopped")
+    assert tunnel.ended.is_set()
+    browser_end.close()
+    preview_end.close()
