@@ -41,15 +41,22 @@ def lab(tmp_path: Path) -> Iterator[JupyterProcess]:
         yield server
 
 
-def test_example_cell_renders_live_log_and_status(lab: JupyterProcess) -> None:
+def playwright_api() -> Any:
+    """``playwright.sync_api``; under ``CI=true`` a missing browser is a failure, elsewhere
+    a skip."""
     if os.environ.get("CI") == "true":  # CI installs both: missing is a failure there
         import playwright.sync_api as sync_api
 
         assert CHROMIUM.exists(), "Debian's chromium is missing (apt-get install chromium)"
-    else:
-        sync_api = pytest.importorskip("playwright.sync_api")
-        if not CHROMIUM.exists():
-            pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        return sync_api
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return sync_api
+
+
+def test_example_cell_renders_live_log_and_status(lab: JupyterProcess) -> None:
+    sync_api = playwright_api()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
