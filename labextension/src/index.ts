@@ -199,8 +199,36 @@ export class BuildsPanel extends Widget {
     }
     if (build.preview?.state === 'ready' && build.preview.url) {
       links.push(this.link('Open preview', build.preview.url));
+      links.push(this.action('Stop preview', build, 'preview/stop'));
+    }
+    if (ACTIVE.has(build.status)) {
+      links.push(this.action('Cancel', build, 'cancel'));
     }
     this.links.replaceChildren(...links);
+  }
+
+  /** A button that POSTs ``builds/{id}/{verb}`` (cancel, preview/stop), then refreshes. */
+  private action(text: string, build: IBuild, verb: string): HTMLButtonElement {
+    const button = element('button', 'jp-AgentBuild-action jp-mod-styled', text);
+    button.onclick = async () => {
+      button.disabled = true;
+      try {
+        const response = await ServerConnection.makeRequest(
+          this.url('builds', build.id, ...verb.split('/')),
+          { method: 'POST' },
+          this.settings
+        );
+        if (!response.ok) {
+          const body = await response.json().catch(() => null);
+          throw new Error(body?.error?.message ?? `HTTP ${response.status}`);
+        }
+        this.message.textContent = '';
+      } catch (error) {
+        this.message.textContent = `${text} failed: ${(error as Error).message}`;
+      }
+      await this.refresh();
+    };
+    return button;
   }
 
   private link(text: string, href: string): HTMLAnchorElement {
@@ -239,6 +267,8 @@ export class BuildsPanel extends Widget {
     }
   }
 }
+
+const ACTIVE = new Set(['queued', 'starting', 'running']);
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-agentbuild:panel',

@@ -79,6 +79,28 @@ def test_side_panel_lists_builds_and_follows_one_live(lab: JupyterProcess, tmp_p
             panel.screenshot(path=str(shot))
             if os.environ.get("UPDATE_SCREENSHOTS") == "1":
                 shutil.copy(shot, SCREENSHOT)
+            # a running build can be cancelled from the panel
+            create(lab, {"name": "to-cancel", "steps": ["echo waiting; sleep 300"]})
+            doomed = items.filter(has_text="to-cancel")
+            expect(doomed).to_be_visible(timeout=30_000)
+            doomed.click()
+            expect(log).to_contain_text("waiting", timeout=30_000)
+            panel.locator("button", has_text="Cancel").click()
+            expect(status).to_contain_text("cancelled", timeout=30_000)
+            expect(doomed.locator(".jp-AgentBuild-badge")).to_have_text("cancelled", timeout=30_000)
+            # a preview can be opened, and stopped, from the panel
+            server = "exec python3 -m http.server $PORT --bind 127.0.0.1"
+            create(lab, {"name": "with-preview", "steps": ["true"], "preview": {"command": server}})
+            previewed = items.filter(has_text="with-preview")
+            expect(previewed.locator(".jp-AgentBuild-badge")).to_have_text(
+                "succeeded", timeout=30_000
+            )
+            previewed.click()
+            opener = panel.locator("a", has_text="Open preview")
+            expect(opener).to_be_visible(timeout=30_000)
+            assert "/agentbuild/preview/" in (opener.get_attribute("href") or "")
+            panel.locator("button", has_text="Stop preview").click()
+            expect(opener).to_have_count(0, timeout=30_000)
         except Exception:
             page.screenshot(path=str(lab.root / "failure.png"))
             print("screenshot of the failure:", lab.root / "failure.png")
