@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
-from .environment import _check_env
+from .environment import _check_env, command_environment
 from .lines import LineSplitter
 from .workspace_copy import _copy_workspace, _rmtree, _write_files
 
@@ -166,12 +166,7 @@ class E2BSandbox:
     ) -> _Run:
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        if not isinstance(command, str) or "\x00" in command:
-            raise SandboxError("the command must be text without NUL")
-        envs = dict(self._base_env)
-        if env:
-            _check_env(env, "step env")
-            envs.update(env)
+        envs = command_environment(command, self._base_env, env)
         envs[STEP_MARKER] = marker
         run = _Run(marker, self._max_line_bytes, on_output)
         try:

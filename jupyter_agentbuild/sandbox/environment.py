@@ -27,3 +27,17 @@ def _check_env(env: Mapping[str, str], what: str) -> None:
             or "\x00" in value
         ):
             raise SandboxError(f"{what}: invalid environment variable {key!r}")
+
+
+def command_environment(
+    command: str, base: Mapping[str, str], extra: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Check a command about to run and build its environment: ``base``, then the
+    command's own variables (checked). Shared by every provider, so they refuse alike."""
+    if not isinstance(command, str) or "\x00" in command:
+        raise SandboxError("the command must be text without NUL")
+    env = dict(base)
+    if extra:
+        _check_env(extra, "step env")
+        env.update(extra)
+    return env

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from .base import SandboxError
-from .environment import _check_env
+from .environment import command_environment
 from .pipes import _wait_exit
 from .processes import (
     _KILL_WAIT,
@@ -80,12 +80,7 @@ class ProcessGroups:
         """Start ``command`` with bash in ``work/`` as the leader of a new process group."""
         if self.closed:
             raise SandboxError("the sandbox is closed")
-        if not isinstance(command, str) or "\x00" in command:
-            raise SandboxError("the command must be text without NUL")
-        full_env = dict(self._base_env)
-        if env:
-            _check_env(env, "step env")
-            full_env.update(env)
+        full_env = command_environment(command, self._base_env, env)
         try:
             proc = subprocess.Popen(
                 [self._bash, "--noprofile", "--norc", "-c", "set -eo pipefail\n" + command],
