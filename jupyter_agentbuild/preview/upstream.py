@@ -133,38 +133,39 @@ class UpstreamPool:
         """A new connection; :class:`UpstreamError` / :class:`UpstreamTimeout` on failure."""
         if self.closed:
             raise UpstreamError("the preview stopped")
+        limit = self.limits.connect_timeout
         try:
-            addresses = await asyncio.get_running_loop().getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise UpstreamError(f"the preview's host cannot be resolved ({exc})") from None
+            async with asyncio.timeout(limit):
+                addresses = await asyncio.get_running_loop().getaddrinfo(
+                    self.host, self.port, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"the preview's host cannot be resolved ({exc!r})") from None
         stream: iostream.IOStream | None = None
         error: BaseException | None = None
-        try:
-            async with asyncio.timeout(self.limits.connect_timeout):
-                for family, kind, proto, _, address in addresses:  # localhost: ::1, 127.0.0.1
-                    try:
-                        stream = self._stream(socket.socket(family, kind, proto))
-                        if isinstance(stream, iostream.SSLIOStream):
-                            await stream.connect(address, server_hostname=self.host)
-                        else:
-                            await stream.connect(address)
-                        break
-                    except (OSError, iostream.StreamClosedError) as exc:
-                        if stream is not None:
-                            error = stream.error or exc
-                            stream.close()
-                        else:
-                            error = exc
-                        stream = None
-        except TimeoutError:
-            if stream is not None:
-                stream.close()
-            raise UpstreamTimeout(
-                f"the preview did not accept a connection within {self.limits.connect_timeout:g}s"
-            ) from None
+        timed_out = False
+        # every address in turn (localhost: ::1, then 127.0.0.1), each with its own limit,
+        # so one that drops packets does not use up the others' time
+        for family, kind, proto, _, address in addresses:
+            try:
+                stream = self._stream(socket.socket(family, kind, proto))
+                async with asyncio.timeout(limit):
+                    if isinstance(stream, iostream.SSLIOStream):
+                        await stream.connect(address, server_hostname=self.host)
+                    else:
+                        await stream.connect(address)
+                break
+            except (OSError, iostream.StreamClosedError, TimeoutError) as exc:
+                timed_out = timed_out or isinstance(exc, TimeoutError)
+                error = (stream.error if stream is not None else None) or exc
+                if stream is not None:
+                    stream.close()
+                stream = None
         if stream is None:
+            if timed_out:
+                raise UpstreamTimeout(
+                    f"the preview did not accept a connection within {limit:g}s"
+                ) from None
             raise UpstreamError(f"the preview refused the connection ({error})")
         if self.closed:
             stream.close()
