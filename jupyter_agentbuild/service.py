@@ -175,6 +175,8 @@ class BuildService:
             return await self.get(owner, build_id), True
         state = (row.preview or {}).get("state")
         if state in ("starting", "ready") and row.runner_id != self.runner.runner_id:
+            if self.previews is not None and await self.previews.reap_orphan(row):
+                return await self.get(owner, build_id), True  # its server had died here
             await self.store.update_build(build_id, preview_stop_requested=True)
             return row, False
         raise Conflict(f"build {build_id} has no running preview", code="no_preview")

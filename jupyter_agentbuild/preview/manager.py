@@ -435,6 +435,17 @@ class PreviewManager:
                 await self._end(build_id, "stopped by request", record=True)
                 await self.store.update_build(build_id, preview_stop_requested=False)
 
+    async def reap_orphan(self, row: BuildRow) -> bool:
+        """Stop, from here, a preview whose server died on this host (its pid is gone):
+        nobody else ever will until a server starts there. False when that is not the
+        case (another host, or its server is alive: it is asked through the store)."""
+        if row.runner_host != socket.gethostname() or row.runner_pid is None:
+            return False
+        if row.runner_pid != os.getpid() and pid_alive(row.runner_pid):
+            return False  # (our own pid: a previous server that had it, now dead)
+        await self._reap(row, stopped_by_request=True)
+        return True
+
     async def _reap_leftovers(self) -> None:
         host, me = socket.gethostname(), os.getpid()
         live = ("starting", "ready")
@@ -445,7 +456,7 @@ class PreviewManager:
                 continue  # another live server on this host runs it
             await self._reap(row)
 
-    async def _reap(self, row: BuildRow) -> None:
+    async def _reap(self, row: BuildRow, *, stopped_by_request: bool = False) -> None:
         provider = self.providers.get(row.provider)
         if provider is not None and row.sandbox_id and row.sandbox_state:
             remove = getattr(provider, "remove", None)
@@ -456,14 +467,15 @@ class PreviewManager:
                     await provider.reap(row.sandbox_id, row.sandbox_state)
             except Exception as exc:
                 log.warning("agentbuild: reaping the preview of %s failed: %s", row.id, exc)
-        final = _final(
-            "failed",
-            "the server running the preview stopped",
-            None,
-            reason="the server running the preview stopped",
-        )
+        gone = "the server running the preview stopped"
+        if stopped_by_request:
+            final = _final("stopped", None, None, reason=f"stopped by request ({gone})")
+        else:
+            final = _final("failed", gone, None, reason=gone)
         final["step"] = (row.preview or {}).get("step")
-        await self.store.update_build(row.id, preview=final, sandbox_state=None)
+        await self.store.update_build(
+            row.id, preview=final, sandbox_state=None, preview_stop_requested=False
+        )
         log.info("agentbuild: preview of %s (left by a dead server) reaped", row.id)
 
     async def shutdown(self) -> None:

@@ -143,3 +143,32 @@ async def test_another_server_stops_or_deletes_this_servers_preview(
         else:
             code, _, _ = await api.call("GET", path)
             assert code == 404
+
+
+async def test_a_preview_whose_server_died_here_is_stopped_from_another(
+    api: Api, other_server: ServerProcess
+) -> None:
+    """The preview's server was killed (-9) on this host, its preview process orphaned: a
+    stop asked on this server finds the dead pid and stops it here, port freed."""
+    import asyncio
+
+    from tests.notebook.serverproc import free_port
+    from tests.preview.conftest import port_open
+
+    port = free_port()
+    spec = {
+        "steps": ["true"],
+        "preview": {"command": "exec python3 -m http.server $PORT --bind 127.0.0.1", "port": port},
+    }
+    build = await asyncio.to_thread(other_server.call, "POST", "builds", spec)
+    await api.stream(build["id"])  # ends with the build: its preview is ready by then
+    assert (await api.get(build["id"]))["preview"]["state"] == "ready"
+    assert other_server.proc is not None
+    other_server.proc.kill()  # SIGKILL: no shutdown hook stops the preview
+    other_server.proc.wait()
+    assert port_open(port)  # the orphan still serves
+    code, stopped, _ = await api.call("POST", f"builds/{build['id']}/preview/stop")
+    assert code == 200, stopped
+    assert stopped["preview"]["state"] == "stopped"
+    assert "stopped by request" in stopped["preview"]["reason"]
+    assert not port_open(port)
