@@ -141,13 +141,6 @@ class Runner:
         job = self._jobs.get(build_id)
         return job.pipe if job else None
 
-    def is_running_here(self, build_id: str) -> bool:
-        return build_id in self._jobs
-
-    @property
-    def active_count(self) -> int:
-        return len(self._jobs)
-
     def submit(self, row: BuildRow, spec: BuildSpec, workspace: Path | None) -> None:
         """Take a freshly inserted ``queued`` build and run it in a task of its own."""
         if self._closing:

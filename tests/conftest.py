@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,6 @@ from jupyter_server.auth.identity import IdentityProvider, User
 from traitlets.config import Config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
-
-PG_URL = os.environ.get(
-    "AGENTBUILD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture
@@ -146,6 +141,16 @@ def api(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_asyncio_loop: Any
     """The extension started (migrations, runner) on a real server."""
     jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
     return Api(jp_fetch, jp_ws_fetch, jp_serverapp)
+
+
+async def read_until(ws: Any, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """Read a build's stream until ``done(entries so far)``: an event awaited, not a sleep."""
+    seen: list[dict[str, Any]] = []
+    while not done(seen):
+        message = await ws.read_message()
+        assert message is not None, f"the stream ended first: {seen[-3:]}"
+        seen.extend(json.loads(message))
+    return seen
 
 
 def texts(entries: list[dict[str, Any]]) -> list[str]:

@@ -37,7 +37,7 @@ __all__ = ["BuildRow", "SeqConflict", "Store"]
 #: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's quota checks.
 _QUOTA_LOCK_CLASS = 0x61620001
 #: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's slot claims.
-_SLOT_LOCK_CLASS = 0x61620002
+_SLOT_LOCK_CLASS = 0x61620003  # (0x61620002 is the migration lock, store/migrate.py)
 #: seq columns are 32-bit INTEGER; bounds past this would overflow PostgreSQL's binds.
 _MAX_SEQ = 2**31 - 1
 #: Columns update_build/transition may set (pk and id identify the row; never rewritten).

@@ -92,10 +92,6 @@ class LogBuffer:
             return f'<span style="{STDERR_STYLE}">{html}</span>'
         return html
 
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
     def flush(self) -> list[Block]:
         """Place pending lines; return the blocks whose content changed (still visible)."""
         self.layout_changed = False

@@ -10,7 +10,7 @@ import pytest
 from tornado.simple_httpclient import HTTPStreamClosedError
 
 from tests.artifacts.conftest import Http, artifacts_of, build_and_collect
-from tests.conftest import Api
+from tests.conftest import Api, read_until, statuses
 
 API = "agentbuild/api/builds"
 SITE = [
@@ -119,11 +119,8 @@ async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
         {"steps": ["while [ ! -e go ]; do sleep 0.05; done"], "artifacts": {"paths": ["**"]}}
     )
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    import json
 
-    seen: list[dict[str, Any]] = []
-    while not any(e.get("data", {}).get("status") == "running" for e in seen):
-        seen.extend(json.loads(await ws.read_message()))
+    await read_until(ws, lambda seen: "running" in statuses(seen))
     for path in ["artifacts", "artifacts.zip", "artifacts/x"]:
         got = await http.get(f"{API}/{build['id']}/{path}")
         assert got.code == 409 and got.json()["error"]["code"] == "artifacts_not_ready", path

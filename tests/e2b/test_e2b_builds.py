@@ -11,7 +11,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import Api, texts
+from tests.conftest import Api, read_until, texts
+from tests.notebook.serverproc import free_port
 
 from .fake_envd import FakeEnvd
 
@@ -90,9 +91,8 @@ async def test_timeout_and_cancel_leave_no_process_in_the_vm(e2b_api: Api) -> No
     assert marked(build["id"]) == []  # the background `sleep 300` too
     build = await e2b_api.create({"steps": ["echo started; setsid sleep 302 & sleep 303"]})
     ws = await e2b_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "started" not in texts(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    await read_until(ws, lambda seen: "started" in texts(seen))
+    assert marked(build["id"]), "the marker finds the step's processes while they run"
     code, _, _ = await e2b_api.call("POST", f"builds/{build['id']}/cancel")
     assert code == 202
     while await ws.read_message() is not None:
@@ -133,7 +133,7 @@ async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: P
         {
             "steps": ["echo '<h1>from the vm</h1>' > index.html"],
             "files": {"app.py": app},
-            "preview": {"command": f"exec {sys.executable} app.py", "port": _free_port()},
+            "preview": {"command": f"exec {sys.executable} app.py", "port": free_port()},
         }
     )
     final = await e2b_api.finish(build["id"])
@@ -144,14 +144,6 @@ async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: P
     code, stopped, _ = await e2b_api.call("POST", f"builds/{build['id']}/preview/stop")
     assert code == 200 and stopped["preview"]["state"] == "stopped"
     assert marked(build["id"]) == []
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_store_that_stays_down_fails_the_build_clearly(e2b_api: Api) -> None:

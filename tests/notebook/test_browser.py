@@ -8,6 +8,7 @@ docs/notebook-widget.png (so a test run does not modify tracked files by default
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -55,65 +56,72 @@ def playwright_api() -> Any:
     return sync_api
 
 
-def test_example_cell_renders_live_log_and_status(lab: JupyterProcess) -> None:
-    sync_api = playwright_api()
+@contextlib.contextmanager
+def lab_page(sync_api: Any, lab: JupyterProcess, *, height: int) -> Iterator[Any]:
+    """A page of Debian's Chromium (headless, as root) for ``lab``; a failing test leaves
+    a screenshot of it in the server's root."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 2000})
-            page.goto(f"{lab.url}lab/tree/quickstart.ipynb?token={lab.token}")
-            expect = sync_api.expect
-            cells = page.locator(".jp-Notebook .jp-Cell")
-            expect(cells.nth(3)).to_be_visible(timeout=60_000)
-            idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-            expect(idle).to_have_count(1, timeout=60_000)
-            # The indicator can say idle before the kernel's WebSocket is open, and a run
-            # issued then is dropped by the front end: run %load_ext until it has run.
-            prompt = cells.nth(1).locator(".jp-InputPrompt")
-            for attempt in range(3):
-                _accept_dialogs(page)
-                cells.nth(1).locator(".cm-content").click()
-                page.keyboard.press("Shift+Enter")
-                try:
-                    expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=15_000)
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
-            _accept_dialogs(page)
-            page.keyboard.press("Shift+Enter")  # past the markdown cell
-            page.keyboard.press("Shift+Enter")  # %%agentbuild
-            output = cells.nth(3).locator(".jp-OutputArea")
-            status = output.locator(".agentbuild-status")
-            log = output.locator(".agentbuild-log")
-            expect(log).to_contain_text("rendering", timeout=60_000)
-            expect(status).to_contain_text("succeeded", timeout=60_000)
-            expect(log).to_contain_text("done")
-            expect(log).to_contain_text("build succeeded")
-            # Artifacts and the preview light up from the Build's fields.
-            artifacts = output.locator(".agentbuild-artifacts")
-            expect(artifacts).to_contain_text("public/index.html", timeout=60_000)
-            frame = output.frame_locator(".agentbuild-preview iframe")
-            expect(frame.locator("h1")).to_contain_text("Hello from the index page", timeout=60_000)
-            iframe = output.locator(".agentbuild-preview iframe")
-            assert "allow-same-origin" not in (
-                iframe.get_attribute("sandbox") or "allow-same-origin"
-            )
-            # ANSI colours arrive as styled spans, never as raw escapes.
-            assert log.locator("span[style*='color']").count() > 0
-            assert "\x1b[" not in log.inner_text()
-            cells.nth(3).scroll_into_view_if_needed()
-            shot = lab.root / SCREENSHOT.name
-            cells.nth(3).screenshot(path=str(shot))
-            if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                shutil.copy(shot, SCREENSHOT)
-        except Exception:
-            page.screenshot(path=str(lab.root / "failure.png"))
-            print("screenshot of the failure:", lab.root / "failure.png")
-            raise
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(lab.root / "failure.png"))
+                print("screenshot of the failure:", lab.root / "failure.png")
+                raise
         finally:
             browser.close()
+
+
+def test_example_cell_renders_live_log_and_status(lab: JupyterProcess) -> None:
+    sync_api = playwright_api()
+    with lab_page(sync_api, lab, height=2000) as page:
+        page.goto(f"{lab.url}lab/tree/quickstart.ipynb?token={lab.token}")
+        expect = sync_api.expect
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        expect(cells.nth(3)).to_be_visible(timeout=60_000)
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        expect(idle).to_have_count(1, timeout=60_000)
+        # The indicator can say idle before the kernel's WebSocket is open, and a run
+        # issued then is dropped by the front end: run %load_ext until it has run.
+        prompt = cells.nth(1).locator(".jp-InputPrompt")
+        for attempt in range(3):
+            _accept_dialogs(page)
+            cells.nth(1).locator(".cm-content").click()
+            page.keyboard.press("Shift+Enter")
+            try:
+                expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=15_000)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+        _accept_dialogs(page)
+        page.keyboard.press("Shift+Enter")  # past the markdown cell
+        page.keyboard.press("Shift+Enter")  # %%agentbuild
+        output = cells.nth(3).locator(".jp-OutputArea")
+        status = output.locator(".agentbuild-status")
+        log = output.locator(".agentbuild-log")
+        expect(log).to_contain_text("rendering", timeout=60_000)
+        expect(status).to_contain_text("succeeded", timeout=60_000)
+        expect(log).to_contain_text("done")
+        expect(log).to_contain_text("build succeeded")
+        # Artifacts and the preview light up from the Build's fields.
+        artifacts = output.locator(".agentbuild-artifacts")
+        expect(artifacts).to_contain_text("public/index.html", timeout=60_000)
+        frame = output.frame_locator(".agentbuild-preview iframe")
+        expect(frame.locator("h1")).to_contain_text("Hello from the index page", timeout=60_000)
+        iframe = output.locator(".agentbuild-preview iframe")
+        assert "allow-same-origin" not in (iframe.get_attribute("sandbox") or "allow-same-origin")
+        # ANSI colours arrive as styled spans, never as raw escapes.
+        assert log.locator("span[style*='color']").count() > 0
+        assert "\x1b[" not in log.inner_text()
+        cells.nth(3).scroll_into_view_if_needed()
+        shot = lab.root / SCREENSHOT.name
+        cells.nth(3).screenshot(path=str(shot))
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copy(shot, SCREENSHOT)
 
 
 def _accept_dialogs(page: Any) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.conftest import Api, statuses, texts
+from tests.conftest import Api, read_until, statuses, texts
 from tests.sandbox.helpers import group_members
 
 
@@ -104,9 +104,7 @@ async def test_live_stream_follows_a_running_build(api: Api) -> None:
         {"steps": ["echo started; while [ ! -e go ]; do sleep 0.05; done; echo done"]}
     )
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "started" not in texts(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    seen = await read_until(ws, lambda seen: "started" in texts(seen))
     running = await api.get(build["id"])
     assert running["status"] == "running" and running["sandbox_id"] and running["started_at"]
     workdir = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]].sandbox
@@ -130,9 +128,7 @@ async def test_cancel_leaves_no_process(api: Api) -> None:
         {"steps": ["sleep 1000 & echo $$ > pid; echo ready; sleep 1000", "echo never"]}
     )
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "ready" not in texts(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    seen = await read_until(ws, lambda seen: "ready" in texts(seen))
     job = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]]
     pgids = [pgid for pgid, _ in job.sandbox.state()["pgids"]]
     assert pgids and _group_members(pgids)
@@ -215,9 +211,7 @@ async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
     second = await api.create({"steps": ["echo second"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "running" not in statuses(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    await read_until(ws, lambda seen: "running" in statuses(seen))
     assert (await api.get(second["id"]))["status"] == "queued"
     runner._jobs[first["id"]].sandbox.work.joinpath("go").write_text("")
     assert (await api.finish(second["id"]))["status"] == "succeeded"
@@ -246,9 +240,7 @@ async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(api: Api)
 
     build = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "running" not in statuses(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    await read_until(ws, lambda seen: "running" in statuses(seen))
     event.listen(engine, "before_cursor_execute", count)
     try:
         await asyncio.wait_for(four_beats.wait(), 30)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, statuses, texts
+from tests.conftest import Api, read_until, statuses, texts
 from tests.pg import postgres_url  # noqa: F401  (fixture)
 from tests.server.test_lifecycle import ServerProcess
 
@@ -17,15 +17,8 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def agentbuild_config(tmp_path: Path, postgres_url: str) -> dict[str, Any]:  # noqa: F811
-    return {
-        "db_url": postgres_url,
-        "workspace_root": str(tmp_path / "sandboxes"),
-        "heartbeat_interval": 0.5,
-        "stale_after": 5.0,
-        "kill_grace": 2.0,
-        "log_flush_interval": 0.05,
-    }
+def agentbuild_config(agentbuild_config: dict[str, Any], postgres_url: str) -> dict[str, Any]:  # noqa: F811
+    return {**agentbuild_config, "db_url": postgres_url}
 
 
 @pytest.fixture
@@ -57,9 +50,7 @@ async def test_a_build_on_another_server_streams_live_and_cancels(
     # Started on the other server; this server has no memory of it: it reads the store.
     build = other_server.call("POST", "builds", {"steps": ["seq 1 3000; echo waiting; sleep 1000"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
-    seen: list[dict[str, Any]] = []
-    while "waiting" not in texts(seen):
-        seen.extend(json.loads(await ws.read_message()))
+    seen = await read_until(ws, lambda seen: "waiting" in texts(seen))
     code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
     assert code == 202
     while (msg := await ws.read_message()) is not None:
