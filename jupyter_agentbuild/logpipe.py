@@ -218,6 +218,9 @@ class LogPipe:
         """Entries with ``seq > after`` from memory, or ``None`` if they are only in the store."""
         if after >= self.last_seq:
             return []
+        if after >= self.stored_seq:  # a reader at the tail: the pending entries only
+            start = after - self.stored_seq
+            return self._pending[start : start + limit]
         if after + 1 < self.memory_start:
             return None
         out: list[str] = []
@@ -239,6 +242,8 @@ class LogPipe:
         and encoded once for all of them (entries never change once accepted).
         """
         end = min(self.last_seq, after + limit)
+        if end <= after:
+            return b"[]", 0  # caught up: nothing to share, nothing to cache
         key = (after, end)
         cached = self._frames.get(key)
         if cached is not None:
