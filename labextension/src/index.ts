@@ -29,6 +29,7 @@ interface IBuild {
   error: string | null;
   preview: { state: string; url?: string } | null;
   artifacts: { count?: number; removed?: string | null } | null;
+  last_seq: number;
 }
 
 interface IEntry {
@@ -73,6 +74,8 @@ export class BuildsPanel extends Widget {
   private readonly links = element('div', 'jp-AgentBuild-links');
   private readonly log = element('pre', 'jp-AgentBuild-log');
   private selected: string | null = null;
+  /** The shown log lines, oldest first (at most MAX_LINES). */
+  private lines: string[] = [];
   private socket: WebSocket | null = null;
   private timer: number | null = null;
 
@@ -164,13 +167,16 @@ export class BuildsPanel extends Widget {
       li.classList.toggle('jp-mod-selected', (li as HTMLElement).dataset.buildId === build.id);
     }
     this.socket?.close();
+    this.lines = [];
     this.log.textContent = '';
     this.detail.hidden = false;
     this.showBuild(build);
     const token = this.settings.token ? `&token=${encodeURIComponent(this.settings.token)}` : '';
+    // only the tail the panel keeps (entries are lines or events, so this is an upper bound)
+    const after = Math.max(0, build.last_seq - MAX_LINES);
     const wsUrl =
       URLExt.join(this.settings.wsUrl, 'agentbuild', 'api', 'builds', build.id, 'stream') +
-      `?after=0${token}`;
+      `?after=${after}${token}`;
     const socket = new WebSocket(wsUrl);
     this.socket = socket;
     socket.onmessage = event => {
@@ -258,10 +264,14 @@ export class BuildsPanel extends Widget {
       return;
     }
     const atBottom = this.log.scrollTop + this.log.clientHeight >= this.log.scrollHeight - 4;
-    const text = (this.log.textContent ?? '') + lines.join('\n') + '\n';
-    const kept = text.split('\n');
-    this.log.textContent =
-      kept.length > MAX_LINES + 1 ? kept.slice(kept.length - MAX_LINES - 1).join('\n') : text;
+    this.lines.push(...lines);
+    if (this.lines.length > MAX_LINES) {
+      // trim in bulk (a quarter at a time), then show the kept lines once
+      this.lines = this.lines.slice(this.lines.length - Math.floor(MAX_LINES * 0.75));
+      this.log.textContent = this.lines.join('\n') + '\n';
+    } else {
+      this.log.append(lines.join('\n') + '\n');  // only the new text: a text node
+    }
     if (atBottom) {
       this.log.scrollTop = this.log.scrollHeight;
     }
