@@ -132,13 +132,8 @@ class AgentBuildMagics(Magics):  # type: ignore[misc]
                 for batch in self.client.stream(opts.id, after=after):
                     _print_entries(batch)
             else:
-                batch = []
-                for entry in self.client.logs(opts.id, after=after):
-                    batch.append(entry)
-                    if len(batch) >= 1000:
-                        _print_entries(batch)
-                        batch = []
-                _print_entries(batch)
+                for page in self.client.log_pages(opts.id, after=after):
+                    _print_entries(page)
         except KeyboardInterrupt:
             print("(stopped following; the build goes on)", file=sys.stderr)
 

@@ -162,16 +162,21 @@ class AsyncClient:
     ) -> AsyncGenerator[Entry, None]:
         """Entries with ``seq > after``. Without ``follow``, stops at what exists now;
         with ``follow``, streams until the build ends."""
-        if follow:
-            async for batch in self.stream(build_id, after):
-                for entry in batch:
-                    yield entry
-            return
+        batches = self.stream(build_id, after) if follow else self.log_pages(build_id, after, limit)
+        async for batch in batches:
+            for entry in batch:
+                yield entry
+
+    async def log_pages(
+        self, build_id: str, after: int = 0, limit: int = 1000
+    ) -> AsyncGenerator[EntryBatch, None]:
+        """What exists now after ``after``, a REST page at a time (a batch per request:
+        the blocking client crosses threads once per page, not once per entry)."""
         while True:
             page = await self.log_page(build_id, after, limit)
             entries = page.get("entries") or []
-            for entry in entries:
-                yield entry
+            if entries:
+                yield entries
             if not entries or page.get("done") or entries[-1]["seq"] >= int(page["last_seq"]):
                 return
             after = int(entries[-1]["seq"])

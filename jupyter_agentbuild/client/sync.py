@@ -129,7 +129,13 @@ class Client:
     def logs(
         self, build_id: str, after: int = 0, follow: bool = False, limit: int = 1000
     ) -> Iterator[Entry]:
-        return self._runner.iterate(self.aio.logs(build_id, after, follow, limit))
+        """Entries one by one, fetched a page (or a stream frame) per thread hop."""
+        batches = self.stream(build_id, after) if follow else self.log_pages(build_id, after, limit)
+        for batch in batches:
+            yield from batch
+
+    def log_pages(self, build_id: str, after: int = 0, limit: int = 1000) -> Iterator[EntryBatch]:
+        return self._runner.iterate(self.aio.log_pages(build_id, after, limit))
 
     def stream(self, build_id: str, after: int = 0) -> Iterator[EntryBatch]:
         return self._runner.iterate(self.aio.stream(build_id, after))

@@ -154,10 +154,10 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
                 self.log_buffer.skip(start)
                 self.build_state.last_seq = start
             if build.terminal:
-                async for entry in client.logs(
+                async for page in client.log_pages(
                     self.build_id, after=start, limit=self.log_buffer.capacity
                 ):
-                    self.add_entries([entry])
+                    self.add_entries(page)
             else:
                 ticker = asyncio.create_task(self._tick())
                 try:
