@@ -47,13 +47,9 @@ from ..preview.headers import (
 from ..preview.manager import Preview
 from ..preview.tunnel import Tunnel
 from ..preview.upstream import Exchange, UpstreamError
+from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, HTTP_CODES
 from .builds import BuildHandlerBase
-
-try:  # the static fallback belongs to the artifacts feature
-    from .artifacts import serve_static_preview as _serve_static
-except ImportError:  # pragma: no cover - without it, a build without preview is a 404
-    _serve_static = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +280,9 @@ class PreviewProxyHandler(JupyterHandler):
         """No live preview here: the build's artifacts, served as a static site (the owner
         was checked in ``prepare``); 404 when the artifacts do not have the page either."""
         nothing = f"no preview is running for build {build_id}"
-        if _serve_static is None:
-            raise _http_error(404, nothing)
         sub = (path or "")[1:]  # after "preview/{id}/", percent-decoded
         try:
-            await _serve_static(self, build_id, sub, head=self.request.method == "HEAD")
+            await serve_static_preview(self, build_id, sub, head=self.request.method == "HEAD")
         except NotFound as exc:
             raise _http_error(404, f"{nothing}, and {exc.message}") from None
         except Unavailable:
@@ -495,12 +489,6 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
             self.client_gone = True
             if handler.exchange is not None:
                 handler.exchange.abort()
-
-    def finish(self) -> None:
-        return
-
-    def on_connection_close(self) -> None:
-        return
 
 
 class PreviewStopHandler(BuildHandlerBase):

@@ -71,9 +71,8 @@ class Preview:
     prefix: str
     sandbox: Sandbox
     state: str = "starting"
-    #: The proxy target from the sandbox (``http://127.0.0.1:PORT``): the only address the
-    #: proxy connects to for this preview.
-    target: str | None = None
+    #: Connections to the sandbox's target: the only address the proxy connects to for
+    #: this preview.
     pool: UpstreamPool | None = None
     last_activity: float = field(default_factory=time.monotonic)
     stopping: bool = False
@@ -253,7 +252,6 @@ class PreviewManager:
                 error=f"unsupported preview target {target!r}",
             )
             return
-        preview.target = f"{parts.scheme}://{parts.hostname}:{port}"
         preview.pool = UpstreamPool(
             parts.hostname,
             port,

@@ -30,10 +30,10 @@ from collections.abc import Callable
 
 from tornado import iostream
 
+from .upstream import CHUNK_SIZE  # the most read from one side before it is written
+
 log = logging.getLogger(__name__)
 
-#: The most read from one side before it is written to the other.
-CHUNK_SIZE = 256 * 1024
 #: How long a queued close frame may wait for a browser that does not read.
 GOODBYE_TIMEOUT = 5.0
 
@@ -185,4 +185,4 @@ class Tunnel:
         self.browser.close()
 
 
-__all__ = ["CHUNK_SIZE", "FrameBoundary", "Tunnel", "close_frame"]
+__all__ = ["FrameBoundary", "Tunnel", "close_frame"]

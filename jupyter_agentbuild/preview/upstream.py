@@ -222,7 +222,6 @@ class Exchange:
         self.reused = reused
         self.conn = HTTP1Connection(stream, True, pool.params)
         self.method = "GET"
-        self.request_keep_alive = True
         self.response_keep_alive = False
         self.headers_seen = False
         self.complete = False
@@ -246,7 +245,6 @@ class Exchange:
         """Send the request head; with ``body``, :meth:`send` follows (chunked when the
         headers have no ``Content-Length``: POST, PUT and PATCH only)."""
         self.method = method
-        self.request_keep_alive = headers.get("Connection", "").lower() != "close"
         if body:
             # the head and the body are separate writes: no Nagle delay between them
             # (HTTP1Connection turns the option off again after each request)
@@ -293,7 +291,6 @@ class Exchange:
         and its connection is closed. :class:`UpstreamTimeout` when no head comes within
         ``read_timeout``, :class:`UpstreamError` when the connection breaks first.
         """
-        self.request_keep_alive = False  # whatever the answer, this connection is not reused
         await self.send_headers("GET", target, headers)
         self.conn.finish()
         head = _UpgradeAnswer(self.conn)
@@ -366,7 +363,6 @@ class Exchange:
         self._released = True
         reusable = (
             self.complete
-            and self.request_keep_alive
             and self.response_keep_alive
             and not self.timed_out
             and not self.stream.closed()
