@@ -193,7 +193,10 @@ class AnsiRenderer:
             return self._span(text, self.style)
         chunks: list[str] = []
         # Process escapes in order, keeping text runs with their style; \r handling applies
-        # to the whole line first, escapes included (as a terminal redraw would).
+        # to the whole line first. Colours set in an overwritten part still apply (as in a
+        # terminal, and as in advance()): only their text is gone.
+        if "\r" in line:
+            self.advance(line[: line.rfind("\r")])
         line = _visible(line)
         pos = 0
         for match in _ESCAPE.finditer(line):
@@ -216,10 +219,9 @@ class AnsiRenderer:
         if tail is not None and tail.group(2) == "m" and tail.group(1) in ("", "0"):
             self.style = PLAIN
             return
-        if "\x1b" in line:
-            for match in _ESCAPE.finditer(line):
-                if match.group(2) == "m":
-                    self.style = apply_sgr(self.style, match.group(1))
+        for match in _ESCAPE.finditer(line):
+            if match.group(2) == "m":
+                self.style = apply_sgr(self.style, match.group(1))
 
     @staticmethod
     def _span(text: str, style: Style) -> str:

@@ -79,3 +79,16 @@ def test_helpers() -> None:
         '<span style="color:#e75c58">a</span>\n<span style="color:#e75c58">b</span>'
     )
     assert strip_ansi("\x1b[31mred\x1b[0m\x07") == "red"
+
+
+def test_colours_set_before_a_carriage_return_apply_shown_or_not() -> None:
+    """``\\x1b[31mfoo\\rbar``: the terminal shows ``bar`` in red. Rendering the line or
+    skipping it (advance) leaves the same colour state for the lines after it."""
+    from jupyter_agentbuild.ansi import AnsiRenderer
+
+    shown, skipped = AnsiRenderer(), AnsiRenderer()
+    html = shown.render("\x1b[31mfoo\rbar")
+    skipped.advance("\x1b[31mfoo\rbar")
+    assert "bar" in html and "foo" not in html and "color" in html
+    assert shown.style == skipped.style
+    assert shown.render("next") == skipped.render("next")
