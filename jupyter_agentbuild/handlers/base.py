@@ -24,7 +24,9 @@ HTTP_CODES = {
     409: "conflict",
     413: "too_large",
     429: "quota_exceeded",
+    502: "bad_gateway",
     503: "unavailable",
+    504: "gateway_timeout",
 }
 
 

@@ -48,7 +48,7 @@ from ..preview.manager import Preview
 from ..preview.tunnel import Tunnel
 from ..preview.upstream import Exchange, UpstreamError
 from .artifacts import serve_static_preview
-from .base import AUTH_RESOURCE, HTTP_CODES
+from .base import AUTH_RESOURCE, error_body
 from .builds import BuildHandlerBase
 
 log = logging.getLogger(__name__)
@@ -421,14 +421,12 @@ class PreviewProxyHandler(JupyterHandler):
     # -- errors: short, never a traceback, with the security headers ------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The contract's JSON error (``handlers.base.error_body``), or the same message as
+        a short page for a browser; never a traceback."""
         exc_info = kwargs.get("exc_info")
-        exc = exc_info[1] if exc_info else None
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif status_code >= 500:
-            message = "internal error; the server log has the details"
-        else:
-            message = self._reason
+        status_code, body = error_body(status_code, exc_info[1] if exc_info else None, self._reason)
+        message = body["error"]["message"]
+        self.set_status(status_code)
         self.set_header("Cache-Control", "no-store")
         accept = self.request.headers.get("Accept", "")
         if "text/html" in accept:
@@ -441,11 +439,8 @@ class PreviewProxyHandler(JupyterHandler):
                 "</body></html>"
             )
             return
-        code = HTTP_CODES.get(status_code) or {502: "bad_gateway", 504: "gateway_timeout"}.get(
-            status_code, "preview_error"
-        )
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError) and value.status_code < 500:
