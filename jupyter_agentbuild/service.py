@@ -290,8 +290,8 @@ class BuildService:
                 poll = 0.05
                 yield f"[{text}]"
                 continue
-            row = await self.store.get_build(build_id)
-            if row is None or (row.status in TERMINAL and cursor >= row.last_seq):
+            progress = await self.store.build_progress(build_id)
+            if progress is None or (progress[0] in TERMINAL and cursor >= progress[1]):
                 return
             if self.runner.pipe(build_id) is None:
                 # Another server runs it: its commits wake us (PostgreSQL); poll as a fallback.

@@ -139,6 +139,14 @@ class Store:
             row = (await conn.execute(stmt)).one_or_none()
         return None if row is None else _build_row(row)
 
+    async def build_progress(self, build_id: str) -> tuple[str, int] | None:
+        """``(status, last_seq)``, or None: what a stream reader polls, without the row's
+        JSON columns (the spec can hold megabytes of inline files)."""
+        stmt = select(builds.c.status, builds.c.last_seq).where(builds.c.id == build_id)
+        async with transaction(self.engine) as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else (str(row[0]), int(row[1]))
+
     async def list_builds(
         self,
         owner: str,
