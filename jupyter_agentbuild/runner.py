@@ -407,7 +407,10 @@ class Runner:
                 )
             # The row turns terminal only after its last entry is stored, and readers
             # see the stream end only after that (close wakes them for the last time).
-            await self._write_terminal(row.id, status, exit_code, error)
+            # A kept sandbox (a preview) stays recorded in the same write, so a server
+            # dying right after it still leaves what a reaper needs.
+            kept = job.sandbox.state() if job.sandbox is not None and job.sandbox_kept else None
+            await self._write_terminal(row.id, status, exit_code, error, kept)
             with contextlib.suppress(StoreUnavailable):
                 await pipe.close()
         finally:
@@ -417,7 +420,12 @@ class Runner:
             self.on_activity()
 
     async def _write_terminal(
-        self, build_id: str, status: str, exit_code: int | None, error: str | None
+        self,
+        build_id: str,
+        status: str,
+        exit_code: int | None,
+        error: str | None,
+        sandbox_state: dict[str, Any] | None = None,
     ) -> None:
         delay = 0.05
         deadline = time.monotonic() + self.config.store_retry_timeout
@@ -429,7 +437,7 @@ class Runner:
                     exit_code=exit_code,
                     error=error,
                     finished_at=utcnow(),
-                    sandbox_state=None,
+                    sandbox_state=sandbox_state,
                 )
                 return
             except Exception:

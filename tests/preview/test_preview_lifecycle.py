@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,29 @@ async def test_stop_endpoint_stops_it_and_frees_the_port(
     assert "no preview is running" in json.loads(gone.body)["error"]["message"]
     code, body, _ = await previews.api.call("POST", "builds/0000000000000000/preview/stop")
     assert code == 404
+
+
+async def test_the_terminal_row_already_records_the_kept_sandbox(previews: Previews) -> None:
+    """A server killed right after its build ended must leave the preview's processes
+    recorded: the write that makes the row terminal carries them (not a later one)."""
+    store = previews.manager.store
+    real_update = store.update_build
+    terminal_writes: list[dict[str, Any]] = []
+
+    async def observed(build_id: str, **fields: Any) -> Any:
+        if fields.get("status") == "succeeded":
+            terminal_writes.append(fields)
+        return await real_update(build_id, **fields)
+
+    store.update_build = observed
+    try:
+        build = await previews.start()
+    finally:
+        store.update_build = real_update
+    (written,) = terminal_writes
+    pgids = [pgid for pgid, _ in written["sandbox_state"]["pgids"]]
+    running = {os.getpgid(pid) for pid in preview_pids(build["id"])}
+    assert running and running <= set(pgids), (running, pgids)
 
 
 async def test_idle_preview_is_stopped(previews: Previews) -> None:
