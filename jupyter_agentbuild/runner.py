@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .entries import ACTIVE, TERMINAL, utcnow
+from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
@@ -495,22 +495,19 @@ class Runner:
                 except Exception as exc:
                     log.warning("agentbuild: reaping %s failed: %s", row.sandbox_id, exc)
             message = "the server running this build stopped before it finished"
-            pipe = LogPipe(row.id, self.store.append_chunks, last_seq=row.last_seq)
-            await pipe.event(
-                "status", {"status": "interrupted", "exit_code": None, "error": message}
-            )
-            if not await self.store.transition(
+            now_utc = utcnow()
+            data = {"status": "interrupted", "exit_code": None, "error": message}
+            seq = row.last_seq + 1
+            if await self.store.end_with_entry(
                 row.id,
+                (seq, encode_event(seq, iso(now_utc) or "", "status", data)),
                 from_statuses=list(ACTIVE),
                 to_status="interrupted",
                 error=message,
-                finished_at=utcnow(),
+                finished_at=now_utc,
                 sandbox_state=None,
             ):
-                continue
-            pipe.start()
-            await pipe.close()
-            log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
+                log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
 
 
 def pid_alive(pid: int) -> bool:

@@ -230,6 +230,37 @@ class Store:
         async with transaction(self.engine) as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
+    async def end_with_entry(
+        self,
+        build_id: str,
+        entry: tuple[int, str],
+        *,
+        from_statuses: Sequence[str],
+        to_status: str,
+        **fields: Any,
+    ) -> bool:
+        """:meth:`transition`, and append ``entry`` (``(seq, json)``, the next seq of the
+        stream) in the same transaction: a reader never sees the terminal status without
+        the entry that says so. False (nothing written) if the status is no longer one of
+        ``from_statuses`` or the stream moved on (its writer is alive after all)."""
+        seq, text_ = entry
+        (row,) = _chunk_rows(build_id, [(seq, [text_])])
+        stmt = (
+            update(builds)
+            .where(
+                builds.c.id == build_id,
+                builds.c.status.in_(list(from_statuses)),
+                builds.c.last_seq == seq - 1,
+            )
+            .values(status=to_status, last_seq=seq, **_checked(fields))
+        )
+        async with transaction(self.engine) as conn:
+            if (await conn.execute(stmt)).rowcount != 1:
+                return False
+            await conn.execute(insert(entry_chunks), [row])
+            await notify(conn, build_id)
+            return True
+
     async def claim_slot(
         self,
         build_id: str,

@@ -258,6 +258,43 @@ def test_transition_only_from_the_given_statuses(
     run(main())
 
 
+def test_end_with_entry_ends_the_build_and_its_stream_together(
+    store: Store, make_build: MakeBuild, run: Run
+) -> None:
+    """A reader sees the terminal status only with the entry that announces it."""
+    now = datetime(2025, 2, 2, tzinfo=UTC)
+
+    async def main() -> None:
+        build = await make_build(status="running")
+        await store.append_chunks(build.id, [(1, ['{"seq":1}', '{"seq":2}'])])
+        ended = {"from_statuses": ACTIVE_STATUSES, "to_status": "interrupted"}
+        # a stale idea of the stream (its writer appended since): nothing is written
+        assert not await store.end_with_entry(build.id, (2, '{"seq":2,"x":1}'), **ended)
+        got = await store.get_build(build.id)
+        assert got is not None and (got.status, got.last_seq) == ("running", 2)
+        assert await store.end_with_entry(
+            build.id, (3, '{"seq":3}'), **ended, finished_at=now, error="gone"
+        )
+        got = await store.get_build(build.id)
+        assert got is not None
+        assert (got.status, got.last_seq, got.finished_at, got.error) == (
+            "interrupted",
+            3,
+            now,
+            "gone",
+        )
+        assert await store.read_entries(build.id, after=0, limit=10) == [
+            '{"seq":1}',
+            '{"seq":2}',
+            '{"seq":3}',
+        ]
+        # a second reconciler loses: already terminal, the stream is unchanged
+        assert not await store.end_with_entry(build.id, (4, '{"seq":4}'), **ended)
+        assert await store.read_entries(build.id, after=3, limit=10) == []
+
+    run(main())
+
+
 def test_concurrent_claims_of_one_queued_build_have_one_winner(
     store: Store, open_store: Callable[[], Store], make_build: MakeBuild, run: Run
 ) -> None:
