@@ -157,7 +157,9 @@ class AgentBuild(ExtensionApp):
         5.0, help="Seconds between a server's heartbeats for the builds it runs."
     ).tag(config=True)
     stale_after = Float(
-        30.0, help="A build whose server has not beaten for this long is marked interrupted."
+        30.0,
+        help="A build whose server has not beaten for this long is marked interrupted; a "
+        "preview whose server has not for this long can be stopped from another server.",
     ).tag(config=True)
     owner_name = Unicode(
         None,
@@ -308,6 +310,7 @@ class AgentBuild(ExtensionApp):
                 ),
                 stop_timeout=stop_timeout,
                 poll_interval=self.heartbeat_interval,
+                stale_after=self.stale_after,
             ),
             base_url=self._server.base_url,
             runner=runner,

@@ -489,9 +489,14 @@ class Runner:
         for row in await self.store.active_builds(ACTIVE):
             if not self._is_dead(row, now):
                 continue
+            # A sandbox that cannot be reaped from here (another host) stays recorded:
+            # the next server starting there reaps it (PreviewManager.start).
+            keep = None
             if row.sandbox_id and row.sandbox_state and row.provider in self.providers:
                 try:
-                    await self.providers[row.provider].reap(row.sandbox_id, row.sandbox_state)
+                    provider = self.providers[row.provider]
+                    if not await provider.reap(row.sandbox_id, row.sandbox_state):
+                        keep = row.sandbox_state
                 except Exception as exc:
                     log.warning("agentbuild: reaping %s failed: %s", row.sandbox_id, exc)
             message = "the server running this build stopped before it finished"
@@ -505,7 +510,7 @@ class Runner:
                 to_status="interrupted",
                 error=message,
                 finished_at=now_utc,
-                sandbox_state=None,
+                sandbox_state=keep,
             ):
                 log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
 

@@ -44,6 +44,8 @@ from .upstream import UpstreamLimits, UpstreamPool
 
 log = logging.getLogger(__name__)
 
+_LIVE = ("starting", "ready")
+
 #: How often (s) preview traffic is reported as server activity (for idle cullers).
 ACTIVITY_REPORT_INTERVAL = 10.0
 
@@ -55,9 +57,12 @@ class PreviewConfig:
     upstream: UpstreamLimits = field(default_factory=UpstreamLimits)
     #: Bound on stopping one preview (its sandbox's kill grace is inside it).
     stop_timeout: float = 30.0
-    #: How often (s) the store is asked whether another server stopped or deleted one of
-    #: this server's previews.
+    #: How often (s) this server's previews check in with the store (heartbeat, and
+    #: whether another server stopped or deleted one of them).
     poll_interval: float = 5.0
+    #: Previews of another host's server that have not checked in for this long (s)
+    #: are taken for dead: stopping one is then done from here.
+    stale_after: float = 60.0
 
 
 @dataclass(eq=False)
@@ -301,20 +306,13 @@ class PreviewManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _after_build(self, preview: Preview) -> None:
-        """Once the build's terminal row is written: record the preview's processes for
-        crash reaping (the runner clears ``sandbox_state`` with the terminal status), and
-        stop the preview if the build did not end as ``succeeded`` after all."""
+        """Once the build's terminal row is written (recording the kept sandbox for crash
+        reaping), stop the preview if the build did not end as ``succeeded`` after all."""
         if self.runner is not None:
             await self.runner.wait(preview.build_id)
         row = await _retrying(lambda: self.store.get_build(preview.build_id))
         async with preview.lock:
-            if preview.stopping:
-                return
-            if row is not None and row.status == "succeeded":
-                with contextlib.suppress(Exception):
-                    await self.store.update_build(
-                        preview.build_id, sandbox_state=preview.sandbox.state()
-                    )
+            if preview.stopping or (row is not None and row.status == "succeeded"):
                 return
         why = f"the build ended as {row.status}" if row is not None else "the build was deleted"
         await self._close(preview, "stopped", reason=why, record=row is not None)
@@ -403,15 +401,16 @@ class PreviewManager:
     # -- start-up and shutdown ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Reap previews a dead server on this host left running, and record their end;
-        then watch the store for requests about this server's previews."""
+        """Reap what a dead server on this host left running, and record the end of its
+        previews; then keep this server's previews checked in with the store."""
         await self._reap_leftovers()
         self._spawn(self._watch_requests(), "agentbuild-preview-requests")
 
     async def _watch_requests(self) -> None:
-        """A server sharing the database cannot reach this server's previews: it asks
-        through the store (``preview_stop_requested``), or deletes the build. Either is
-        carried out here, within ``poll_interval``."""
+        """Every ``poll_interval``: say this server's previews are alive (``heartbeat_at``),
+        and carry out what other servers asked, as they cannot reach them: a stop
+        (``preview_stop_requested``), a delete, or the preview declared dead while this
+        server could not reach the store."""
         while True:
             await asyncio.sleep(self.config.poll_interval)
             try:
@@ -425,56 +424,66 @@ class PreviewManager:
         ids = list(self._previews)
         if not ids:
             return
-        requests = await self.store.preview_stop_requests(ids)
+        checked = await self.store.preview_checkin(ids, utcnow())
         for build_id in ids:
-            if build_id not in requests:
+            if build_id not in checked:
                 await self.discard(build_id)
-            elif requests[build_id]:
+                continue
+            stop_requested, recorded_state = checked[build_id]
+            if stop_requested:
                 await self._end(build_id, "stopped by request", record=True)
                 await self.store.update_build(build_id, preview_stop_requested=False)
+            elif recorded_state in ("stopped", "failed"):
+                # declared dead by another server while this one could not check in:
+                # its end is recorded already, its processes are still to go
+                await self._end(build_id, "declared stopped elsewhere", record=False)
+                await self.store.update_build(build_id, sandbox_state=None)
 
     async def reap_orphan(self, row: BuildRow) -> bool:
-        """Stop, from here, a preview whose server died on this host (its pid is gone):
-        nobody else ever will until a server starts there. False when that is not the
-        case (another host, or its server is alive: it is asked through the store)."""
-        if row.runner_host != socket.gethostname() or row.runner_pid is None:
-            return False
-        if row.runner_pid != os.getpid() and pid_alive(row.runner_pid):
-            return False  # (our own pid: a previous server that had it, now dead)
+        """Stop, from here, a preview whose server is dead: on this host, its pid is
+        gone; on another, its previews have not checked in for ``stale_after``. Nobody
+        else ever would. False when its server is alive (it is asked through the store)."""
+        if row.runner_host == socket.gethostname() and row.runner_pid is not None:
+            if row.runner_pid != os.getpid() and pid_alive(row.runner_pid):
+                return False  # (our own pid: a previous server that had it, now dead)
+        else:
+            beats = [t for t in (row.heartbeat_at, row.finished_at) if t is not None]
+            if beats and (utcnow() - max(beats)).total_seconds() <= self.config.stale_after:
+                return False
         await self._reap(row, stopped_by_request=True)
         return True
 
     async def _reap_leftovers(self) -> None:
         host, me = socket.gethostname(), os.getpid()
-        live = ("starting", "ready")
-        for row in await self.store.preview_builds(host=host, statuses=TERMINAL, states=live):
-            if row.id in self._previews or (row.preview or {}).get("state") not in live:
+        for row in await self.store.leftover_sandboxes(host=host, statuses=TERMINAL):
+            if row.id in self._previews:
                 continue
             if row.runner_pid not in (None, me) and pid_alive(row.runner_pid):
                 continue  # another live server on this host runs it
             await self._reap(row)
 
     async def _reap(self, row: BuildRow, *, stopped_by_request: bool = False) -> None:
+        """Remove a dead server's sandbox (if this process can reach it: otherwise its
+        state stays recorded for a server on its host) and record its preview's end."""
+        kept = row.sandbox_state
         provider = self.providers.get(row.provider)
         if provider is not None and row.sandbox_id and row.sandbox_state:
-            remove = getattr(provider, "remove", None)
             try:
-                if remove is not None:
-                    await remove(row.sandbox_id, row.sandbox_state)
-                else:
-                    await provider.reap(row.sandbox_id, row.sandbox_state)
+                if await provider.remove(row.sandbox_id, row.sandbox_state):
+                    kept = None
             except Exception as exc:
                 log.warning("agentbuild: reaping the preview of %s failed: %s", row.id, exc)
-        gone = "the server running the preview stopped"
-        if stopped_by_request:
-            final = _final("stopped", None, None, reason=f"stopped by request ({gone})")
-        else:
-            final = _final("failed", gone, None, reason=gone)
-        final["step"] = (row.preview or {}).get("step")
-        await self.store.update_build(
-            row.id, preview=final, sandbox_state=None, preview_stop_requested=False
-        )
-        log.info("agentbuild: preview of %s (left by a dead server) reaped", row.id)
+        fields: dict[str, Any] = {"sandbox_state": kept, "preview_stop_requested": False}
+        if (row.preview or {}).get("state") in _LIVE:
+            gone = "the server running the preview stopped"
+            if stopped_by_request:
+                final = _final("stopped", None, None, reason=f"stopped by request ({gone})")
+            else:
+                final = _final("failed", gone, None, reason=gone)
+            final["step"] = (row.preview or {}).get("step")
+            fields["preview"] = final
+        await self.store.update_build(row.id, **fields)
+        log.info("agentbuild: sandbox of %s (left by a dead server) reaped", row.id)
 
     async def shutdown(self) -> None:
         """Stop every preview (the server stops); bounded by ``stop_timeout``."""

@@ -166,6 +166,13 @@ class SandboxProvider(Protocol):
         plus the inline ``files``; ``env`` is added to every step's environment."""
         ...
 
-    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
-        """Kill what a dead server left running for this sandbox (from :meth:`Sandbox.state`)."""
+    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
+        """Kill what a dead server left running for this sandbox (from :meth:`Sandbox.state`).
+
+        False when that cannot be done from this process (a local sandbox on another
+        host): the caller keeps ``state`` recorded, for a server there to reap it."""
+        ...
+
+    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
+        """:meth:`reap`, then delete the sandbox's files (its build is gone for good)."""
         ...

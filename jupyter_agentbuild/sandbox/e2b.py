@@ -504,17 +504,23 @@ class E2BSandboxProvider:
             ) from None
         return sandbox
 
-    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
-        """Kill the VM a dead server left behind (by id; E2B's timeout would, later)."""
+    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
+        """Kill the VM a dead server left behind, from any host (by id). A failed kill is
+        logged, not retried: E2B's own timeout ends the VM later."""
         from e2b_code_interpreter import AsyncSandbox
 
         vm = state.get("sandbox_id")
         if not isinstance(vm, str) or not vm:
-            return
+            return True
         try:
             await AsyncSandbox.kill(vm, api_key=self._api_key)
         except Exception as exc:
             log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
+        return True
+
+    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
+        """:meth:`reap`: the VM's files go with it."""
+        return await self.reap(sandbox_id, state)
 
     def _safe(self, exc: BaseException) -> str:
         """An SDK error's text with the key (and anything shaped like one) blanked out."""

@@ -149,7 +149,7 @@ class LocalSandboxProvider:
             _rmtree(directory)
             raise
 
-    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
+    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
         """Kill what a dead server left of this sandbox; never raises for dead processes.
 
         Only on the host that recorded ``state``. For each recorded process group: if its
@@ -159,22 +159,27 @@ class LocalSandboxProvider:
         marker whose ``HOME`` is the sandbox dir or whose cwd is inside it (``setsid``
         children, jobs of groups that were never recorded).
         """
+        if state.get("host") not in (None, socket.gethostname()):
+            return False  # its processes are on another host: only a server there can
         try:
             await asyncio.to_thread(_reap, sandbox_id, dict(state))
         except Exception:  # reaping is best effort: log, never fail start-up
             log.exception("sandbox %s: reaping failed", sandbox_id)
+        return True
 
-    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> None:
+    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
         """:meth:`reap`, then delete the sandbox dir recorded in ``state`` (for a build
         deleted after the server that ran it died). Only a dir directly under this
         provider's ``workspace_root`` is removed."""
-        await self.reap(sandbox_id, state)
+        if not await self.reap(sandbox_id, state):
+            return False
         directory = state.get("dir")
         if state.get("host") != socket.gethostname() or not isinstance(directory, str):
-            return
+            return True
         path = Path(directory)
         if path.parent == self.workspace_root and _BUILD_ID.match(path.name):
             await asyncio.to_thread(_rmtree, path)
+        return True
 
 
 __all__ = [

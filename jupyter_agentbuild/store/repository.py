@@ -6,22 +6,18 @@ Database errors propagate as SQLAlchemy exceptions; the caller decides how to re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Row,
-    Text,
     and_,
     delete,
     func,
     insert,
-    or_,
     select,
     text,
-    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -175,24 +171,15 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [_build_row(row) for row in rows]
 
-    async def preview_builds(
-        self, *, host: str, statuses: Sequence[str], states: Sequence[str]
-    ) -> list[BuildRow]:
-        """Builds in ``statuses`` run on ``host`` whose preview is in one of ``states``,
-        oldest first (start-up reaping of previews a dead server left running)."""
-        # ``preview`` is JSONText (compact json.dumps): match its "state" member as text
-        # (coerced to Text, so the pattern is bound as a string, not JSON-encoded).
-        as_text = type_coerce(builds.c.preview, Text)
-        wanted = [
-            as_text.like("%" + json.dumps({"state": state}, separators=(",", ":"))[1:-1] + "%")
-            for state in states
-        ]
+    async def leftover_sandboxes(self, *, host: str, statuses: Sequence[str]) -> list[BuildRow]:
+        """Builds in ``statuses`` run on ``host`` that still record a sandbox (a preview's,
+        or one nobody could reap from elsewhere), oldest first: start-up reaping."""
         stmt = (
             select(builds)
             .where(
                 builds.c.status.in_(list(statuses)),
                 builds.c.runner_host == host,
-                or_(*wanted),
+                builds.c.sandbox_state.is_not(None),
             )
             .order_by(builds.c.pk)
         )
@@ -336,16 +323,26 @@ class Store:
         async with transaction(self.engine) as conn:
             return list((await conn.scalars(stmt)).all())
 
-    async def preview_stop_requests(self, build_ids: Sequence[str]) -> dict[str, bool]:
-        """For each of ``build_ids`` that still exists: did another server ask to stop its
-        preview? (An id missing from the answer was deleted, perhaps elsewhere.)"""
+    async def preview_checkin(
+        self, build_ids: Sequence[str], now: datetime
+    ) -> dict[str, tuple[bool, str | None]]:
+        """The heartbeat of a server's live previews: their rows' ``heartbeat_at`` becomes
+        ``now`` (so other servers can tell when it died), and for each that still exists,
+        ``(stop requested by another server?, the preview state recorded)``. An id
+        missing from the answer was deleted, perhaps elsewhere."""
         if not build_ids:
             return {}
-        stmt = select(builds.c.id, builds.c.preview_stop_requested).where(
-            builds.c.id.in_(list(build_ids))
+        ids = list(build_ids)
+        beat = update(builds).where(builds.c.id.in_(ids)).values(heartbeat_at=now)
+        stmt = select(builds.c.id, builds.c.preview_stop_requested, builds.c.preview).where(
+            builds.c.id.in_(ids)
         )
         async with transaction(self.engine) as conn:
-            return {str(bid): bool(flag) for bid, flag in await conn.execute(stmt)}
+            await conn.execute(beat)
+            return {
+                str(bid): (bool(flag), (preview or {}).get("state"))
+                for bid, flag, preview in await conn.execute(stmt)
+            }
 
     # -- entry stream -------------------------------------------------------------------
 

@@ -446,11 +446,11 @@ def test_reap_after_the_server_was_killed(tmp_path: Path) -> None:
     assert all(is_running(pid, ct) for pid, ct in victims.items()), "the step outlived its server"
 
     provider = LocalSandboxProvider(root)
-    asyncio.run(provider.reap(report["sandbox_id"], state))
+    assert asyncio.run(provider.reap(report["sandbox_id"], state)) is True
     assert group_members(pgid) == []
     assert not any(is_running(pid, ct) for pid, ct in victims.items())
     assert Path(state["dir"]).is_dir(), "reap kills; the files stay"
-    asyncio.run(provider.remove(report["sandbox_id"], state))
+    assert asyncio.run(provider.remove(report["sandbox_id"], state)) is True
     assert not Path(state["dir"]).exists()
     asyncio.run(provider.remove("local-x", {**state, "dir": str(tmp_path)}))
     assert tmp_path.is_dir(), "only a sandbox dir under workspace_root is ever removed"
@@ -498,10 +498,11 @@ def test_reap_guards_against_pid_reuse(tmp_path: Path) -> None:
                 ),
                 "the children to settle",
             )
-            # another host's state: nothing is touched
-            await provider.reap(
-                "local-gone", {**base, "host": "elsewhere", "pgids": [[pgid, leader_time]]}
-            )
+            # another host's state: nothing is touched, and the caller is told so
+            elsewhere = {**base, "host": "elsewhere", "pgids": [[pgid, leader_time]]}
+            assert await provider.reap("local-gone", elsewhere) is False
+            assert await provider.remove("local-gone", elsewhere) is False
+            assert sandbox_dir.is_dir()
             # garbage never raises
             await provider.reap(
                 "local-gone", {"pgids": [["x"], None, [1, 0]], "host": base["host"]}

@@ -316,3 +316,42 @@ async def test_full_log_as_plain_text(api: Api) -> None:
     assert resp.body.decode() == expected
     code, body, _ = await api.call("GET", "builds/nope/logs", params={"format": "text"})
     assert code == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_reconcile_ends_a_dead_remote_build_and_keeps_what_only_its_host_can_reap(
+    api: Api,
+) -> None:
+    """A build whose server (on another host) stopped beating is marked interrupted, with
+    its status entry; its local sandbox cannot be reaped from here, so it stays recorded
+    for the next server on that host."""
+    from datetime import timedelta
+
+    from jupyter_agentbuild.entries import utcnow
+
+    agentbuild = api.app.web_app.settings["agentbuild"]
+    build = await api.create({"steps": ["true"]})
+    await api.finish(build["id"])
+    elsewhere = {"host": "elsewhere.invalid", "dir": "/nonexistent/b", "pgids": [[4321, 1.0]]}
+    long_ago = utcnow() - timedelta(seconds=agentbuild.runner.config.stale_after + 60)
+    await agentbuild.store.update_build(
+        build["id"],
+        status="running",
+        finished_at=None,
+        runner_id="a-server-elsewhere",
+        runner_host="elsewhere.invalid",
+        runner_pid=4321,
+        heartbeat_at=long_ago,
+        sandbox_id="local-elsewhere",
+        sandbox_state=elsewhere,
+    )
+    before = (await api.get(build["id"]))["last_seq"]
+    await agentbuild.runner.reconcile()
+    row = await agentbuild.store.get_build(build["id"])
+    assert row is not None and row.status == "interrupted" and row.finished_at
+    assert row.sandbox_state == elsewhere
+    assert row.last_seq == before + 1
+    (last,) = [
+        json.loads(e)
+        for e in await agentbuild.store.read_entries(build["id"], after=before, limit=10)
+    ]
+    assert last["type"] == "status" and last["data"]["status"] == "interrupted"
