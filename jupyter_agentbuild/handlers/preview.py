@@ -109,6 +109,9 @@ class PreviewProxyHandler(JupyterHandler):
     # -- authentication, authorization, owner: before anything is forwarded ---------------
 
     async def prepare(self) -> None:  # type: ignore[override]
+        # Bodies pass as the preview encoded them: no output transform (gzip) of ours, so
+        # the body of a known length can go to the connection unchanged (write_body).
+        self._transforms = []
         self._upgrade = (
             self.request.method == "GET"
             and self.request.headers.get("Upgrade", "").lower() == "websocket"
@@ -212,7 +215,7 @@ class PreviewProxyHandler(JupyterHandler):
                 exchange = self.exchange = await self._exchange(fresh=False)
                 await self._send_head(exchange, path)
             try:
-                await exchange.respond(relay)
+                await exchange.respond(relay, relay)
             except UpstreamError:
                 if exchange.headers_seen or not exchange.reused or exchange.timed_out:
                     raise
@@ -220,7 +223,7 @@ class PreviewProxyHandler(JupyterHandler):
                 exchange.release()
                 exchange = self.exchange = await self._exchange(fresh=True)
                 await self._send_head(exchange, path)
-                await exchange.respond(relay)
+                await exchange.respond(relay, relay)
         except UpstreamError as exc:
             if relay.started or relay.client_gone:
                 self._abort()  # the status line is gone: cutting the connection is all we can
@@ -467,7 +470,24 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.ResponseStartLine)
         self.handler.answer_head(start_line, headers, self.rewriter)
 
+    async def write_body(self, chunk: memoryview) -> None:
+        """A body of known length (``Exchange.read_body_into``): once the browser has the
+        head, each piece goes to its connection as it is (no copy), awaited until the
+        kernel has it. Until then, as :meth:`data_received` does."""
+        if not self.started:
+            await self.data_received(bytes(chunk))
+            return
+        if self.client_gone:
+            return
+        self.preview.touch()
+        try:
+            await self.handler.request.connection.write(chunk)  # type: ignore[arg-type, union-attr]
+        except iostream.StreamClosedError:
+            self._client_left()
+
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+        """Buffered into the handler, flushed every ``FLUSH_THRESHOLD`` bytes: an upstream
+        that fails before the first flush still gets a clean error answer."""
         if self.client_gone:
             return
         handler = self.handler
@@ -481,9 +501,12 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         try:
             await handler.flush()
         except iostream.StreamClosedError:
-            self.client_gone = True
-            if handler.exchange is not None:
-                handler.exchange.abort()
+            self._client_left()
+
+    def _client_left(self) -> None:
+        self.client_gone = True
+        if self.handler.exchange is not None:
+            self.handler.exchange.abort()
 
 
 class PreviewStopHandler(BuildHandlerBase):

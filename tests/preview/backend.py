@@ -11,6 +11,8 @@ It listens on 127.0.0.1:$PORT (keep-alive, pipelining not needed) and answers:
     GET  /cookies              sets its own cookies and tries to set Jupyter's
     GET  /hop                  a response carrying hop-by-hop headers
     GET  /big?size=N           N bytes (Content-Length), written 1 MiB at a time
+    GET  /random?size=N        N pseudo-random bytes (Content-Length), the same for the same
+                               N: random.Random(N).randbytes(N), written 1 MiB at a time
     GET  /chunked?n=K&size=S   K chunks of S bytes (Transfer-Encoding: chunked)
     GET  /slow?delay=S         headers after S seconds
     GET  /slowbody?delay=S&size=N  headers and N bytes, then S seconds, then N more
@@ -28,6 +30,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import sys
 from urllib.parse import parse_qsl, urlsplit
 
@@ -171,6 +174,13 @@ async def route(req: Request, reader: asyncio.StreamReader, writer: asyncio.Stre
                 size -= len(piece)
                 await writer.drain()
         await writer.drain()
+    elif path == "/random":
+        size = int(args.get("size", "0"))
+        body = random.Random(size).randbytes(size)
+        writer.write(head(200, [("Content-Length", str(size))]))
+        for at in range(0, size, 1 << 20):
+            writer.write(body[at : at + (1 << 20)])
+            await writer.drain()
     elif path == "/chunked":
         n, size = int(args.get("n", "3")), int(args.get("size", "5"))
         writer.write(head(200, [("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain")]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import re
 import threading
 from typing import Any
@@ -424,3 +425,55 @@ async def test_a_browser_that_leaves_mid_transfer_frees_its_upstream_connection(
         writer.close()  # ... and the browser leaves in the middle of it
         await until(lambda: not pool._busy)
     assert (await previews.fetch(bid, "/tiny")).body == b"ok"
+
+
+async def test_bodies_of_known_length_arrive_intact_and_the_connection_is_reused(
+    previews: Previews,
+) -> None:
+    """Such bodies go from one socket to the other through one reused buffer: every byte
+    must still arrive as sent, for a fast reader and for a slow one (whose socket fills,
+    so writes complete in parts), and the upstream connection serves the next request."""
+    build = await previews.start()
+    bid = build["id"]
+    pool = previews.manager.get(bid).pool
+    size = 6 * 2**20 + 12345
+    expected = random.Random(size).randbytes(size)
+    fast = await previews.fetch(bid, f"/random?size={size}")
+    assert fast.code == 200 and fast.body == expected
+    status, slow = await read_body(
+        previews.port, previews.path(bid, f"/random?size={size}"), previews.token, 16 * 2**20
+    )
+    assert status == 200 and slow == expected
+    opened = pool.opened
+    assert (await previews.fetch(bid, "/tiny")).body == b"ok"
+    assert pool.opened == opened, "the connection went back to the pool and was reused"
+    head = await previews.fetch(bid, f"/random?size={size}", method="HEAD")
+    assert head.code == 200 and head.body == b""
+    assert head.headers["Content-Length"] == str(size)
+
+
+async def read_body(port: int, path: str, token: str, rate: float) -> tuple[int, bytes]:
+    """GET ``path`` and read its whole body at ``rate`` bytes/s (in 64 KiB reads)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: token {token}\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        match = re.search(rb"Content-Length: (\d+)", head)
+        assert match is not None, head
+        body, remaining = bytearray(), int(match.group(1))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while remaining > 0:
+            data = await asyncio.wait_for(reader.read(min(remaining, 65536)), WAIT)
+            assert data, "the body ended early"
+            body += data
+            remaining -= len(data)
+            ahead = len(body) / rate - (loop.time() - start)
+            if ahead > 0:
+                await asyncio.sleep(ahead)  # pacing the reader, not synchronisation
+        return int(head.split()[1]), bytes(body)
+    finally:
+        writer.close()
