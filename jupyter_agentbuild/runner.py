@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
+from .retry import with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
 from .store.repository import BuildRow, Store
@@ -427,25 +428,20 @@ class Runner:
         error: str | None,
         sandbox_state: dict[str, Any] | None = None,
     ) -> None:
-        delay = 0.05
-        deadline = time.monotonic() + self.config.store_retry_timeout
-        while True:
-            try:
-                await self.store.update_build(
+        try:
+            await with_backoff(
+                lambda: self.store.update_build(
                     build_id,
                     status=status,
                     exit_code=exit_code,
                     error=error,
                     finished_at=utcnow(),
                     sandbox_state=sandbox_state,
-                )
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    log.exception("agentbuild: could not record the end of build %s", build_id)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                ),
+                patience=self.config.store_retry_timeout,
+            )
+        except Exception:
+            log.exception("agentbuild: could not record the end of build %s", build_id)
 
     # -- heartbeat and reconciliation -----------------------------------------
 

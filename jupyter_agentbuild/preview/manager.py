@@ -29,13 +29,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..entries import TERMINAL, iso, utcnow
 from ..logpipe import LogPipe, StoreUnavailable
+from ..retry import with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
@@ -48,6 +49,10 @@ _LIVE = ("starting", "ready")
 
 #: How often (s) preview traffic is reported as server activity (for idle cullers).
 ACTIVITY_REPORT_INTERVAL = 10.0
+#: How long (s) a preview's own store writes are retried before they give up.
+STORE_PATIENCE = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -526,20 +531,12 @@ async def _quietly(awaitable: Any) -> None:
         log.warning("agentbuild: preview clean-up: %s", exc)
 
 
-async def _retrying(call: Callable[[], Any], attempts: int = 5) -> Any:
-    """A store call retried with backoff; the last failure propagates as StoreUnavailable."""
-    delay = 0.05
-    for attempt in range(attempts):
-        try:
-            return await call()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if attempt == attempts - 1:
-                raise StoreUnavailable(str(exc)) from exc
-            await asyncio.sleep(delay)
-            delay *= 4
-    return None
+async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """A store call retried with backoff for a few seconds; then StoreUnavailable."""
+    try:
+        return await with_backoff(call, patience=STORE_PATIENCE)
+    except Exception as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 __all__ = ["Preview", "PreviewConfig", "PreviewManager"]
