@@ -7,6 +7,7 @@ async, so the sync-looking forms are mapped to the async drivers here instead of
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,14 +25,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 BEGIN_IMMEDIATE = "agentbuild_begin_immediate"
 
 _SYNC_PG_DRIVERS = {"", "psycopg2", "pg8000"}
+#: Set on every connection, after WAL mode (see _use_wal).
 _SQLITE_PRAGMAS = (
-    # busy_timeout first: switching a fresh file to WAL takes a lock, and without a busy
-    # handler a second server connecting at that moment fails at once ("database is locked").
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
+#: How often (10 ms apart) a connection tries to switch a fresh file to WAL.
+_WAL_ATTEMPTS = 300
 
 
 def normalize_url(db_url: str | URL) -> URL:
@@ -90,6 +90,27 @@ async def transaction(
         raise OperationalError(None, None, err) from err
 
 
+def _use_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (readers never block the writer).
+
+    The switch needs a lock that ``busy_timeout`` does not wait for: servers opening a
+    fresh file together get "database is locked" (about one start in ten with four).
+    WAL is a property of the file, so another connection's switch counts; otherwise try
+    again, 10 ms apart (this blocks the event loop, only in that start-up race).
+    """
+    for _ in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:  # the driver's OperationalError
+            if "database is locked" not in str(exc):
+                raise
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        time.sleep(0.01)
+    raise OperationalError("PRAGMA journal_mode=WAL", None, Exception("the file stays locked"))
+
+
 def _sqlite_engine(url: URL) -> AsyncEngine:
     database = url.database or ""
     if database in ("", ":memory:") or url.query.get("mode") == "memory":
@@ -110,6 +131,9 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
         cursor = dbapi_conn.cursor()
         try:
+            # busy_timeout first: every later lock waits instead of failing at once
+            cursor.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cursor)
             for pragma in _SQLITE_PRAGMAS:
                 cursor.execute(pragma)
         finally:
