@@ -42,6 +42,9 @@ from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 
 #: Bodies are relayed in pieces of at most this size (a chunk is what memory holds).
 CHUNK_SIZE = 256 * 1024
+#: Bodies from this size on take the direct way (:meth:`Exchange.read_body_into`); below
+#: it, setting that up costs more per request than the copies it saves.
+DIRECT_BODY_MIN = 256 * 1024
 #: An unbounded body size: the proxy streams, it never holds a body.
 _NO_BODY_LIMIT = 1 << 62
 
@@ -444,7 +447,7 @@ class _Watched(httputil.HTTPMessageDelegate):
         self.exchange._note_response(start_line, headers)
         answered = self.delegate.headers_received(start_line, headers)
         length = self.exchange.fixed_body_length(start_line, headers)
-        if self.body_sink is None or not length:
+        if self.body_sink is None or length is None or length < DIRECT_BODY_MIN:
             return answered  # type: ignore[return-value]
         return asyncio.ensure_future(self._relay_body(answered, length, headers))
 
