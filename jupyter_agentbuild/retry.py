@@ -1,13 +1,17 @@
-"""Retrying a store call through a brief outage (a restarting database, a locked file)."""
+"""Store work that must outlive a brief outage (a restarting database, a locked file):
+a call retried until it succeeds, or a task repeated on a timer whatever one round does."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 async def with_backoff(
@@ -34,4 +38,17 @@ async def with_backoff(
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["with_backoff"]
+async def every(interval: float, step: Callable[[], Awaitable[object]], what: str) -> None:
+    """``await step()`` every ``interval`` seconds, forever: a failed round is logged (as
+    ``what``) and the next one comes as usual. Cancel the task to stop it."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("agentbuild: %s failed: %s", what, exc)
+
+
+__all__ = ["every", "with_backoff"]

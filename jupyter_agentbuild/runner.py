@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
-from .retry import with_backoff
+from .retry import every, with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
 from .store.repository import BuildRow, Store
@@ -135,7 +135,10 @@ class Runner:
     async def start(self) -> None:
         """Reconcile builds left behind by dead processes, then start the heartbeat."""
         await self.reconcile()
-        task = asyncio.create_task(self._heartbeat_loop(), name="agentbuild-heartbeat")
+        task = asyncio.create_task(
+            every(self.config.heartbeat_interval, self._heartbeat, "heartbeat"),
+            name="agentbuild-heartbeat",
+        )
         self._background.add(task)
 
     def pipe(self, build_id: str) -> LogPipe | None:
@@ -445,21 +448,16 @@ class Runner:
 
     # -- heartbeat and reconciliation -----------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            try:
-                if self._jobs:
-                    self.on_activity()
-                    await self.store.heartbeat(self.runner_id, utcnow())
-                    for job in list(self._jobs.values()):
-                        await self._record_sandbox_state(job)
-                    await self._apply_remote_cancels()
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("agentbuild: heartbeat failed: %s", exc)
+    async def _heartbeat(self) -> None:
+        """One beat: our builds are alive, their sandboxes recorded, remote cancels
+        applied; then dead servers' builds are reconciled."""
+        if self._jobs:
+            self.on_activity()
+            await self.store.heartbeat(self.runner_id, utcnow())
+            for job in list(self._jobs.values()):
+                await self._record_sandbox_state(job)
+            await self._apply_remote_cancels()
+        await self.reconcile()
 
     async def _apply_remote_cancels(self) -> None:
         """Another server may have asked to cancel one of our builds (through the store)."""

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from ..entries import TERMINAL, iso, utcnow
 from ..logpipe import LogPipe, StoreUnavailable
-from ..retry import with_backoff
+from ..retry import every, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
@@ -409,23 +409,15 @@ class PreviewManager:
         """Reap what a dead server on this host left running, and record the end of its
         previews; then keep this server's previews checked in with the store."""
         await self._reap_leftovers()
-        self._spawn(self._watch_requests(), "agentbuild-preview-requests")
-
-    async def _watch_requests(self) -> None:
-        """Every ``poll_interval``: say this server's previews are alive (``heartbeat_at``),
-        and carry out what other servers asked, as they cannot reach them: a stop
-        (``preview_stop_requested``), a delete, or the preview declared dead while this
-        server could not reach the store."""
-        while True:
-            await asyncio.sleep(self.config.poll_interval)
-            try:
-                await self.apply_requests()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("agentbuild: checking preview requests failed: %s", exc)
+        # Every poll_interval: say this server's previews are alive (heartbeat_at), and
+        # carry out what other servers asked, as they cannot reach them.
+        checkins = every(self.config.poll_interval, self.apply_requests, "preview check-in")
+        self._spawn(checkins, "agentbuild-preview-checkins")
 
     async def apply_requests(self) -> None:
+        """Check this server's previews in; carry out a stop asked elsewhere
+        (``preview_stop_requested``), a delete, or a preview declared dead elsewhere while
+        this server could not reach the store."""
         ids = list(self._previews)
         if not ids:
             return
