@@ -18,7 +18,7 @@ to a :class:`BodySink` takes a shorter way: received straight into one reused bu
 buffered reads copy every byte twice and allocate a buffer per read: half the proxy's
 time on large bodies). Keep-alive is ours to manage:
 a connection goes back to the pool only after a complete, length-delimited response, and
-is checked (a non-blocking ``MSG_PEEK``) before it is reused, so a connection the upstream
+is checked (a zero-timeout ``poll``) before it is reused, so a connection the upstream
 closed while idle is never written to.
 
 The pool only ever connects to the ``(host, port)`` it was made for: the build record's
@@ -460,10 +460,11 @@ class _Watched(httputil.HTTPMessageDelegate):
             if answered is not None:
                 await answered
             await self.exchange.read_body_into(length, self.body_sink)
-        except (iostream.StreamClosedError, OSError) as exc:
+        except Exception as exc:  # the exchange fails (respond raises), never the server
             self.body_error = exc
             self.exchange.stream.close()
-        headers["Content-Length"] = "0"
+        finally:
+            headers["Content-Length"] = "0"
 
     def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
         self.exchange.touch()
