@@ -422,19 +422,29 @@ class PreviewManager:
         if not ids:
             return
         checked = await self.store.preview_checkin(ids, utcnow())
-        for build_id in ids:
-            if build_id not in checked:
-                await self.discard(build_id)
-                continue
-            stop_requested, recorded_state = checked[build_id]
-            if stop_requested:
-                await self._end(build_id, "stopped by request", record=True)
-                await self.store.update_build(build_id, preview_stop_requested=False)
-            elif recorded_state in ("stopped", "failed"):
-                # declared dead by another server while this one could not check in:
-                # its end is recorded already, its processes are still to go
-                await self._end(build_id, "declared stopped elsewhere", record=False)
-                await self.store.update_build(build_id, sandbox_state=None)
+        # Stops run side by side (each may take stop_timeout): the round lasts as long as
+        # the slowest, not their sum, and one that fails does not skip the others.
+        results = await asyncio.gather(
+            *(self._apply(build_id, checked.get(build_id)) for build_id in ids),
+            return_exceptions=True,
+        )
+        for build_id, result in zip(ids, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("agentbuild: stopping the preview of %s failed: %s", build_id, result)
+
+    async def _apply(self, build_id: str, checked: tuple[bool, str | None] | None) -> None:
+        if checked is None:  # deleted, perhaps elsewhere
+            await self.discard(build_id)
+            return
+        stop_requested, recorded_state = checked
+        if stop_requested:
+            await self._end(build_id, "stopped by request", record=True)
+            await self.store.update_build(build_id, preview_stop_requested=False)
+        elif recorded_state in ("stopped", "failed"):
+            # declared dead by another server while this one could not check in: its end
+            # is recorded already, its processes are still to go
+            await self._end(build_id, "declared stopped elsewhere", record=False)
+            await self.store.update_build(build_id, sandbox_state=None)
 
     async def reap_orphan(self, row: BuildRow) -> bool:
         """Stop, from here, a preview whose server is dead: on this host, its pid is
