@@ -165,11 +165,14 @@ class Store:
         return [_build_row(row) for row in rows]
 
     async def active_builds(self, statuses: Sequence[str]) -> list[BuildRow]:
-        """Every owner's builds in ``statuses``, oldest first (start-up reconciliation)."""
-        stmt = select(builds).where(builds.c.status.in_(list(statuses))).order_by(builds.c.pk)
+        """Every owner's builds in ``statuses``, oldest first, **without their spec**
+        (``spec`` is ``{}``): reconciliation reads them on every heartbeat of every server,
+        and a spec with inline files can hold megabytes."""
+        columns = [column for column in builds.c if column.name != "spec"]
+        stmt = select(*columns).where(builds.c.status.in_(list(statuses))).order_by(builds.c.pk)
         async with transaction(self.engine) as conn:
             rows = (await conn.execute(stmt)).all()
-        return [_build_row(row) for row in rows]
+        return [BuildRow(**row._mapping, spec={}) for row in rows]
 
     async def leftover_sandboxes(self, *, host: str, statuses: Sequence[str]) -> list[BuildRow]:
         """Builds in ``statuses`` run on ``host`` that still record a sandbox (a preview's,

@@ -367,6 +367,8 @@ def test_active_builds_cancel_requests_and_heartbeat(
 
         active = await store.active_builds(ACTIVE_STATUSES)
         assert [b.id for b in active] == [running.id, starting.id, elsewhere.id, queued.id]
+        assert all(b.spec == {} for b in active), "the spec is left in the database"
+        assert active[0].runner_id == "me" and active[0].status == "running"
 
         await store.update_build(running.id, cancel_requested=True)
         await store.update_build(done.id, cancel_requested=True)
