@@ -100,11 +100,11 @@ def _use_wal(cursor: Any) -> None:
     """
     for _ in range(_WAL_ATTEMPTS):
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA journal_mode=WAL")  # answers the mode now in force
         except Exception as exc:  # the driver's OperationalError
             if "database is locked" not in str(exc):
                 raise
-        cursor.execute("PRAGMA journal_mode")
+            cursor.execute("PRAGMA journal_mode")
         if str(cursor.fetchone()[0]).lower() == "wal":
             return
         time.sleep(0.01)
