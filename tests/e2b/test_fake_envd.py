@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import psutil
 import pytest
 from e2b import (
     AsyncSandbox,
@@ -23,6 +21,10 @@ from e2b import (
     PtySize,
     SandboxException,
 )
+
+from tests.sandbox.helpers import group_members as group
+from tests.sandbox.helpers import is_running as alive
+from tests.sandbox.helpers import wait_until
 
 from .fake_envd import FakeEnvd
 
@@ -37,36 +39,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 async def sandbox(envd: FakeEnvd) -> AsyncSandbox:
     """What the provider does: debug mode skips the E2B API, ``sandbox_url`` names envd."""
     return await AsyncSandbox.create(debug=True, sandbox_url=envd.url)
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a zombie is dead; it may just wait for its reaper)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def group(pgid: int) -> list[int]:
-    """The live members of a process group."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and alive(proc.pid):
-                members.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return members
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Bounded polling, only for the state of processes outside the SDK's events."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def test_debug_sandbox_needs_no_api(fake_envd: FakeEnvd) -> None:

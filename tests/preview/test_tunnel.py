@@ -67,7 +67,8 @@ def test_close_frame_is_a_server_frame_with_code_and_reason() -> None:
 
 async def test_a_queued_goodbye_reaches_a_browser_that_reads_late() -> None:
     """The preview stops while the browser's socket is full: the close frame waits behind
-    what is queued, nothing of the preview's follows it, and only then the connection ends."""
+    what is queued (the backlog, then the preview's last whole frame), and only then the
+    connection ends."""
     import asyncio
     import socket
 
@@ -80,19 +81,21 @@ async def test_a_queued_goodbye_reaches_a_browser_that_reads_late() -> None:
     for sock in (browser_end, preview_end):
         sock.setblocking(False)
     browser, upstream = IOStream(browser_side), IOStream(upstream_side)
-    tunnel = Tunnel(browser, upstream, lambda: None)
+    relayed = asyncio.Event()
+    tunnel = Tunnel(browser, upstream, relayed.set)
     run = asyncio.create_task(tunnel.run())
     backlog = frame(8 << 20)  # one whole frame the browser has not read yet
     queued = browser.write(backlog)
     assert not queued.done()  # more than the socket buffers hold
     preview_end.sendall(frame(5))  # the preview still talks as it is stopped
+    await asyncio.wait_for(relayed.wait(), 10)  # the tunnel has read it
     tunnel.close(1001, "the preview stopped")
     loop = asyncio.get_running_loop()
     received = bytearray()
     while chunk := await loop.sock_recv(browser_end, 1 << 20):
         received += chunk
     await asyncio.wait_for(run, 10)
-    assert bytes(received) == backlog + close_frame(1001, "the preview stopped")
+    assert bytes(received) == backlog + frame(5) + close_frame(1001, "the preview stopped")
     assert tunnel.ended.is_set()
     browser_end.close()
     preview_end.close()
