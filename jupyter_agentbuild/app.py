@@ -154,7 +154,7 @@ class AgentBuild(ExtensionApp):
         config=True
     )
     heartbeat_interval = Float(
-        5.0, help="Seconds between a server's heartbeats for the builds it runs."
+        5.0, help="Seconds between a server's heartbeats for the builds and previews it runs."
     ).tag(config=True)
     stale_after = Float(
         30.0,
