@@ -38,7 +38,7 @@ import httpx
 from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
 from .environment import _check_env, command_environment
 from .lines import LineSplitter
-from .workspace_copy import _copy_workspace, _rmtree, _write_files
+from .workspace_copy import fill_work
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ class E2BSandboxProvider:
         from e2b_code_interpreter import AsyncSandbox
 
         _check_env(env, "build env")
-        archive = await asyncio.to_thread(_stage, workspace, dict(files))
+        archive = await asyncio.to_thread(_stage, build_id, workspace, dict(files))
         try:
             sdk = await AsyncSandbox.create(
                 template=self.template,
@@ -528,23 +528,18 @@ class E2BSandboxProvider:
         return _KEY_SHAPE.sub("e2b_***", text)
 
 
-def _stage(workspace: Path | None, files: dict[str, str]) -> bytes:
-    """The workspace copy plus inline files, as the local sandbox would lay them out,
-    packed into one tar.gz (links kept as links, modes kept)."""
+def _stage(build_id: str, workspace: Path | None, files: dict[str, str]) -> bytes:
+    """The workspace copy plus inline files, laid out as the local sandbox does
+    (``fill_work``), packed into one tar.gz (links kept as links, modes kept)."""
     with tempfile.TemporaryDirectory(prefix="agentbuild-stage-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
-        try:
-            if workspace is not None:
-                _copy_workspace(workspace, work)
-            _write_files(work, files)
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-                for child in sorted(work.iterdir()):
-                    tar.add(child, arcname=child.name)
-            return buffer.getvalue()
-        finally:
-            _rmtree(work)
+        fill_work(work, workspace, files, label=build_id)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+            for child in sorted(work.iterdir()):
+                tar.add(child, arcname=child.name)
+        return buffer.getvalue()
 
 
 __all__ = ["STEP_MARKER", "WORK_DIR", "E2BSandbox", "E2BSandboxProvider"]

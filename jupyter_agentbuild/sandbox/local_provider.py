@@ -30,7 +30,7 @@ from .base import SandboxError
 from .environment import _SECRET_ENV, DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, _check_env
 from .local import LocalSandbox
 from .processes import _reap
-from .workspace_copy import _copy_dir_stats, _copy_workspace, _rmtree, _write_files
+from .workspace_copy import _rmtree, fill_work
 
 log = logging.getLogger(__name__)
 
@@ -122,29 +122,9 @@ class LocalSandboxProvider:
         try:
             work = directory / "work"
             work.mkdir()
-            if workspace is not None:
-                try:
-                    skipped = _copy_workspace(workspace, work, [str(self.workspace_root)])
-                except OSError as exc:
-                    where = (
-                        os.path.relpath(exc.filename, os.path.realpath(workspace))
-                        if isinstance(exc.filename, str)
-                        else ""
-                    )
-                    raise SandboxError(
-                        f"cannot copy the workspace ({where}): {exc.strerror}"
-                    ) from None
-                if skipped:
-                    log.info(
-                        "sandbox %s: skipped %d symlink(s)/special file(s) pointing outside "
-                        "the workspace: %s",
-                        directory.name,
-                        len(skipped),
-                        ", ".join(skipped[:10]),
-                    )
-            _write_files(work, files)
-            if workspace is not None:
-                _copy_dir_stats(workspace, work)
+            fill_work(
+                work, workspace, files, skip_dirs=[str(self.workspace_root)], label=directory.name
+            )
         except BaseException:
             _rmtree(directory)
             raise

@@ -19,6 +19,41 @@ from .paths import _inside
 log = logging.getLogger(__name__)
 
 
+def fill_work(
+    work: Path,
+    workspace: Path | None,
+    files: Mapping[str, str],
+    *,
+    skip_dirs: Iterable[str] = (),
+    label: str = "",
+) -> None:
+    """Fill an empty ``work`` dir the one way every sandbox does: the workspace copy
+    (links out of it skipped, and logged), the inline files, then the workspace's own
+    directory modes and times. A copy failure is a :class:`SandboxError` naming the
+    path inside the workspace."""
+    if workspace is not None:
+        try:
+            skipped = _copy_workspace(workspace, work, skip_dirs)
+        except OSError as exc:
+            where = (
+                os.path.relpath(exc.filename, os.path.realpath(workspace))
+                if isinstance(exc.filename, str)
+                else ""
+            )
+            raise SandboxError(f"cannot copy the workspace ({where}): {exc.strerror}") from None
+        if skipped:
+            log.info(
+                "sandbox %s: skipped %d symlink(s)/special file(s) pointing outside the "
+                "workspace: %s",
+                label,
+                len(skipped),
+                ", ".join(skipped[:10]),
+            )
+    _write_files(work, files)
+    if workspace is not None:
+        _copy_dir_stats(workspace, work)
+
+
 def _copy_workspace(src: Path, dst: Path, skip_dirs: Iterable[str] = ()) -> list[str]:
     """Copy ``src`` into the existing dir ``dst``; return what was skipped.
 
