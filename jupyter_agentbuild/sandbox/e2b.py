@@ -181,7 +181,7 @@ class E2BSandbox:
                 retain_output=False,
             )
         except Exception as exc:
-            raise SandboxError(f"E2B could not start the command: {exc}") from None
+            raise SandboxError(f"E2B could not start the command: {_redacted(exc)}") from None
         run.waited = asyncio.ensure_future(_exit_code(run.handle))
         return run
 
@@ -198,7 +198,7 @@ class E2BSandbox:
                 timeout=self._kill_grace + 30,
             )
         except Exception as exc:
-            log.warning("sandbox %s: cleaning up after a step failed: %s", self.id, exc)
+            log.warning("sandbox %s: cleaning up after a step failed: %s", self.id, _redacted(exc))
 
     async def run_step(
         self,
@@ -229,7 +229,9 @@ class E2BSandbox:
                 if run.error is not None:
                     raise run.error from None
                 if reason == "exit":
-                    raise SandboxError(f"lost the step's connection to E2B: {exc}") from None
+                    raise SandboxError(
+                        f"lost the step's connection to E2B: {_redacted(exc)}"
+                    ) from None
                 code = -9
             await run.flush()
         except asyncio.CancelledError:
@@ -263,12 +265,14 @@ class E2BSandbox:
         try:
             await asyncio.wait_for(self.close(), self._kill_grace + 10)
         except Exception as exc:
-            log.warning("sandbox %s: stopping its commands failed: %s", self.id, exc)
+            log.warning("sandbox %s: stopping its commands failed: %s", self.id, _redacted(exc))
         finally:
             try:
                 await asyncio.shield(self.sdk.kill())
             except Exception as exc:
-                log.warning("sandbox %s: killing the E2B sandbox failed: %s", self.id, exc)
+                log.warning(
+                    "sandbox %s: killing the E2B sandbox failed: %s", self.id, _redacted(exc)
+                )
 
     # ---- the port primitive
 
@@ -375,7 +379,9 @@ class E2BSandbox:
             try:
                 listed = await self.sdk.files.list(f"{WORK_DIR}/{rel}".rstrip("/"), depth=1)
             except Exception as exc:
-                raise SandboxError(f"cannot list {rel or 'the workspace'}: {exc}") from None
+                raise SandboxError(
+                    f"cannot list {rel or 'the workspace'}: {_redacted(exc)}"
+                ) from None
             subdirs = []
             for info in sorted(listed, key=lambda e: e.name):
                 path = f"{rel}/{info.name}" if rel else info.name
@@ -408,7 +414,7 @@ class E2BSandbox:
             try:
                 info = await self.sdk.files.get_info(current)
             except Exception as exc:
-                raise SandboxError(f"cannot read {path}: {exc}") from None
+                raise SandboxError(f"cannot read {path}: {_redacted(exc)}") from None
             if info.symlink_target:
                 raise SandboxError(f"{path} goes through a symlink")
             if not last:
@@ -416,7 +422,7 @@ class E2BSandbox:
         try:
             stream = await self.sdk.files.read(current, format="stream")
         except Exception as exc:
-            raise SandboxError(f"cannot read {path}: {exc}") from None
+            raise SandboxError(f"cannot read {path}: {_redacted(exc)}") from None
         buffer = bytearray()
         try:
             async for piece in stream:
@@ -523,9 +529,14 @@ class E2BSandboxProvider:
         return await self.reap(sandbox_id, state)
 
     def _safe(self, exc: BaseException) -> str:
-        """An SDK error's text with the key (and anything shaped like one) blanked out."""
-        text = str(exc).replace(self._api_key, "***")
-        return _KEY_SHAPE.sub("e2b_***", text)
+        return _redacted(exc, self._api_key)
+
+
+def _redacted(exc: BaseException, key: str = "") -> str:
+    """An SDK error's text with the key (and anything shaped like one) blanked out: every
+    E2B error that reaches a log or a build's error goes through here."""
+    text = str(exc).replace(key, "***") if key else str(exc)
+    return _KEY_SHAPE.sub("e2b_***", text)
 
 
 def _stage(build_id: str, workspace: Path | None, files: dict[str, str]) -> bytes:
