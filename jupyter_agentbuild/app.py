@@ -256,8 +256,7 @@ class AgentBuild(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
-        available = {"local", "e2b"}
-        chosen = default_provider(self.provider, self.e2b_api_key, available)
+        chosen = default_provider(self.provider, self.e2b_api_key)
         store = Store.lazy(self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
         providers: dict[str, SandboxProvider] = {
@@ -323,7 +322,6 @@ class AgentBuild(ExtensionApp):
             ServiceConfig(
                 root_dir=Path(self._server.root_dir),
                 default_provider=chosen,
-                available_providers=frozenset(available),
                 e2b_api_key=self.e2b_api_key,
                 builds_per_window=self.builds_per_window,
                 rate_window=self.rate_window,

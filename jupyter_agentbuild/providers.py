@@ -8,7 +8,6 @@ only for a key that looks real, and a key is never logged or returned.
 from __future__ import annotations
 
 import re
-from collections.abc import Set
 
 from .errors import ConfigError
 
@@ -32,19 +31,19 @@ def looks_like_e2b_key(key: str | None) -> bool:
     return len(set(body)) >= 10
 
 
-def default_provider(setting: str, e2b_key: str | None, available: Set[str]) -> str:
+def default_provider(setting: str, e2b_key: str | None) -> str:
     """The provider for builds that do not name one; raises ConfigError for a bad setup."""
     if setting == "local":
         return "local"
     if setting == "e2b":
-        check_e2b(e2b_key, available)
+        check_e2b(e2b_key)
         return "e2b"
-    if looks_like_e2b_key(e2b_key) and "e2b" in available:
+    if looks_like_e2b_key(e2b_key):
         return "e2b"
     return "local"
 
 
-def check_e2b(e2b_key: str | None, available: Set[str]) -> None:
+def check_e2b(e2b_key: str | None) -> None:
     if not e2b_key:
         raise ConfigError(f"provider 'e2b' needs an E2B API key: set {E2B_KEY_SETTING}")
     if not looks_like_e2b_key(e2b_key):
@@ -52,5 +51,3 @@ def check_e2b(e2b_key: str | None, available: Set[str]) -> None:
             f"the E2B API key in {E2B_KEY_SETTING} is malformed or a placeholder "
             "(real keys start with 'e2b_')"
         )
-    if "e2b" not in available:
-        raise ConfigError("the E2B sandbox provider is not available in this version")

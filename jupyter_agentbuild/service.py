@@ -33,7 +33,6 @@ STATUSES = (*ACTIVE, *TERMINAL)
 class ServiceConfig:
     root_dir: Path
     default_provider: str
-    available_providers: frozenset[str]
     e2b_api_key: str | None = None
     builds_per_window: int = 60
     rate_window: float = 3600.0
@@ -81,7 +80,7 @@ class BuildService:
         provider = spec.provider or self.config.default_provider
         if provider == "e2b":
             try:
-                check_e2b(self.config.e2b_api_key, self.config.available_providers)
+                check_e2b(self.config.e2b_api_key)
             except Exception as exc:
                 raise SpecError(str(exc), field="provider", code="provider_unavailable") from exc
         workspace = self._confine_workspace(spec)

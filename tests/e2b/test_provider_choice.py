@@ -21,7 +21,6 @@ PLACEHOLDERS = [
     "e2b_short",
     "e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",  # not random
 ]
-BOTH = {"local", "e2b"}
 
 
 def test_a_real_looking_key_is_recognised_and_placeholders_are_not() -> None:
@@ -31,17 +30,16 @@ def test_a_real_looking_key_is_recognised_and_placeholders_are_not() -> None:
 
 
 def test_auto_uses_e2b_only_with_a_real_looking_key() -> None:
-    assert default_provider("auto", REAL, BOTH) == "e2b"
+    assert default_provider("auto", REAL) == "e2b"
     for key in PLACEHOLDERS:
-        assert default_provider("auto", key, BOTH) == "local", key
-    assert default_provider("auto", REAL, {"local"}) == "local"
-    assert default_provider("local", REAL, BOTH) == "local"
+        assert default_provider("auto", key) == "local", key
+    assert default_provider("local", REAL) == "local"
 
 
 @pytest.mark.parametrize("key", PLACEHOLDERS)
 def test_explicit_e2b_with_a_bad_key_is_refused_naming_the_setting(key: str | None) -> None:
     with pytest.raises(ConfigError) as info:
-        default_provider("e2b", key, BOTH)
+        default_provider("e2b", key)
     message = str(info.value)
     assert "E2B_API_KEY" in message and "e2b_api_key" in message
     if key:
@@ -49,5 +47,5 @@ def test_explicit_e2b_with_a_bad_key_is_refused_naming_the_setting(key: str | No
 
 
 def test_explicit_e2b_with_a_real_key() -> None:
-    assert default_provider("e2b", REAL, BOTH) == "e2b"
-    check_e2b(REAL, BOTH)
+    assert default_provider("e2b", REAL) == "e2b"
+    check_e2b(REAL)
