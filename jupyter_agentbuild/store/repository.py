@@ -335,16 +335,16 @@ class Store:
         missing from the answer was deleted, perhaps elsewhere."""
         if not build_ids:
             return {}
-        ids = list(build_ids)
-        beat = update(builds).where(builds.c.id.in_(ids)).values(heartbeat_at=now)
-        stmt = select(builds.c.id, builds.c.preview_stop_requested, builds.c.preview).where(
-            builds.c.id.in_(ids)
+        beat = (
+            update(builds)
+            .where(builds.c.id.in_(list(build_ids)))
+            .values(heartbeat_at=now)
+            .returning(builds.c.id, builds.c.preview_stop_requested, builds.c.preview)
         )
         async with transaction(self.engine) as conn:
-            await conn.execute(beat)
             return {
                 str(bid): (bool(flag), (preview or {}).get("state"))
-                for bid, flag, preview in await conn.execute(stmt)
+                for bid, flag, preview in await conn.execute(beat)
             }
 
     # -- entry stream -------------------------------------------------------------------
