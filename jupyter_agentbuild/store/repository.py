@@ -234,22 +234,16 @@ class Store:
         the entry that says so. False (nothing written) if the status is no longer one of
         ``from_statuses`` or the stream moved on (its writer is alive after all)."""
         seq, text_ = entry
-        (row,) = _chunk_rows(build_id, [(seq, [text_])])
-        stmt = (
-            update(builds)
-            .where(
-                builds.c.id == build_id,
-                builds.c.status.in_(list(from_statuses)),
-                builds.c.last_seq == seq - 1,
-            )
-            .values(status=to_status, last_seq=seq, **_checked(fields))
-        )
+        rows = _chunk_rows(build_id, [(seq, [text_])])
         async with transaction(self.engine) as conn:
-            if (await conn.execute(stmt)).rowcount != 1:
-                return False
-            await conn.execute(insert(entry_chunks), [row])
-            await notify(conn, build_id)
-            return True
+            return await _advance(
+                conn,
+                build_id,
+                rows,
+                builds.c.status.in_(list(from_statuses)),
+                status=to_status,
+                **_checked(fields),
+            )
 
     async def claim_slot(
         self,
@@ -364,15 +358,8 @@ class Store:
         if not rows:
             return
         prev, new_last = rows[0]["first_seq"] - 1, rows[-1]["last_seq"]
-        advance = (
-            update(builds)
-            .where(builds.c.id == build_id, builds.c.last_seq == prev)
-            .values(last_seq=new_last)
-        )
         async with transaction(self.engine) as conn:
-            if (await conn.execute(advance)).rowcount == 1:
-                await conn.execute(insert(entry_chunks), rows)
-                await notify(conn, build_id)
+            if await _advance(conn, build_id, rows):
                 return
             current = await conn.scalar(select(builds.c.last_seq).where(builds.c.id == build_id))
         if current is None:
@@ -494,6 +481,30 @@ async def _nth_oldest_use(conn: AsyncConnection, where: Any, n: int) -> datetime
     )
     value: datetime = (await conn.execute(stmt)).scalar_one()
     return value
+
+
+async def _advance(
+    conn: AsyncConnection,
+    build_id: str,
+    rows: list[dict[str, Any]],
+    *conditions: Any,
+    **values: Any,
+) -> bool:
+    """Append chunk ``rows`` to the stream and move ``builds.last_seq`` past them (and set
+    ``values``), only if the stream is exactly where the rows start and ``conditions``
+    hold: one conditional UPDATE, then the insert and the readers' wake-up. False when
+    nothing was written."""
+    prev, new_last = rows[0]["first_seq"] - 1, rows[-1]["last_seq"]
+    stmt = (
+        update(builds)
+        .where(builds.c.id == build_id, builds.c.last_seq == prev, *conditions)
+        .values(last_seq=new_last, **values)
+    )
+    if (await conn.execute(stmt)).rowcount != 1:
+        return False
+    await conn.execute(insert(entry_chunks), rows)
+    await notify(conn, build_id)
+    return True
 
 
 def _build_row(row: Row[Any]) -> BuildRow:
