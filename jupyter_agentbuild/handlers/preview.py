@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +35,7 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil, iostream, web
 
-from ..errors import AgentBuildError, NotFound, Unavailable
+from ..errors import NotFound, Unavailable
 from ..identity import owner_of
 from ..preview.headers import (
     ResponseRewriter,
@@ -48,7 +47,7 @@ from ..preview.manager import Preview
 from ..preview.tunnel import Tunnel
 from ..preview.upstream import Exchange, UpstreamError
 from .artifacts import serve_static_preview
-from .base import AUTH_RESOURCE, error_body
+from .base import AUTH_RESOURCE, JsonErrors, error_body
 from .builds import BuildHandlerBase
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def _http_error(status: int, message: str) -> web.HTTPError:
 
 
 @web.stream_request_body
-class PreviewProxyHandler(JupyterHandler):
+class PreviewProxyHandler(JsonErrors, JupyterHandler):
     """HTTP (every method) and WebSocket reverse proxy to one build's preview."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
@@ -134,10 +133,7 @@ class PreviewProxyHandler(JupyterHandler):
         agentbuild = self.agentbuild
         owner = owner_of(self.identity_provider, user, agentbuild.personal_owner)
         build_id = self.path_kwargs["build_id"]
-        try:
-            self.preview = await agentbuild.service.preview_target(owner, build_id)
-        except AgentBuildError as exc:
-            raise _http_error(exc.status, exc.message) from None
+        self.preview = await agentbuild.service.preview_target(owner, build_id)
         if self.preview is None:
             if self.request.method not in ("GET", "HEAD") or self._upgrade:
                 raise _http_error(404, f"no preview is running for build {build_id}")
@@ -290,8 +286,6 @@ class PreviewProxyHandler(JupyterHandler):
             raise _http_error(404, f"{nothing}, and {exc.message}") from None
         except Unavailable:
             raise _http_error(404, nothing) from None
-        except AgentBuildError as exc:
-            raise _http_error(exc.status, exc.message) from None
 
     def answer_head(
         self,
@@ -424,26 +418,23 @@ class PreviewProxyHandler(JupyterHandler):
     # -- errors: short, never a traceback, with the security headers ------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """The contract's JSON error (``handlers.base.error_body``), or the same message as
-        a short page for a browser; never a traceback."""
+        """The contract's JSON error (:class:`JsonErrors`), or the same message as a short
+        page for a browser; never a traceback, never cached."""
+        self.set_header("Cache-Control", "no-store")
+        if "text/html" not in self.request.headers.get("Accept", ""):
+            super().write_error(status_code, **kwargs)
+            return
         exc_info = kwargs.get("exc_info")
         status_code, body = error_body(status_code, exc_info[1] if exc_info else None, self._reason)
-        message = body["error"]["message"]
         self.set_status(status_code)
-        self.set_header("Cache-Control", "no-store")
-        accept = self.request.headers.get("Accept", "")
-        if "text/html" in accept:
-            self.set_header("Content-Type", "text/html; charset=UTF-8")
-            title = f"{status_code} {html.escape(self._reason)}"
-            self.finish(
-                "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-                f"<title>{title}</title></head><body><h1>{title}</h1>"
-                f"<p>{html.escape(message)}</p><p><small>agentbuild preview proxy</small></p>"
-                "</body></html>"
-            )
-            return
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        title = f"{status_code} {html.escape(self._reason)}"
+        self.finish(
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>{title}</title></head><body><h1>{title}</h1>"
+            f"<p>{html.escape(body['error']['message'])}</p>"
+            "<p><small>agentbuild preview proxy</small></p></body></html>"
+        )
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError) and value.status_code < 500:
