@@ -254,9 +254,9 @@ class E2BSandbox:
             await run.done.wait()
 
     async def close(self) -> None:
+        self._closed = True  # first, as the local sandbox does: no step starts meanwhile
         await self.stop_service()
         await self.cancel()
-        self._closed = True
 
     async def destroy(self) -> None:
         """Kill the VM (with it, its files: artifacts were collected before). The kill
