@@ -30,6 +30,8 @@ class ServerProcess:
         self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'ab.db'}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        #: The HTTP status of the last :meth:`call` (its body is what it returns).
+        self.last_status = 0
 
     def start(self) -> None:
         self.port = free_port()
@@ -74,6 +76,7 @@ class ServerProcess:
             headers={"Authorization": f"token {TOKEN}"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
+            self.last_status = resp.status
             return json.loads(resp.read() or b"null")
 
     def logs(self, build_id: str) -> list[dict[str, Any]]:
