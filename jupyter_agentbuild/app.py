@@ -9,6 +9,7 @@ runner; the stop hook flushes logs, stops sandboxes and disposes the engine.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,6 +147,16 @@ class AgentBuild(ExtensionApp):
     max_log_buffer = Int(
         100_000, help="Entries held in memory per build before the sandbox reader is paused."
     ).tag(config=True)
+    max_log_bytes = Int(
+        256 * 1024**2,
+        help="""Bytes of log text one build may store (default 256 MiB). Beyond it, output
+        is dropped, one 'log_truncated' event says so, and the build goes on. 0: no cap.""",
+    ).tag(config=True)
+    max_page_bytes = Int(
+        2 * 1024**2,
+        help="""Bytes of entries in one REST log page or WebSocket frame (default 2 MiB):
+        a page stops early there ('limit' still caps its entries; one entry always fits).""",
+    ).tag(config=True)
     store_retry_timeout = Float(
         60.0,
         help="How long (s) writes to an unavailable database are retried before a build fails.",
@@ -256,6 +267,7 @@ class AgentBuild(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
+        attach_logging(self._server.log)
         chosen = default_provider(self.provider, self.e2b_api_key)
         store = Store.lazy(self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
@@ -290,6 +302,7 @@ class AgentBuild(ExtensionApp):
                 max_concurrent_builds=self.max_concurrent_builds,
                 log_flush_interval=self.log_flush_interval,
                 max_log_buffer=self.max_log_buffer,
+                max_log_bytes=self.max_log_bytes or None,
                 store_retry_timeout=self.store_retry_timeout,
                 heartbeat_interval=self.heartbeat_interval,
                 stale_after=self.stale_after,
@@ -325,6 +338,7 @@ class AgentBuild(ExtensionApp):
                 e2b_api_key=self.e2b_api_key,
                 builds_per_window=self.builds_per_window,
                 rate_window=self.rate_window,
+                max_page_bytes=self.max_page_bytes,
             ),
         )
         artifacts = ArtifactService(
@@ -417,3 +431,13 @@ class AgentBuild(ExtensionApp):
                     await self.state.previews.shutdown()
         finally:
             await self.state.store.dispose()
+
+
+def attach_logging(server_log: logging.Logger) -> None:
+    """Route the extension's module loggers (``jupyter_agentbuild.*``) to the Jupyter
+    server's log, as jupyter_server does for tornado's: operators see build lifecycles
+    and failures in the server log, with its format, handlers and level."""
+    logger = logging.getLogger(__package__ or "jupyter_agentbuild")
+    logger.parent = server_log
+    logger.propagate = True
+    logger.setLevel(server_log.level)

@@ -16,7 +16,16 @@ from .store.models import TERMINAL_STATUSES as TERMINAL
 # The C string encoder behind json.dumps, without json.dumps' per-call overhead.
 _encode_str = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
 
-__all__ = ["ACTIVE", "TERMINAL", "encode_event", "encode_logs", "iso", "join_array", "utcnow"]
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "encode_event",
+    "encode_logs",
+    "iso",
+    "join_array",
+    "size_of",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -58,3 +67,9 @@ def encode_event(seq: int, ts: str, type_: str, data: dict[str, Any]) -> str:
 def join_array(entries: list[str]) -> str:
     """A JSON array of already-encoded entries, built without decoding them."""
     return "[" + ",".join(entries) + "]"
+
+
+def size_of(text: str) -> int:
+    """The size of ``text`` in UTF-8 bytes (an ASCII fast path: entries mostly are):
+    what byte budgets of pages, frames and buffers count."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -4,26 +4,40 @@ A :class:`LogPipe` is the single writer of its build's entry stream. Entries are
 encoded once (see :mod:`.entries`), kept in memory until they are stored (and a
 while after, so live readers rarely touch the database), written in chunks by a
 flusher task whose every write is awaited and retried with backoff, and handed
-to live readers as soon as they are accepted. The pending buffer is bounded:
-when the store falls behind, :meth:`LogPipe.log` waits, which in turn stops the
-sandbox reader (back-pressure), instead of letting memory grow.
+to live readers as soon as they are accepted. The pending buffer is bounded, in
+entries and in bytes: when the store falls behind, :meth:`LogPipe.log` waits, which
+in turn stops the sandbox reader (back-pressure), instead of letting memory grow.
+
+Secrets are masked here, before an entry exists (see :mod:`.masking`). A build's log
+is capped (``max_log_bytes``): beyond it, output is dropped and one ``log_truncated``
+event says so, and the build goes on. Reads from memory are bounded in bytes as well
+as entries, so no reader makes the server hold more than a page of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .entries import encode_event, encode_logs, iso, join_array, utcnow
+from .entries import encode_event, encode_logs, iso, join_array, size_of, utcnow
+from .masking import SecretMasker
 from .store.repository import SeqConflict
 
 log = logging.getLogger(__name__)
 
 #: ``await write(build_id, chunks)`` stores chunks of ``(first_seq, [entry_json, ...])``.
 ChunkWriter = Callable[[str, Sequence[tuple[int, Sequence[str]]]], Awaitable[None]]
+#: ``await commit((seq, entry_json))`` stores the last entry together with whatever else
+#: must become visible with it (the build's terminal row); False when it was refused.
+EndCommit = Callable[[tuple[int, str]], Awaitable[bool]]
+
+
+#: Bytes of encoded frames a pipe keeps for readers at the same cursor.
+FRAME_CACHE_BYTES = 8 * 2**20
 
 
 class StoreUnavailable(Exception):
@@ -41,21 +55,32 @@ class LogPipe:
         last_seq: int = 0,
         flush_interval: float = 0.25,
         chunk_size: int = 1000,
+        chunk_bytes: int = 2**20,
         max_pending: int = 100_000,
+        max_pending_bytes: int = 64 * 2**20,
         retain_bytes: int = 32 * 2**20,
         retry_timeout: float = 60.0,
         secrets: Sequence[str] = (),
+        max_log_bytes: int | None = None,
     ) -> None:
         self.build_id = build_id
         self._write = write
         self.flush_interval = flush_interval
         self.chunk_size = chunk_size
+        #: A stored chunk closes at ``chunk_size`` entries or this many bytes, whichever
+        #: comes first, so reading one chunk never means reading megabytes.
+        self.chunk_bytes = chunk_bytes
         self.max_pending = max(max_pending, chunk_size)
-        #: Stored entries stay in memory up to this many characters, so readers that
+        self.max_pending_bytes = max_pending_bytes
+        #: Stored entries stay in memory up to this many bytes, so readers that
         #: fall a little behind are served without touching the database.
         self.retain_bytes = retain_bytes
         self.retry_timeout = retry_timeout
-        self._secrets = [s for s in secrets if s]
+        self._masker = SecretMasker(secrets)
+        #: Bytes of log text this build may store; the rest is dropped (None: no cap).
+        self.max_log_bytes = max_log_bytes
+        self.log_bytes = 0
+        self.truncated = False
         #: Newest seq handed out, and newest seq known to be in the store.
         self.last_seq = last_seq
         self.stored_seq = last_seq
@@ -63,13 +88,17 @@ class LogPipe:
         #: Set while the store has refused writes for longer than ``retry_timeout``.
         self.stalled: BaseException | None = None
         self._pending: list[str] = []  # seqs stored_seq+1 .. last_seq
+        self._pending_sizes: list[int] = []  # their sizes in bytes
+        self._pending_size = 0
         self._kept: deque[tuple[int, list[str], int]] = deque()  # stored chunks still in memory
         self._kept_size = 0
         self._new = asyncio.Event()  # replaced on each append; readers wait on the old one
         self._stored = asyncio.Event()
         self._wake_flusher = asyncio.Event()
+        self._urgent = asyncio.Event()  # someone awaits a flush: do not wait for the interval
         self._flusher: asyncio.Task[None] | None = None
-        self._frames: dict[tuple[int, int], bytes] = {}
+        self._frames: dict[int, tuple[bytes, int]] = {}
+        self._frames_size = 0
 
     # -- writing ---------------------------------------------------------------
 
@@ -77,39 +106,108 @@ class LogPipe:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.build_id}")
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of accepted entries not yet in the store (bounded by ``max_pending_bytes``)."""
+        return self._pending_size
+
+    def _full(self) -> bool:
+        return len(self._pending) >= self.max_pending or (
+            self._pending_size >= self.max_pending_bytes
+        )
+
     async def log(self, stream: str, step: int, lines: list[str], continued: bool = False) -> None:
-        """Accept output lines; waits while the pending buffer is full (back-pressure)."""
-        if not lines:
+        """Accept output lines; waits while the pending buffer is full (back-pressure).
+
+        Secrets are masked first; beyond ``max_log_bytes`` the lines are dropped (one
+        ``log_truncated`` event says so)."""
+        if not lines or self.truncated:
             return
-        while len(self._pending) >= self.max_pending:
+        while self._full():
             if self.stalled is not None:
                 raise StoreUnavailable(str(self.stalled))
+            self._urgent.set()
             self._wake_flusher.set()
             await self._stored.wait()
-        if self._secrets:
-            lines = [self._mask(text) for text in lines]
+        if self._masker:
+            lines, continued = self._masker.lines((stream, step), lines, continued)
+            if not lines:
+                return
+        if self.max_log_bytes is not None:
+            kept, over = self._fit(lines)
+            if over:
+                self._truncate(stream, step, kept)
+                return
         self._append(
             encode_logs(self.last_seq + 1, iso(utcnow()) or "", stream, step, lines, continued)
         )
 
+    def _fit(self, lines: list[str]) -> tuple[list[str], bool]:
+        """The lines that still fit under ``max_log_bytes`` (counted), and whether some
+        did not."""
+        assert self.max_log_bytes is not None
+        room = self.max_log_bytes - self.log_bytes
+        for i, text in enumerate(lines):
+            size = size_of(text)
+            if size > room:
+                self.log_bytes = self.max_log_bytes - room
+                return lines[:i], True
+            room -= size
+        self.log_bytes = self.max_log_bytes - room
+        return lines, False
+
+    def _truncate(self, stream: str, step: int, kept: list[str]) -> None:
+        """The log reached ``max_log_bytes``: store what fits, say so once, drop the rest."""
+        now = iso(utcnow()) or ""
+        if kept:  # complete lines: only a batch's last line can be a continued piece
+            self._append(encode_logs(self.last_seq + 1, now, stream, step, kept, False))
+        self.truncated = True
+        data = {
+            "max_log_bytes": self.max_log_bytes,
+            "message": f"the log reached max_log_bytes ({self.max_log_bytes} bytes): "
+            "further output of this build is dropped; the build goes on",
+        }
+        self._append([encode_event(self.last_seq + 1, now, "log_truncated", data)])
+        log.warning(
+            "agentbuild: build %s reached max_log_bytes (%d); dropping further output",
+            self.build_id,
+            self.max_log_bytes,
+        )
+
     async def event(self, type_: str, data: dict[str, Any]) -> int:
         """Accept an event entry; returns its seq."""
+        self._drain_masker()
+        if self._masker:
+            data = self._masker.mask_value(data)
         self._append([encode_event(self.last_seq + 1, iso(utcnow()) or "", type_, data)])
         return self.last_seq
+
+    def _drain_masker(self) -> None:
+        """Emit what the masker held back of unfinished lines (their stream stopped)."""
+        for (stream, step), text in self._masker.drain():
+            now = iso(utcnow()) or ""
+            self._append(encode_logs(self.last_seq + 1, now, stream, step, [text], False))
 
     def _append(self, entries: list[str]) -> None:
         if self.closed:
             raise RuntimeError(f"log pipe of {self.build_id} is closed")
+        sizes = [size_of(entry) for entry in entries]
         self._pending.extend(entries)
+        self._pending_sizes.extend(sizes)
+        self._pending_size += sum(sizes)
         self.last_seq += len(entries)
         self._wake_flusher.set()
         self._notify()
 
-    def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+    @property
+    def has_secrets(self) -> bool:
+        """Whether this build has secrets to mask (then no raw traceback is logged)."""
+        return bool(self._masker)
+
+    def mask(self, text: str) -> str:
+        """``text`` with this build's secrets masked (for what is written beside the
+        stream: the row's ``error``)."""
+        return self._masker.mask(text) if self._masker else text
 
     def _notify(self) -> None:
         new, self._new = self._new, asyncio.Event()
@@ -121,18 +219,39 @@ class LogPipe:
         stored.set()
 
     async def flush(self) -> None:
-        """Return once everything accepted so far is in the store."""
+        """Return once everything accepted so far is in the store (written now, without
+        waiting for the flush interval)."""
         target = self.last_seq
         while self.stored_seq < target:
             if self.stalled is not None:
                 raise StoreUnavailable(str(self.stalled))
+            self._urgent.set()
             self._wake_flusher.set()
             await self._stored.wait()
+
+    async def end(self, type_: str, data: dict[str, Any], commit: EndCommit) -> bool:
+        """Store everything, then the last entry through ``commit``, which writes it
+        together with the build's terminal row: readers of this pipe, like readers of
+        the store, see the entry only once the row says the same. Returns whether
+        ``commit`` took it (if not, the entry was never shown to anyone)."""
+        self._drain_masker()
+        await self.flush()
+        if self._masker:
+            data = self._masker.mask_value(data)
+        seq = self.last_seq + 1
+        text = encode_event(seq, iso(utcnow()) or "", type_, data)
+        if not await commit((seq, text)):
+            return False
+        self.last_seq = self.stored_seq = seq
+        self._keep([(seq, [text])])
+        self._notify()
+        return True
 
     async def close(self) -> None:
         """Final flush, then stop the flusher and wake every reader for the last time."""
         self._wake_flusher.set()
         try:
+            self._drain_masker()
             await self.flush()
         finally:
             self.closed = True
@@ -144,24 +263,43 @@ class LogPipe:
     async def _flush_loop(self) -> None:
         while True:
             await self._wake_flusher.wait()
-            if len(self._pending) < self.chunk_size:
-                # Let a batch build up, but never hold entries longer than the interval.
-                await asyncio.sleep(self.flush_interval)
+            if len(self._pending) < self.chunk_size and self._pending_size < self.chunk_bytes:
+                # Let a batch build up, but never hold entries longer than the interval,
+                # nor at all once someone awaits them.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
             self._wake_flusher.clear()
+            self._urgent.clear()
             if self._pending:
                 await self._store_pending()
+            if self._pending:
+                self._wake_flusher.set()  # a round stores a bounded amount: go on
             self._signal_stored()
 
     async def _store_pending(self) -> None:
-        count = len(self._pending)
+        """Store pending entries, in chunks of at most ``chunk_size`` entries and about
+        ``chunk_bytes`` bytes, at most about 8 chunks' bytes in one round."""
         first = self.stored_seq + 1
-        batch = self._pending[:count]
-        chunks = [
-            (first + i, batch[i : i + self.chunk_size]) for i in range(0, count, self.chunk_size)
-        ]
+        chunks: list[tuple[int, list[str]]] = []
+        start = size = round_size = 0
+        count = len(self._pending)
+        for i in range(count):
+            item = self._pending_sizes[i]
+            if i > start and (i - start >= self.chunk_size or size + item > self.chunk_bytes):
+                chunks.append((first + start, self._pending[start:i]))
+                start, size = i, 0
+                if round_size >= 8 * self.chunk_bytes:
+                    break
+            size += item
+            round_size += item
+        else:
+            chunks.append((first + start, self._pending[start:count]))
+        stored = sum(len(entries) for _, entries in chunks)
         await self._write_with_retry(chunks)
-        del self._pending[:count]
-        self.stored_seq += count
+        del self._pending[:stored]
+        self._pending_size -= sum(self._pending_sizes[:stored])
+        del self._pending_sizes[:stored]
+        self.stored_seq += stored
         self._keep(chunks)
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
@@ -199,7 +337,7 @@ class LogPipe:
 
     def _keep(self, chunks: list[tuple[int, list[str]]]) -> None:
         for first, entries in chunks:
-            size = sum(map(len, entries))
+            size = sum(map(size_of, entries))
             self._kept.append((first, entries, size))
             self._kept_size += size
         while len(self._kept) > 1 and self._kept_size > self.retain_bytes:
@@ -214,55 +352,61 @@ class LogPipe:
             return self._kept[0][0]
         return self.stored_seq + 1
 
-    def read(self, after: int, limit: int) -> list[str] | None:
-        """Entries with ``seq > after`` from memory, or ``None`` if they are only in the store."""
+    def read(self, after: int, limit: int, max_bytes: int | None = None) -> list[str] | None:
+        """Entries with ``seq > after`` from memory, or ``None`` if they are only in the
+        store: at most ``limit`` of them and, beyond the first, at most ``max_bytes``."""
         if after >= self.last_seq:
             return []
-        if after >= self.stored_seq:  # a reader at the tail: the pending entries only
-            start = after - self.stored_seq
-            return self._pending[start : start + limit]
         if after + 1 < self.memory_start:
             return None
         out: list[str] = []
-        for first, chunk, _size in self._kept:
-            end = first + len(chunk) - 1
-            if end <= after:
-                continue
-            out.extend(chunk[max(0, after + 1 - first) :])
-            if len(out) >= limit:
-                return out[:limit]
+        budget = [max_bytes if max_bytes is not None else -1]
+        if after < self.stored_seq:
+            for first, chunk, _size in self._kept:
+                end = first + len(chunk) - 1
+                if end <= after:
+                    continue
+                if take(out, chunk[max(0, after + 1 - first) :], limit, budget):
+                    return out
         start = max(0, after + 1 - (self.stored_seq + 1))
-        out.extend(self._pending[start : start + limit - len(out)])
+        take(out, self._pending[start : start + limit - len(out)], limit, budget)
         return out
 
-    def read_frame(self, after: int, limit: int) -> tuple[bytes, int] | None:
+    def read_frame(
+        self, after: int, limit: int, max_bytes: int | None = None
+    ) -> tuple[bytes, int] | None:
         """:meth:`read` as an encoded JSON array, shared by every reader at the same cursor.
 
         Readers that keep up wake together at the same cursor, so the frame is joined
-        and encoded once for all of them (entries never change once accepted).
+        and encoded once for all of them (entries never change once accepted; a frame
+        cached while fewer entries existed is shorter, never wrong).
         """
-        end = min(self.last_seq, after + limit)
-        if end <= after:
+        if after >= self.last_seq:
             return b"[]", 0  # caught up: nothing to share, nothing to cache
-        key = (after, end)
-        cached = self._frames.get(key)
+        cached = self._frames.get(after)
         if cached is not None:
-            return cached, end - after
-        entries = self.read(after, end - after)
+            return cached
+        entries = self.read(after, limit, max_bytes)
         if entries is None:
             return None
         frame = join_array(entries).encode()
-        self.cache_frame(key, frame)
+        self.cache_frame(after, frame, len(entries))
         return frame, len(entries)
 
-    def cached_frame(self, key: tuple[int, int]) -> bytes | None:
-        return self._frames.get(key)
+    def cached_frame(self, after: int) -> tuple[bytes, int] | None:
+        """A frame of the entries after ``after`` that a reader already asked for."""
+        return self._frames.get(after)
 
-    def cache_frame(self, key: tuple[int, int], frame: bytes) -> None:
-        """Keep a few recent frames (bounded) for the other readers at the same cursor."""
-        if len(self._frames) >= 32:
-            self._frames.pop(next(iter(self._frames)))
-        self._frames[key] = frame
+    def cache_frame(self, after: int, frame: bytes, count: int) -> None:
+        """Keep a few recent frames (bounded in number and bytes) for the other readers
+        at the same cursor."""
+        while self._frames and (
+            len(self._frames) >= 32 or self._frames_size + len(frame) > FRAME_CACHE_BYTES
+        ):
+            self._frames_size -= len(self._frames.pop(next(iter(self._frames)))[0])
+        if len(frame) <= FRAME_CACHE_BYTES:
+            self._frames[after] = (frame, count)
+            self._frames_size += len(frame)
 
     async def wait(self, after: int) -> None:
         """Wait until there is an entry after ``after`` or the pipe closes."""
@@ -270,3 +414,20 @@ class LogPipe:
             return
         event = self._new
         await event.wait()
+
+
+def take(out: list[str], entries: list[str], limit: int, budget: list[int]) -> bool:
+    """Move ``entries`` to ``out`` while ``out`` has fewer than ``limit`` and the byte
+    ``budget[0]`` (negative: none) allows; the first entry always fits (a line is at
+    most one piece). Returns whether ``out`` is full."""
+    room = limit - len(out)
+    if budget[0] < 0:
+        out.extend(entries[:room])
+        return len(out) >= limit
+    for entry in entries[:room]:
+        size = size_of(entry)
+        if out and size > budget[0]:
+            return True
+        out.append(entry)
+        budget[0] = max(0, budget[0] - size)
+    return len(out) >= limit

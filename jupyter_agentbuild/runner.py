@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,10 @@ class RunnerConfig:
     log_flush_interval: float = 0.25
     log_chunk_size: int = 1000
     max_log_buffer: int = 100_000
+    #: Bytes of entries held in memory per build before the sandbox reader is paused.
+    max_log_buffer_bytes: int = 64 * 2**20
+    #: Bytes of log text one build may store; beyond it output is dropped (None: no cap).
+    max_log_bytes: int | None = 256 * 2**20
     store_retry_timeout: float = 60.0
     heartbeat_interval: float = 5.0
     stale_after: float = 30.0
@@ -156,13 +160,16 @@ class Runner:
             flush_interval=self.config.log_flush_interval,
             chunk_size=self.config.log_chunk_size,
             max_pending=self.config.max_log_buffer,
+            max_pending_bytes=self.config.max_log_buffer_bytes,
             retry_timeout=self.config.store_retry_timeout,
             secrets=spec.secret_values,
+            max_log_bytes=self.config.max_log_bytes,
         )
         pipe.start()
         job = _Job(row=row, spec=spec, workspace=workspace, pipe=pipe)
         self._jobs[row.id] = job
         job.task = asyncio.create_task(self._run(job), name=f"build-{row.id}")
+        log.info("agentbuild: build %s of %s queued (%s)", row.id, row.owner, row.provider)
         self.on_activity()
 
     async def cancel(self, build_id: str, reason: str = "cancelled", message: str = "") -> bool:
@@ -233,6 +240,12 @@ class Runner:
                 started_at=started,
             )
             await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
+            log.info(
+                "agentbuild: build %s of %s started in sandbox %s",
+                row.id,
+                row.owner,
+                job.sandbox.id,
+            )
             exit_code = await self._run_steps(job)
             self._check_stopped(job)
             await self._after_steps(job, succeeded=exit_code == 0)
@@ -246,12 +259,17 @@ class Runner:
             exit_code = job.last_exit_code
         except StoreUnavailable as exc:
             status, error = "failed", f"the build database stopped accepting logs: {exc}"
-            log.error("agentbuild: build %s failed: %s", row.id, error)
         except asyncio.CancelledError:
             status, error = "interrupted", "the Jupyter server stopped while the build ran"
         except Exception as exc:  # a provider or store failure, not a failing step
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("agentbuild: build %s failed to run", row.id)
+            log.error(
+                "agentbuild: build %s of %s could not run: %s",
+                row.id,
+                row.owner,
+                pipe.mask(error),
+                exc_info=not pipe.has_secrets,
+            )
         finally:
             if deadline_handle is not None:
                 deadline_handle.cancel()
@@ -341,9 +359,16 @@ class Runner:
         state = job.sandbox.state()
         if state == job.recorded_state:
             return
-        with contextlib.suppress(Exception):
+        try:
             await self.store.update_build(job.row.id, sandbox_state=state)
             job.recorded_state = state
+        except Exception as exc:  # the next heartbeat tries again
+            log.warning(
+                "agentbuild: recording the sandbox of build %s failed (%s: %s); will retry",
+                job.row.id,
+                type(exc).__name__,
+                exc,
+            )
 
     def _check_stopped(self, job: _Job, exit_code: int | None = None) -> None:
         if job.stop_reason is not None:
@@ -389,32 +414,34 @@ class Runner:
     async def _finish(
         self, job: _Job, status: str, exit_code: int | None, error: str | None
     ) -> None:
-        """Final flush, terminal status entry, then the terminal row: in that order."""
+        """Final flush, then the terminal status entry and the terminal row, stored in one
+        transaction: whoever sees the end of the stream (here or on another server) and
+        then reads the build finds it terminal, with its exit code."""
         row, pipe = job.row, job.pipe
+        if error:
+            error = pipe.mask(error)
         try:
-            if job.sandbox is not None and not job.sandbox_kept:
-                with contextlib.suppress(Exception):
-                    await job.sandbox.destroy()
-            with contextlib.suppress(StoreUnavailable):
-                await pipe.flush()
+            # A kept sandbox (a preview), or one that could not be destroyed, stays
+            # recorded in the same write, so a reaper can still find what is left.
+            kept = await self._release_sandbox(job)
             data: dict[str, Any] = {"status": status, "exit_code": exit_code}
             if error:
                 data["error"] = error
-            await pipe.event("status", data)
+            ended = False
             try:
-                await pipe.flush()
+                ended = await pipe.end(
+                    "status", data, self._terminal_commit(row.id, status, exit_code, error, kept)
+                )
             except StoreUnavailable:
                 log.error(
                     "agentbuild: %d log entries of build %s could not be stored",
                     pipe.last_seq - pipe.stored_seq,
                     row.id,
                 )
-            # The row turns terminal only after its last entry is stored, and readers
-            # see the stream end only after that (close wakes them for the last time).
-            # A kept sandbox (a preview) stays recorded in the same write, so a server
-            # dying right after it still leaves what a reaper needs.
-            kept = job.sandbox.state() if job.sandbox is not None and job.sandbox_kept else None
-            await self._write_terminal(row.id, status, exit_code, error, kept)
+            if not ended:
+                # The stream could not be ended in the store: at least end the row.
+                await self._write_terminal(row.id, status, exit_code, error, kept)
+            self._log_end(row, status, exit_code, error)
             with contextlib.suppress(StoreUnavailable):
                 await pipe.close()
         finally:
@@ -422,6 +449,93 @@ class Runner:
             freed, self._slot_freed = self._slot_freed, asyncio.Event()
             freed.set()
             self.on_activity()
+
+    async def _release_sandbox(self, job: _Job) -> dict[str, Any] | None:
+        """Destroy the build's sandbox unless a hook kept it; the ``sandbox_state`` to
+        record with the terminal row: the kept sandbox's, or the one that could not be
+        destroyed (a reaper finds it there), else None."""
+        sandbox = job.sandbox
+        if sandbox is None:
+            return None
+        if job.sandbox_kept:
+            return sandbox.state()
+        try:
+            await sandbox.destroy()
+            return None
+        except Exception as exc:
+            try:
+                state: dict[str, Any] | None = sandbox.state()
+            except Exception:
+                state = job.recorded_state
+            log.warning(
+                "agentbuild: destroying sandbox %s of build %s failed (%s: %s); "
+                "it stays recorded for a reaper",
+                sandbox.id,
+                job.row.id,
+                type(exc).__name__,
+                exc,
+            )
+            return state
+
+    def _terminal_commit(
+        self,
+        build_id: str,
+        status: str,
+        exit_code: int | None,
+        error: str | None,
+        sandbox_state: dict[str, Any] | None,
+    ) -> Callable[[tuple[int, str]], Awaitable[bool]]:
+        """How the pipe stores its last entry: with the terminal row, in one transaction
+        (retried through a brief outage)."""
+
+        async def commit(entry: tuple[int, str]) -> bool:
+            async def once() -> bool:
+                return await self.store.end_with_entry(
+                    build_id,
+                    entry,
+                    from_statuses=list(ACTIVE),
+                    to_status=status,
+                    exit_code=exit_code,
+                    error=error,
+                    finished_at=utcnow(),
+                    sandbox_state=sandbox_state,
+                )
+
+            try:
+                if await with_backoff(once, patience=self.config.store_retry_timeout):
+                    return True
+            except Exception as exc:
+                log.error("agentbuild: could not store the end of build %s: %s", build_id, exc)
+                return False
+            # Refused: perhaps an earlier attempt committed and only its answer was lost.
+            now = await self.store.get_build(build_id)
+            if now is not None and now.last_seq >= entry[0] and now.status == status:
+                return True
+            log.warning(
+                "agentbuild: build %s was ended elsewhere (%s) before this server could",
+                build_id,
+                now.status if now is not None else "deleted",
+            )
+            return False
+
+        return commit
+
+    def _log_end(
+        self, row: BuildRow, status: str, exit_code: int | None, error: str | None
+    ) -> None:
+        """One line per build end, for operators."""
+        if status == "succeeded":
+            log.info("agentbuild: build %s of %s succeeded", row.id, row.owner)
+        elif status == "failed":
+            log.info(
+                "agentbuild: build %s of %s failed (exit code %s): %s",
+                row.id,
+                row.owner,
+                exit_code,
+                error,
+            )
+        else:  # cancelled | timed_out | interrupted
+            log.info("agentbuild: build %s of %s %s: %s", row.id, row.owner, status, error)
 
     async def _write_terminal(
         self,
@@ -492,6 +606,7 @@ class Runner:
                     if not await provider.reap(row.sandbox_id, row.sandbox_state):
                         keep = row.sandbox_state
                 except Exception as exc:
+                    keep = row.sandbox_state  # still there: stays recorded for a later reaper
                     log.warning("agentbuild: reaping %s failed: %s", row.sandbox_id, exc)
             message = "the server running this build stopped before it finished"
             now_utc = utcnow()
@@ -506,7 +621,12 @@ class Runner:
                 finished_at=now_utc,
                 sandbox_state=keep,
             ):
-                log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
+                log.info(
+                    "agentbuild: build %s of %s interrupted: its server died (sandbox %s)",
+                    row.id,
+                    row.owner,
+                    "left recorded" if keep else "reaped" if row.sandbox_state else "none",
+                )
 
 
 def pid_alive(pid: int) -> bool:

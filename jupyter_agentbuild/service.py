@@ -36,6 +36,8 @@ class ServiceConfig:
     e2b_api_key: str | None = None
     builds_per_window: int = 60
     rate_window: float = 3600.0
+    #: Bytes of entries in one log page or stream frame (at least one entry each).
+    max_page_bytes: int = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -211,19 +213,21 @@ class BuildService:
         limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
         row = await self.get(owner, build_id)
         pipe = self.runner.pipe(build_id)
-        entries = await self._read(build_id, after, limit)
+        entries = await self._read(build_id, after, limit, self.config.max_page_bytes)
         if pipe is not None:
             return LogPage(entries, pipe.last_seq, False)
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)
 
-    async def _read(self, build_id: str, after: int, limit: int) -> list[str]:
-        """Entries after ``after``: from the live pipe's memory when it still has them,
-        else from the store."""
+    async def _read(self, build_id: str, after: int, limit: int, max_bytes: int) -> list[str]:
+        """Entries after ``after`` (at most ``limit``, and ``max_bytes`` beyond the first):
+        from the live pipe's memory when it still has them, else from the store."""
         pipe = self.runner.pipe(build_id)
-        entries = pipe.read(after, limit) if pipe is not None else None
+        entries = pipe.read(after, limit, max_bytes) if pipe is not None else None
         if entries is None:
-            entries = await self.store.read_entries(build_id, after=after, limit=limit)
+            entries = await self.store.read_entries(
+                build_id, after=after, limit=limit, max_bytes=max_bytes
+            )
         return entries
 
     async def log_text(self, owner: str, build_id: str) -> AsyncIterator[str]:
@@ -232,7 +236,7 @@ class BuildService:
         await self.get(owner, build_id)
         after = 0
         while True:
-            entries = await self._read(build_id, after, MAX_PAGE)
+            entries = await self._read(build_id, after, MAX_PAGE, self.config.max_page_bytes)
             if not entries:
                 return
             after += len(entries)
@@ -252,26 +256,27 @@ class BuildService:
         running on another server visible too.
         """
         cursor, poll = after, 0.05
+        budget = self.config.max_page_bytes
         while True:
             pipe = self.runner.pipe(build_id)
             if pipe is not None:
-                shared = pipe.read_frame(cursor, frame)
+                shared = pipe.read_frame(cursor, frame, budget)
                 if shared is None:
                     # Fell behind what memory keeps: catch up from the store in frames
                     # aligned to multiples of ``frame``, so readers that lag together
                     # share each read (the pipe caches it).
-                    want = frame - cursor % frame
-                    key = (cursor, cursor + want)
-                    cached = pipe.cached_frame(key)
+                    cached = pipe.cached_frame(cursor)
                     if cached is not None:
-                        cursor += want
-                        yield cached
+                        cursor += cached[1]
+                        yield cached[0]
                         continue
-                    text, count = await self.store.read_joined(build_id, after=cursor, limit=want)
+                    want = frame - cursor % frame
+                    text, count = await self.store.read_joined(
+                        build_id, after=cursor, limit=want, max_bytes=budget
+                    )
                     if count:
                         data = f"[{text}]".encode()
-                        if count == want:
-                            pipe.cache_frame(key, data)
+                        pipe.cache_frame(cursor, data, count)
                         cursor += count
                         yield data
                         continue
@@ -283,7 +288,9 @@ class BuildService:
                     return
                 await pipe.wait(cursor)
                 continue
-            text, count = await self.store.read_joined(build_id, after=cursor, limit=frame)
+            text, count = await self.store.read_joined(
+                build_id, after=cursor, limit=frame, max_bytes=budget
+            )
             if count:
                 cursor += count
                 poll = 0.05

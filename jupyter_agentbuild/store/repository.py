@@ -6,7 +6,7 @@ Database errors propagate as SQLAlchemy exceptions; the caller decides how to re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..entries import size_of
 from .engine import make_engine, transaction
 from .migrate import upgrade
 from .models import ACTIVE_STATUSES, BuildRow
@@ -370,22 +371,38 @@ class Store:
             f"build {build_id!r}: chunks start at seq {prev + 1}, stream is at {current}"
         )
 
-    async def read_entries(self, build_id: str, *, after: int, limit: int) -> list[str]:
-        """The entries (JSON texts) with ``seq > after``, ascending, at most ``limit``.
+    async def read_entries(
+        self, build_id: str, *, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[str]:
+        """The entries (JSON texts) with ``seq > after``, ascending, at most ``limit`` and,
+        beyond the first, at most ``max_bytes`` (UTF-8) of them.
 
-        One query fetches exactly the chunks that hold seqs ``after+1 .. after+limit``: those
-        ending past ``after``, up to the first one ending at or past ``after+limit``. Both
-        ends are seeks on the (build_id, last_seq) key, so the cost follows what is read,
-        never the history before it. Entry k of a chunk has seq ``first_seq + k``: the
-        edge chunks are sliced without parsing any JSON.
+        Chunks are fetched a few at a time, only those that hold seqs ``after+1 ..
+        after+limit``: both ends are seeks on the (build_id, last_seq) key, so the cost
+        follows what is read, never the history before it, and a byte budget stops the
+        reading early. Entry k of a chunk has seq ``first_seq + k``: the edge chunks are
+        sliced without parsing any JSON.
         """
         out: list[str] = []
-        for first_seq, _last, body in await self._chunks_for(build_id, after, limit):
+        budget = max_bytes
+        async for first_seq, _last, body in self._chunks_for(build_id, after, limit):
             start = max(0, after + 1 - first_seq)
-            out.extend(body.split("\n")[start : start + limit - len(out)])
+            got = body.split("\n")[start : start + limit - len(out)]
+            if budget is not None:
+                fit = _within(got, budget, first=not out)
+                budget -= sum(map(size_of, fit))
+                out.extend(fit)
+                if len(fit) < len(got):
+                    break
+            else:
+                out.extend(got)
+            if len(out) >= limit:
+                break
         return out
 
-    async def read_joined(self, build_id: str, *, after: int, limit: int) -> tuple[str, int]:
+    async def read_joined(
+        self, build_id: str, *, after: int, limit: int, max_bytes: int | None = None
+    ) -> tuple[str, int]:
         """Like :meth:`read_entries`, but as one comma-joined text and its entry count.
 
         A catching-up stream sends this as ``[text]`` straight away: whole chunks are
@@ -393,24 +410,39 @@ class Store:
         """
         parts: list[str] = []
         count = 0
-        for first_seq, last_seq, body in await self._chunks_for(build_id, after, limit):
+        budget = max_bytes
+        async for first_seq, last_seq, body in self._chunks_for(build_id, after, limit):
             start = max(0, after + 1 - first_seq)
             take = min(last_seq - first_seq + 1 - start, limit - count)
             if take <= 0:
                 break
             if start == 0 and take == last_seq - first_seq + 1:
-                parts.append(body.replace("\n", ","))
-            else:
-                parts.append(",".join(body.split("\n")[start : start + take]))
-            count += take
+                size = size_of(body) if budget is not None else 0
+                if budget is None or size <= budget:
+                    parts.append(body.replace("\n", ","))
+                    count += take
+                    if budget is not None:
+                        budget -= size
+                    continue
+            got = body.split("\n")[start : start + take]
+            fit = got if budget is None else _within(got, budget, first=count == 0)
+            if budget is not None:
+                budget -= sum(map(size_of, fit))
+            if fit:
+                parts.append(",".join(fit))
+                count += len(fit)
+            if len(fit) < take or count >= limit:
+                break
         return ",".join(parts), count
 
     async def _chunks_for(
-        self, build_id: str, after: int, limit: int
-    ) -> list[tuple[int, int, str]]:
+        self, build_id: str, after: int, limit: int, batch: int = 16
+    ) -> AsyncIterator[tuple[int, int, str]]:
+        """The chunks holding seqs ``after+1 .. after+limit``, in order, ``batch`` per
+        query: a reader that stops early (its byte budget is spent) never loads the rest."""
         after = max(after, 0)
         if limit <= 0 or after >= _MAX_SEQ:
-            return []
+            return
         c = entry_chunks.c
         upto = min(after + limit, _MAX_SEQ)
         last_needed = (
@@ -420,17 +452,25 @@ class Store:
             .limit(1)
             .scalar_subquery()
         )
-        stmt = (
-            select(c.first_seq, c.last_seq, c.body)
-            .where(
-                c.build_id == build_id,
-                c.last_seq > after,
-                c.last_seq <= func.coalesce(last_needed, _MAX_SEQ),
+        cursor = after
+        while True:
+            stmt = (
+                select(c.first_seq, c.last_seq, c.body)
+                .where(
+                    c.build_id == build_id,
+                    c.last_seq > cursor,
+                    c.last_seq <= func.coalesce(last_needed, _MAX_SEQ),
+                )
+                .order_by(c.last_seq)
+                .limit(batch)
             )
-            .order_by(c.last_seq)
-        )
-        async with transaction(self.engine) as conn:
-            return [(int(f), int(la), str(b)) for f, la, b in await conn.execute(stmt)]
+            async with transaction(self.engine) as conn:
+                rows = [(int(f), int(la), str(b)) for f, la, b in await conn.execute(stmt)]
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            cursor = rows[-1][1]
 
     # -- quotas -------------------------------------------------------------------------
 
@@ -505,6 +545,17 @@ async def _advance(
     await conn.execute(insert(entry_chunks), rows)
     await notify(conn, build_id)
     return True
+
+
+def _within(entries: list[str], budget: int, *, first: bool) -> list[str]:
+    """The leading ``entries`` that fit in ``budget`` bytes (one at least when ``first``:
+    the page's first entry always fits, a line being at most one piece)."""
+    for i, entry in enumerate(entries):
+        size = size_of(entry)
+        if size > budget and not (first and i == 0):
+            return entries[:i]
+        budget -= size
+    return entries
 
 
 def _build_row(row: Row[Any]) -> BuildRow:
