@@ -12,6 +12,7 @@ from typing import Any
 
 from .store.models import ACTIVE_STATUSES as ACTIVE
 from .store.models import TERMINAL_STATUSES as TERMINAL
+from .textsize import size_of
 
 # The C string encoder behind json.dumps, without json.dumps' per-call overhead.
 _encode_str = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
@@ -67,9 +68,3 @@ def encode_event(seq: int, ts: str, type_: str, data: dict[str, Any]) -> str:
 def join_array(entries: list[str]) -> str:
     """A JSON array of already-encoded entries, built without decoding them."""
     return "[" + ",".join(entries) + "]"
-
-
-def size_of(text: str) -> int:
-    """The size of ``text`` in UTF-8 bytes (an ASCII fast path: entries mostly are):
-    what byte budgets of pages, frames and buffers count."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..entries import size_of
+from ..textsize import size_of
 from .engine import make_engine, transaction
 from .migrate import upgrade
 from .models import ACTIVE_STATUSES, BuildRow
