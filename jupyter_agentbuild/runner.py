@@ -12,7 +12,6 @@ state here is only a cache and a wake-up signal for readers in this process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from .retry import every, with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
 from .store.repository import BuildRow, Store
+from .swallow import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,9 @@ class Runner:
         self._slot_freed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: Sandboxes whose destroy failed, by build id: ``(provider, sandbox_id, state)``.
+        #: Their state stays recorded in the store, and each heartbeat tries again.
+        self._leftovers: dict[str, tuple[str, str, dict[str, Any]]] = {}
 
     # -- public API ------------------------------------------------------------
 
@@ -427,22 +430,21 @@ class Runner:
             data: dict[str, Any] = {"status": status, "exit_code": exit_code}
             if error:
                 data["error"] = error
-            ended = False
+            ended, elsewhere = False, asyncio.Event()
+            commit = self._terminal_commit(row.id, status, exit_code, error, kept, elsewhere)
             try:
-                ended = await pipe.end(
-                    "status", data, self._terminal_commit(row.id, status, exit_code, error, kept)
-                )
+                ended = await pipe.end("status", data, commit)
             except StoreUnavailable:
                 log.error(
                     "agentbuild: %d log entries of build %s could not be stored",
                     pipe.last_seq - pipe.stored_seq,
                     row.id,
                 )
-            if not ended:
+            if not ended and not elsewhere.is_set():
                 # The stream could not be ended in the store: at least end the row.
                 await self._write_terminal(row.id, status, exit_code, error, kept)
             self._log_end(row, status, exit_code, error)
-            with contextlib.suppress(StoreUnavailable):
+            with swallowed(log, f"closing the log stream of build {row.id}"):
                 await pipe.close()
         finally:
             self._jobs.pop(row.id, None)
@@ -469,12 +471,14 @@ class Runner:
                 state = job.recorded_state
             log.warning(
                 "agentbuild: destroying sandbox %s of build %s failed (%s: %s); "
-                "it stays recorded for a reaper",
+                "it stays recorded until it is removed",
                 sandbox.id,
                 job.row.id,
                 type(exc).__name__,
                 exc,
             )
+            if state is not None:
+                self._leftovers[job.row.id] = (job.row.provider, sandbox.id, state)
             return state
 
     def _terminal_commit(
@@ -484,9 +488,11 @@ class Runner:
         exit_code: int | None,
         error: str | None,
         sandbox_state: dict[str, Any] | None,
+        elsewhere: asyncio.Event,
     ) -> Callable[[tuple[int, str]], Awaitable[bool]]:
         """How the pipe stores its last entry: with the terminal row, in one transaction
-        (retried through a brief outage)."""
+        (retried through a brief outage). ``elsewhere`` is set when the build had already
+        been ended by someone else (its row must then stay as they left it)."""
 
         async def commit(entry: tuple[int, str]) -> bool:
             async def once() -> bool:
@@ -511,6 +517,7 @@ class Runner:
             now = await self.store.get_build(build_id)
             if now is not None and now.last_seq >= entry[0] and now.status == status:
                 return True
+            elsewhere.set()
             log.warning(
                 "agentbuild: build %s was ended elsewhere (%s) before this server could",
                 build_id,
@@ -571,7 +578,29 @@ class Runner:
             for job in list(self._jobs.values()):
                 await self._record_sandbox_state(job)
             await self._apply_remote_cancels()
+        await self._remove_leftovers()
         await self.reconcile()
+
+    async def _remove_leftovers(self) -> None:
+        """Try again to remove the sandboxes whose destroy failed; a removed one is no
+        longer recorded (a server restart reaps the rest: they stay in the store)."""
+        for build_id, (name, sandbox_id, state) in list(self._leftovers.items()):
+            provider = self.providers.get(name)
+            try:
+                gone = provider is not None and await provider.remove(sandbox_id, state)
+            except Exception as exc:
+                log.warning(
+                    "agentbuild: removing sandbox %s of build %s failed again (%s: %s)",
+                    sandbox_id,
+                    build_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if gone:
+                await self.store.update_build(build_id, sandbox_state=None)
+                log.info("agentbuild: sandbox %s of build %s removed", sandbox_id, build_id)
+            self._leftovers.pop(build_id, None)
 
     async def _apply_remote_cancels(self) -> None:
         """Another server may have asked to cancel one of our builds (through the store)."""

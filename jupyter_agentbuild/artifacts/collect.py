@@ -21,7 +21,6 @@ event precedes the end of the stream. Everything goes through the sandbox Protoc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import posixpath
@@ -33,6 +32,7 @@ from ..entries import utcnow
 from ..runner import AfterSteps
 from ..sandbox.base import Sandbox, SandboxError, WorkspaceEntry
 from ..store.artifacts import ArtifactRecord, ArtifactRecords
+from ..swallow import swallowed
 from .blobs import ArtifactStore
 from .select import Selection
 
@@ -253,9 +253,9 @@ class ArtifactCollector:
         await ctx.pipe.event("artifacts_ready", summary)
 
     async def _discard(self, build_id: str) -> None:
-        with contextlib.suppress(Exception):
+        with swallowed(log, f"discarding the artifact files of {build_id}"):
             await asyncio.to_thread(self.blobs.remove_build, build_id)
-        with contextlib.suppress(Exception):
+        with swallowed(log, f"discarding the artifact records of {build_id}"):
             await self.records.delete(build_id)
 
     async def _collect(self, build_id: str, sandbox: Sandbox, selection: Selection) -> _Manifest:
@@ -321,7 +321,7 @@ class ArtifactCollector:
                 for task in running:
                     task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            with contextlib.suppress(Exception):
+            with swallowed(log, "closing an artifact packer after a failure"):
                 await packer.close()
             raise
         return manifest
@@ -372,7 +372,7 @@ class ArtifactCollector:
             return ArtifactRecord(entry.path, "skipped", reason=reason)
         except BaseException:
             if handle is not None:
-                with contextlib.suppress(Exception):
+                with swallowed(log, f"closing artifact {entry.path}"):
                     handle.close()
             raise
         return ArtifactRecord(entry.path, "file", size=size, sha256=digest.hexdigest(), blob=key)

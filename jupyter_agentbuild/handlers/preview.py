@@ -23,7 +23,6 @@ upgrade is refused with 403, GHSA-w3vc-fx9p-wp4v), then the authorizer (resource
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 from typing import Any
@@ -46,6 +45,7 @@ from ..preview.headers import (
 from ..preview.manager import Preview
 from ..preview.tunnel import Tunnel
 from ..preview.upstream import Exchange, UpstreamError
+from ..swallow import swallowed
 from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, JsonErrors, error_body
 from .builds import BuildHandlerBase
@@ -259,7 +259,7 @@ class PreviewProxyHandler(JsonErrors, JupyterHandler):
             self._send_failed = True
 
     def _abort(self) -> None:
-        with contextlib.suppress(Exception):
+        with swallowed(log, "closing a preview client connection", level=logging.DEBUG):
             self.request.connection.close()  # type: ignore[union-attr]
         self._finished = True
 

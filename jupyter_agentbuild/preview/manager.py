@@ -24,7 +24,6 @@ source of truth for everything a client sees.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -41,6 +40,7 @@ from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
 from ..store.repository import BuildRow, Store
+from ..swallow import swallowed
 from .upstream import UpstreamLimits, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class PreviewManager:
             if preview.pool is not None:
                 preview.pool.close()
             for relay in list(preview.sockets):
-                with contextlib.suppress(Exception):
+                with swallowed(log, f"closing a WebSocket of preview {preview.build_id}"):
                     relay.close(1001, "the preview stopped")
             try:
                 async with asyncio.timeout(self.config.stop_timeout):
@@ -389,7 +389,7 @@ class PreviewManager:
             final = _final(state, error, exit_code, reason=reason)
             final["step"] = preview.step
             if record:
-                with contextlib.suppress(Exception):
+                with swallowed(log, f"recording the end of preview {preview.build_id}"):
                     await self._record(
                         preview, final, sandbox_state=None, preview_stop_requested=False
                     )

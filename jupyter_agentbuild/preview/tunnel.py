@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from tornado import iostream
 
+from ..swallow import swallowed
 from .upstream import CHUNK_SIZE  # the most read from one side before it is written
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Tunnel:
             if goodbye is not None and not goodbye.done():
                 # the close frame is queued behind what the browser has not read yet:
                 # give it a moment to get out before the connection goes
-                with contextlib.suppress(Exception):
+                with swallowed(log, "sending a tunnel's close frame", level=logging.DEBUG):
                     await asyncio.wait_for(asyncio.shield(goodbye), GOODBYE_TIMEOUT)
             self._close_streams()
             await asyncio.wait((up, down))

@@ -28,7 +28,7 @@ target (no SSRF: nothing in a request chooses where to connect).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import select
 import socket
 import ssl
@@ -39,6 +39,10 @@ from typing import Any, Protocol
 
 from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+
+from ..swallow import swallowed
+
+log = logging.getLogger(__name__)
 
 #: Bodies are relayed in pieces of at most this size (a chunk is what memory holds).
 CHUNK_SIZE = 256 * 1024
@@ -476,7 +480,7 @@ class _Watched(httputil.HTTPMessageDelegate):
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
-        with contextlib.suppress(Exception):
+        with swallowed(log, "closing a preview's upstream connection", level=logging.DEBUG):
             self.delegate.on_connection_close()
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from ..swallow import swallowed
 from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
 from .environment import _check_env, command_environment
 from .lines import LineSplitter
@@ -187,7 +188,7 @@ class E2BSandbox:
 
     async def _sweep(self, run: _Run) -> None:
         """Make sure nothing carrying the run's marker is left in the VM."""
-        with contextlib.suppress(Exception):
+        with swallowed(log, f"killing E2B command {run.marker}", describe=_redacted):
             await run.handle.kill()
         args = f"{STEP_MARKER}={run.marker} {max(0, int(self._kill_grace * 1000))}"
         try:
@@ -236,7 +237,7 @@ class E2BSandbox:
             await run.flush()
         except asyncio.CancelledError:
             # the caller was cancelled (server shutdown): stop the step in the VM first
-            with contextlib.suppress(Exception):
+            with swallowed(log, f"stopping E2B step {run.marker}", describe=_redacted):
                 await asyncio.wait_for(asyncio.shield(self._sweep(run)), self._kill_grace + 5)
             raise
         finally:
@@ -301,7 +302,8 @@ class E2BSandbox:
         debug = bool(getattr(self.sdk.connection_config, "debug", False))
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         if not debug:
-            with contextlib.suppress(Exception):  # the preview outlives the build's timeout
+            # the preview outlives the build's timeout
+            with swallowed(log, "extending an E2B sandbox's timeout", describe=_redacted):
                 await self.sdk.set_timeout(self._keep_alive)
         assert run.waited is not None
         loop = asyncio.get_running_loop()
@@ -359,9 +361,9 @@ class E2BSandbox:
             return
         await self._sweep(run)
         if run.waited is not None:
-            with contextlib.suppress(Exception):
+            with swallowed(log, f"waiting for E2B service {run.marker}", describe=_redacted):
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
-        with contextlib.suppress(Exception):
+        with swallowed(log, f"flushing E2B service {run.marker}", describe=_redacted):
             await run.flush()
 
     # ---- workspace files
@@ -435,7 +437,7 @@ class E2BSandbox:
         finally:  # also when the reader stops early: the SDK has no GC safety net
             close = getattr(stream, "aclose", None)
             if close is not None:
-                with contextlib.suppress(Exception):
+                with swallowed(log, "closing an E2B file stream", describe=_redacted):
                     await close()
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..swallow import swallowed
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "agentbuild_entries"
@@ -53,10 +55,10 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._raw is not None:
-            with contextlib.suppress(Exception):
+            with swallowed(log, "UNLISTEN", level=logging.DEBUG):
                 await self._raw.remove_listener(CHANNEL, self._on_notify)
         if self._conn is not None:
-            with contextlib.suppress(Exception):
+            with swallowed(log, "closing the LISTEN connection", level=logging.DEBUG):
                 await self._conn.close()
         self._conn = self._raw = None
 
