@@ -78,9 +78,7 @@ async def test_each_line_of_a_multi_line_secret_is_masked(
         assert line.encode() not in stored
 
 
-async def test_a_failed_build_stores_no_secret(
-    api: Api, agentbuild_config: dict[str, Any]
-) -> None:
+async def test_a_failed_build_stores_no_secret(api: Api, agentbuild_config: dict[str, Any]) -> None:
     """The stored spec shows the mask, the row and its events hold no secret."""
     build = await api.create(
         {
