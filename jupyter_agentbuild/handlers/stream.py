@@ -1,8 +1,10 @@
 """The WebSocket log stream: backlog, then live, then close with 1000.
 
 Each frame is a JSON array of entries with ``seq > after``, ascending, with no
-gap and no duplicate; ``write_message`` is awaited, so a slow client slows only
-its own reader, never the build.
+gap and no duplicate, of at most ``FRAME_ENTRIES`` entries and ``max_page_bytes``
+bytes (one entry at least). ``write_message`` is awaited before the next frame is
+read, so a slow client slows only its own reader, never the build, and the server
+holds at most one frame for it.
 """
 
 from __future__ import annotations
