@@ -73,19 +73,19 @@ async def test_the_terminal_row_already_records_the_kept_sandbox(previews: Previ
     """A server killed right after its build ended must leave the preview's processes
     recorded: the write that makes the row terminal carries them (not a later one)."""
     store = previews.manager.store
-    real_update = store.update_build
+    real_end = store.end_with_entry
     terminal_writes: list[dict[str, Any]] = []
 
-    async def observed(build_id: str, **fields: Any) -> Any:
-        if fields.get("status") == "succeeded":
+    async def observed(build_id: str, entry: Any, **fields: Any) -> Any:
+        if fields.get("to_status") == "succeeded":  # the terminal row, with its last entry
             terminal_writes.append(fields)
-        return await real_update(build_id, **fields)
+        return await real_end(build_id, entry, **fields)
 
-    store.update_build = observed
+    store.end_with_entry = observed
     try:
         build = await previews.start()
     finally:
-        store.update_build = real_update
+        store.end_with_entry = real_end
     (written,) = terminal_writes
     pgids = [pgid for pgid, _ in written["sandbox_state"]["pgids"]]
     running = {os.getpgid(pid) for pid in preview_pids(build["id"])}
