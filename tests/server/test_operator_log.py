@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,31 @@ async def test_a_failed_destroy_is_logged_and_the_sandbox_stays_recorded_until_g
         await asyncio.sleep(0.1)  # polling the store for the heartbeat's work
     assert not await asyncio.to_thread(directory.exists)
     one(server_log.lines(build["id"]), f"sandbox {row.sandbox_id} of build {build['id']} removed")
+
+
+async def test_reconciling_a_dead_servers_build_is_logged_once(
+    api: Api, server_log: Records
+) -> None:
+    agentbuild = api.app.web_app.settings["agentbuild"]
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()  # its pid is gone: the "server" that ran the build died
+    row = await agentbuild.store.insert_build(
+        id="deadbeef00000001",
+        owner="someone",
+        name="orphan",
+        status="running",
+        provider="local",
+        spec={"steps": [{"run": "true"}]},
+        created_at=datetime.now(UTC),
+        runner_id="a-dead-server",
+        runner_host=socket.gethostname(),
+        runner_pid=dead.pid,
+    )
+    await agentbuild.runner.reconcile()
+    await agentbuild.runner.reconcile()  # once per transition: nothing more to say
+    line = one(server_log.lines(row.id), "interrupted")
+    assert (
+        line == f"agentbuild: build {row.id} of someone interrupted: its server died (sandbox none)"
+    )
+    ended = await agentbuild.store.get_build(row.id)
+    assert ended.status == "interrupted"
