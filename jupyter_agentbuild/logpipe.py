@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
 
 from .entries import encode_event, encode_logs, iso, join_array, size_of, utcnow
 from .masking import SecretMasker
@@ -87,10 +89,13 @@ class LogPipe:
         self.closed = False
         #: Set while the store has refused writes for longer than ``retry_timeout``.
         self.stalled: BaseException | None = None
+        # Sizes are kept as end offsets in the byte stream of every entry accepted (its
+        # prefix sums), so a byte budget is cut with a bisect instead of a loop in Python.
+        self._offset = 0  # the end offset of the newest entry
+        self._stored_offset = 0  # ... of the newest stored one
         self._pending: list[str] = []  # seqs stored_seq+1 .. last_seq
-        self._pending_sizes: list[int] = []  # their sizes in bytes
-        self._pending_size = 0
-        self._kept: deque[tuple[int, list[str], int]] = deque()  # stored chunks still in memory
+        self._pending_ends: list[int] = []  # their end offsets
+        self._kept: deque[_Chunk] = deque()  # stored chunks still in memory
         self._kept_size = 0
         self._new = asyncio.Event()  # replaced on each append; readers wait on the old one
         self._stored = asyncio.Event()
@@ -109,11 +114,11 @@ class LogPipe:
     @property
     def pending_bytes(self) -> int:
         """Bytes of accepted entries not yet in the store (bounded by ``max_pending_bytes``)."""
-        return self._pending_size
+        return self._offset - self._stored_offset
 
     def _full(self) -> bool:
         return len(self._pending) >= self.max_pending or (
-            self._pending_size >= self.max_pending_bytes
+            self._offset - self._stored_offset >= self.max_pending_bytes
         )
 
     async def log(self, stream: str, step: int, lines: list[str], continued: bool = False) -> None:
@@ -191,10 +196,10 @@ class LogPipe:
     def _append(self, entries: list[str]) -> None:
         if self.closed:
             raise RuntimeError(f"log pipe of {self.build_id} is closed")
-        sizes = [size_of(entry) for entry in entries]
         self._pending.extend(entries)
-        self._pending_sizes.extend(sizes)
-        self._pending_size += sum(sizes)
+        self._pending_ends.extend(accumulate(map(size_of, entries), initial=self._offset))
+        del self._pending_ends[-len(entries) - 1]  # the initial value
+        self._offset = self._pending_ends[-1]
         self.last_seq += len(entries)
         self._wake_flusher.set()
         self._notify()
@@ -243,7 +248,9 @@ class LogPipe:
         if not await commit((seq, text)):
             return False
         self.last_seq = self.stored_seq = seq
-        self._keep([(seq, [text])])
+        start, self._offset = self._offset, self._offset + size_of(text)
+        self._stored_offset = self._offset
+        self._keep([_Chunk(seq, [text], [self._offset], start)])
         self._notify()
         return True
 
@@ -263,7 +270,8 @@ class LogPipe:
     async def _flush_loop(self) -> None:
         while True:
             await self._wake_flusher.wait()
-            if len(self._pending) < self.chunk_size and self._pending_size < self.chunk_bytes:
+            waiting = self._offset - self._stored_offset
+            if len(self._pending) < self.chunk_size and waiting < self.chunk_bytes:
                 # Let a batch build up, but never hold entries longer than the interval,
                 # nor at all once someone awaits them.
                 with contextlib.suppress(TimeoutError):
@@ -277,29 +285,23 @@ class LogPipe:
             self._signal_stored()
 
     async def _store_pending(self) -> None:
-        """Store pending entries, in chunks of at most ``chunk_size`` entries and about
-        ``chunk_bytes`` bytes, at most about 8 chunks' bytes in one round."""
-        first = self.stored_seq + 1
-        chunks: list[tuple[int, list[str]]] = []
-        start = size = round_size = 0
-        count = len(self._pending)
-        for i in range(count):
-            item = self._pending_sizes[i]
-            if i > start and (i - start >= self.chunk_size or size + item > self.chunk_bytes):
-                chunks.append((first + start, self._pending[start:i]))
-                start, size = i, 0
-                if round_size >= 8 * self.chunk_bytes:
-                    break
-            size += item
-            round_size += item
-        else:
-            chunks.append((first + start, self._pending[start:count]))
-        stored = sum(len(entries) for _, entries in chunks)
-        await self._write_with_retry(chunks)
-        del self._pending[:stored]
-        self._pending_size -= sum(self._pending_sizes[:stored])
-        del self._pending_sizes[:stored]
-        self.stored_seq += stored
+        """Store pending entries, in chunks of at most ``chunk_size`` entries and
+        ``chunk_bytes`` bytes (one entry at least), about 8 chunks' bytes per round."""
+        first, ends, count = self.stored_seq + 1, self._pending_ends, len(self._pending)
+        chunks: list[_Chunk] = []
+        base = self._stored_offset
+        round_end = base + 8 * self.chunk_bytes
+        i = 0
+        while i < count and base < round_end:
+            j = min(count, i + self.chunk_size, bisect_right(ends, base + self.chunk_bytes, i))
+            j = max(j, i + 1)
+            chunks.append(_Chunk(first + i, self._pending[i:j], ends[i:j], base))
+            base, i = ends[j - 1], j
+        await self._write_with_retry([(chunk.first, chunk.entries) for chunk in chunks])
+        del self._pending[:i]
+        del self._pending_ends[:i]
+        self.stored_seq += i
+        self._stored_offset = base
         self._keep(chunks)
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
@@ -335,13 +337,12 @@ class LogPipe:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _keep(self, chunks: list[tuple[int, list[str]]]) -> None:
-        for first, entries in chunks:
-            size = sum(map(size_of, entries))
-            self._kept.append((first, entries, size))
-            self._kept_size += size
+    def _keep(self, chunks: list[_Chunk]) -> None:
+        for chunk in chunks:
+            self._kept.append(chunk)
+            self._kept_size += chunk.size
         while len(self._kept) > 1 and self._kept_size > self.retain_bytes:
-            self._kept_size -= self._kept.popleft()[2]
+            self._kept_size -= self._kept.popleft().size
 
     # -- reading ---------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class LogPipe:
     def memory_start(self) -> int:
         """The oldest seq still in memory (``last_seq + 1`` when nothing is)."""
         if self._kept:
-            return self._kept[0][0]
+            return self._kept[0].first
         return self.stored_seq + 1
 
     def read(self, after: int, limit: int, max_bytes: int | None = None) -> list[str] | None:
@@ -360,16 +361,16 @@ class LogPipe:
         if after + 1 < self.memory_start:
             return None
         out: list[str] = []
-        budget = [max_bytes if max_bytes is not None else -1]
+        room = [max_bytes]
         if after < self.stored_seq:
-            for first, chunk, _size in self._kept:
-                end = first + len(chunk) - 1
-                if end <= after:
+            for chunk in self._kept:
+                if chunk.first + len(chunk.entries) - 1 <= after:
                     continue
-                if take(out, chunk[max(0, after + 1 - first) :], limit, budget):
+                start = max(0, after + 1 - chunk.first)
+                if take(out, chunk.entries, chunk.ends, chunk.start, start, limit, room):
                     return out
-        start = max(0, after + 1 - (self.stored_seq + 1))
-        take(out, self._pending[start : start + limit - len(out)], limit, budget)
+        start = max(0, after - self.stored_seq)
+        take(out, self._pending, self._pending_ends, self._stored_offset, start, limit, room)
         return out
 
     def read_frame(
@@ -416,18 +417,44 @@ class LogPipe:
         await event.wait()
 
 
-def take(out: list[str], entries: list[str], limit: int, budget: list[int]) -> bool:
-    """Move ``entries`` to ``out`` while ``out`` has fewer than ``limit`` and the byte
-    ``budget[0]`` (negative: none) allows; the first entry always fits (a line is at
-    most one piece). Returns whether ``out`` is full."""
-    room = limit - len(out)
-    if budget[0] < 0:
-        out.extend(entries[:room])
-        return len(out) >= limit
-    for entry in entries[:room]:
-        size = size_of(entry)
-        if out and size > budget[0]:
-            return True
-        out.append(entry)
-        budget[0] = max(0, budget[0] - size)
-    return len(out) >= limit
+class _Chunk(NamedTuple):
+    """Consecutive entries from seq ``first``, with their end offsets (``ends``) in the
+    pipe's byte stream; ``start`` is where the first one begins."""
+
+    first: int
+    entries: list[str]
+    ends: list[int]
+    start: int
+
+    @property
+    def size(self) -> int:
+        return self.ends[-1] - self.start if self.ends else 0
+
+
+def take(
+    out: list[str],
+    entries: list[str],
+    ends: list[int],
+    origin: int,
+    start: int,
+    limit: int,
+    room: list[int | None],
+) -> bool:
+    """Move ``entries[start:]`` to ``out`` while ``out`` has fewer than ``limit`` and the
+    bytes left in ``room[0]`` (None: no budget) allow; ``out``'s first entry always fits
+    (a line is at most one piece). ``ends`` are the entries' end offsets, ``origin`` where
+    the first begins. Returns whether ``out`` is full."""
+    stop = min(len(entries), start + limit - len(out))
+    budget = room[0]
+    if budget is not None and start < stop:
+        base = ends[start - 1] if start else origin
+        cut = bisect_right(ends, base + budget, start, stop)
+        if cut == start and not out:
+            cut = start + 1
+        if cut < stop:
+            stop = cut
+            room[0] = 0  # the budget is spent: the next entry did not fit
+        else:
+            room[0] = budget - (ends[stop - 1] - base)
+    out.extend(entries[start:stop])
+    return len(out) >= limit or room[0] == 0
