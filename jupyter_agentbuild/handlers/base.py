@@ -87,9 +87,13 @@ class AgentBuildHandler(JsonErrors, APIHandler):
     def query(self) -> dict[str, str]:
         return {k: self.get_query_argument(k) for k in self.request.query_arguments}
 
-    def json_body(self) -> Any:
+    def json_body(self, body: bytes | None = None) -> Any:
+        """The decoded body (``body``, else the request's); 400 ``invalid_json`` for what is
+        not JSON, or nested too deeply to decode."""
         try:
-            return json.loads(self.request.body or b"null")
+            return json.loads((self.request.body if body is None else body) or b"null")
+        except RecursionError:
+            raise SpecError("the request body is nested too deeply", code="invalid_json") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise SpecError(
                 f"the request body is not valid JSON: {exc}", code="invalid_json"
