@@ -320,7 +320,10 @@ def _timeout(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"{name} must be a number of seconds", field=name, code="invalid_timeout")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TIMEOUT:
         raise SpecError(
             f"{name} must be between 0 and {int(MAX_TIMEOUT)} seconds",

@@ -90,3 +90,24 @@ async def test_download_of_an_artifact_whose_name_holds_a_newline(api: Api) -> N
         disposition = response.headers["Content-Disposition"]
         assert disposition.startswith("attachment;") and "\n" not in disposition
         assert disposition.endswith("filename*=UTF-8''" + quote(name))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"steps": ["true"], "timeout": 10**400},
+        {"steps": [{"run": "true", "timeout": 10**309}]},
+        {"steps": ["true"], "preview": {"command": "true", "ready_timeout": 10**400}},
+    ],
+)
+async def test_integers_beyond_every_float_are_400(api: Api, spec: dict[str, Any]) -> None:
+    status, data, _ = await api.call("POST", "builds", spec)
+    error = _error(status, data)
+    assert status == 400 and error["code"] == "invalid_timeout", error
+
+
+async def test_a_plain_get_of_the_stream_is_a_json_400(api: Api) -> None:
+    build = await api.create({"steps": ["true"]})
+    status, data, _ = await api.call("GET", f"builds/{build['id']}/stream")
+    error = _error(status, data)
+    assert status == 400 and "WebSocket" in error["message"]
