@@ -691,12 +691,20 @@ class Soak:
             if build.status == "interrupted" and not build.active_when_killed:
                 problems.append(f"{build.id}: interrupted though its server ({build.server}) lived")
             if build.status == "failed":
-                problems.append(f"{build.id}: failed: {one.get('error')}")
+                problems.append(
+                    f"{build.id}: failed on {build.server} (rate {build.rate:g}/s, "
+                    f"{printed}/{build.count} lines printed, exit code {one.get('exit_code')}): "
+                    f"{str(one.get('error'))[:300]}"
+                )
         clients = []
         for cid, follows in self.follows.items():
             done = [f for f in follows if f.complete]
             stored = sum(stored_seq[f.build.tag] for f in done)
             received = sum(f.received for f in done)
+            # a follow that never reached the end: what was stored beyond it is lost to it
+            cut_short = sum(
+                max(0, stored_seq[f.build.tag] - f.last) for f in follows if not f.complete
+            )
             clients.append(
                 {
                     "client": cid,
@@ -705,7 +713,7 @@ class Soak:
                     "connections": sum(f.connections for f in follows),
                     "stored": stored,
                     "received": received,
-                    "lost": stored - received,
+                    "lost": stored - received + cut_short,
                     "duplicated": sum(f.duplicated for f in follows),
                     "gaps": sum(f.gaps for f in follows),
                 }

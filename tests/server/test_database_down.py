@@ -77,3 +77,27 @@ async def test_the_api_answers_503_while_the_database_is_down(
         assert status == 503, (path, status, body)
         assert body["error"]["code"] == "unavailable"
         assert headers["Retry-After"] == "1"
+
+
+async def test_a_build_rides_out_a_database_blip_while_it_starts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim of a slot and the ``running`` row are retried, as log writes are: a
+    database restart at that moment (the soak's) must not fail the build."""
+    refused = await _refused()
+    store = api.app.web_app.settings["agentbuild"].store
+    failures = {"claim_slot": 2, "update_build": 1}
+    for name in failures:
+        real = getattr(store, name)
+
+        def flaky(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            if failures[_name] > 0:
+                failures[_name] -= 1
+                raise OperationalError("SELECT", None, refused)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, flaky)
+    build = await api.create({"steps": ["echo fine"]})
+    done = await api.finish(build["id"])
+    assert done["status"] == "succeeded", done
+    assert failures == {"claim_slot": 0, "update_build": 0}
