@@ -36,6 +36,7 @@ from .sandbox.base import SandboxProvider
 from .sandbox.e2b import E2BSandboxProvider
 from .sandbox.local_provider import LocalSandboxProvider
 from .service import BuildService, ServiceConfig
+from .spec import MAX_SPEC_BYTES
 from .store.artifacts import ArtifactRecords
 from .store.engine import redact_url
 from .store.repository import Store
@@ -59,6 +60,8 @@ class AgentBuildState:
     #: What the preview proxy adds to every response's Content-Security-Policy.
     preview_csp: str = ""
     preview_max_request_size: int = 1024**3
+    #: Largest body of ``POST api/builds`` (413 beyond).
+    max_request_bytes: int = 16 * 1024**2
 
 
 class AgentBuild(ExtensionApp):
@@ -138,6 +141,16 @@ class AgentBuild(ExtensionApp):
         60, help="Builds one owner may create per rate_window; beyond it POST answers 429."
     ).tag(config=True)
     rate_window = Float(3600.0, help="The rate-limit window, in seconds.").tag(config=True)
+    max_request_bytes = Int(
+        16 * 1024**2,
+        help="""Largest request body of POST api/builds, in bytes (413 request_too_large
+        beyond; the body is never held whole when larger).""",
+    ).tag(config=True)
+    max_spec_bytes = Int(
+        MAX_SPEC_BYTES,
+        help="""Largest build spec stored with a build (its JSON, in bytes; 413
+        spec_too_large beyond). Lists of builds show a summary of each spec.""",
+    ).tag(config=True)
     log_flush_interval = Float(
         0.25, help="Longest time (s) a log line waits in memory before it is written."
     ).tag(config=True)
@@ -339,6 +352,7 @@ class AgentBuild(ExtensionApp):
                 builds_per_window=self.builds_per_window,
                 rate_window=self.rate_window,
                 max_page_bytes=self.max_page_bytes,
+                max_spec_bytes=self.max_spec_bytes,
             ),
         )
         artifacts = ArtifactService(
@@ -363,6 +377,7 @@ class AgentBuild(ExtensionApp):
             previews=previews,
             preview_csp=self.preview_csp,
             preview_max_request_size=self.preview_max_request_size,
+            max_request_bytes=self.max_request_bytes,
         )
         self.settings.update({"agentbuild": self.state})
 

@@ -50,6 +50,13 @@ class NotFound(AgentBuildError):
     code = "not_found"
 
 
+class Forbidden(AgentBuildError):
+    """Authenticated, but this request may not be made (e.g. from another site)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class Conflict(AgentBuildError):
     """The build is in the wrong state for this request."""
 
@@ -81,3 +88,35 @@ class ConfigError(AgentBuildError):
 
     status = 503
     code = "misconfigured"
+
+
+#: SQLSTATE classes of a database that cannot be reached or is restarting: connection
+#: exceptions (08...) and operator intervention (57P01 admin shutdown, 57P02 crash
+#: shutdown, 57P03 cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Is ``exc`` the database being down or restarting (answered 503, retried by the
+    client), rather than a defect? Connection failures, timeouts and disconnects are;
+    integrity, programming and data errors are not."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.TimeoutError):  # no pool connection in time
+        return True
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state.startswith(_UNAVAILABLE_SQLSTATES)
+        if isinstance(orig, ConnectionError | OSError | TimeoutError):
+            return True  # the store's engine wraps a refused connection this way
+        if type(orig).__module__ == "sqlite3":
+            # SQLite says OperationalError for "no such column" too: only a busy or
+            # unreachable file is the database being unavailable
+            text = str(orig).lower()
+            return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o"))
+        return isinstance(exc, sa.InterfaceError) or "connection" in str(orig).lower()
+    return isinstance(exc, ConnectionError)  # the driver's own, unwrapped (asyncpg connect)

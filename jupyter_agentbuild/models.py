@@ -8,8 +8,9 @@ from .entries import iso
 from .store.repository import BuildRow
 
 
-def build_json(row: BuildRow, *, base_url: str = "/") -> dict[str, Any]:
-    """Every field of the contract, ``null`` until it becomes true."""
+def build_json(row: BuildRow, *, base_url: str = "/", spec_complete: bool = True) -> dict[str, Any]:
+    """Every field of the contract, ``null`` until it becomes true. ``spec_complete`` is
+    false where ``spec`` is the list's summary (:func:`..spec.spec_summary`)."""
     preview = row.preview
     if preview is not None:
         preview = dict(preview)
@@ -27,6 +28,7 @@ def build_json(row: BuildRow, *, base_url: str = "/") -> dict[str, Any]:
         "exit_code": row.exit_code,
         "error": row.error,
         "spec": row.spec,
+        "spec_complete": spec_complete,
         "last_seq": row.last_seq,
         "preview": preview,
         "artifacts": row.artifacts,

@@ -235,12 +235,16 @@ class Runner:
             self._check_stopped(job)
             started = utcnow()
             job.recorded_state = job.sandbox.state()
-            await self.store.update_build(
-                row.id,
-                status="running",
-                sandbox_id=job.sandbox.id,
-                sandbox_state=job.recorded_state,
-                started_at=started,
+            sandbox = job.sandbox
+            await with_backoff(
+                lambda: self.store.update_build(
+                    row.id,
+                    status="running",
+                    sandbox_id=sandbox.id,
+                    sandbox_state=job.recorded_state,
+                    started_at=started,
+                ),
+                patience=self.config.store_retry_timeout,
             )
             await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
             log.info(
@@ -386,13 +390,17 @@ class Runner:
         sharing the database can both take the last slot."""
         while True:
             self._check_stopped(job)
-            claimed = await self.store.claim_slot(
-                job.row.id,
-                owner=job.row.owner,
-                limit=self.config.max_concurrent_builds,
-                busy_statuses=["starting", "running"],
-                to_status="starting",
-                **self.runner_fields(),
+            # retried while the database restarts (else the build would fail on it)
+            claimed = await with_backoff(
+                lambda: self.store.claim_slot(
+                    job.row.id,
+                    owner=job.row.owner,
+                    limit=self.config.max_concurrent_builds,
+                    busy_statuses=["starting", "running"],
+                    to_status="starting",
+                    **self.runner_fields(),
+                ),
+                patience=self.config.store_retry_timeout,
             )
             if claimed is None:
                 self._check_stopped(job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
 from .preview.manager import Preview, PreviewManager
 from .providers import check_e2b
 from .runner import Runner
-from .spec import BuildSpec, parse_spec
+from .spec import MAX_SPEC_BYTES, BuildSpec, parse_spec, spec_summary
 from .store.repository import BuildRow, Store
 
 MAX_PAGE = 10_000
+#: The largest BIGINT of PostgreSQL and SQLite: cursors beyond it cannot exist.
+MAX_INT = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 DEFAULT_PAGE = 1000
 STATUSES = (*ACTIVE, *TERMINAL)
 
@@ -38,6 +42,7 @@ class ServiceConfig:
     rate_window: float = 3600.0
     #: Bytes of entries in one log page or stream frame (at least one entry each).
     max_page_bytes: int = 2 * 2**20
+    max_spec_bytes: int = MAX_SPEC_BYTES
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class BuildService:
 
     async def create(self, owner: str, body: Any) -> BuildRow:
         await self._ready()
-        spec = parse_spec(body)
+        spec = parse_spec(body, max_bytes=self.config.max_spec_bytes)
         provider = spec.provider or self.config.default_provider
         if provider == "e2b":
             try:
@@ -115,14 +120,21 @@ class BuildService:
         if spec.workspace is None:
             return None
         root = self.config.root_dir.resolve()
-        target = (root / spec.workspace).resolve()
-        if target != root and root not in target.parents:
+        try:
+            target = (root / spec.workspace).resolve()
+        except (OSError, RuntimeError):  # a name too long, a symlink loop
+            target = None
+        if target is None or (target != root and root not in target.parents):
             raise SpecError(
                 "workspace resolves outside the server's root directory",
                 field="workspace",
                 code="invalid_path",
             )
-        if not target.is_dir():
+        try:
+            is_dir = target.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
             raise SpecError(
                 f"workspace {spec.workspace!r} is not a directory under the server root",
                 field="workspace",
@@ -150,7 +162,7 @@ class BuildService:
         limit = _int_param(query, "limit", default=50, low=1, high=500)
         before = _int_param(query, "before", default=None, low=1, high=None)
         rows = await self.store.list_builds(
-            owner, statuses=statuses, limit=limit + 1, before=before
+            owner, statuses=statuses, limit=limit + 1, before=before, spec=spec_summary
         )
         next_cursor = rows[limit - 1].pk if len(rows) > limit else None
         return rows[:limit], next_cursor
@@ -316,11 +328,11 @@ def _int_param(
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(f"{name} must be an integer", field=name, code="invalid_query") from None
-    if value < low or (high is not None and value > high):
-        upper = f"..{high}" if high is not None else " or more"
+    if not _INTEGER.fullmatch(raw):  # int() would also take "١", "1_0", " 1 "
+        raise SpecError(f"{name} must be an integer", field=name, code="invalid_query")
+    value = int(raw)
+    high = MAX_INT if high is None else high  # what the database's integers hold
+    if value < low or value > high:
+        upper = f"..{high}"
         raise SpecError(f"{name} must be {low}{upper}", field=name, code="invalid_query")
     return value

@@ -6,6 +6,7 @@ the magics all get the same rules and the same ``field`` in their errors.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ MAX_COMMAND = 100_000
 MAX_FILES = 1_000
 MAX_FILES_BYTES = 10 * 1024 * 1024
 MAX_ENV = 200
+#: Linux refuses to start a process with one environment string over 128 KiB (E2BIG).
+MAX_ENV_ENTRY = 128 * 1024
+#: Paths of the spec (workspace, inline files, artifact globs): PATH_MAX, NAME_MAX, and a
+#: depth no project needs, so no path can fail in the file system with "name too long".
+MAX_PATH_BYTES = 4096
+MAX_PATH_PART_BYTES = 255
+MAX_PATH_DEPTH = 128
+MAX_GLOBS = 1_000
+#: The stored spec (``Build.spec`` as JSON) by default; ``c.AgentBuild.max_spec_bytes``.
+MAX_SPEC_BYTES = 12 * 1024 * 1024
+#: What a list shows of each command (``spec_summary``).
+SUMMARY_TEXT = 200
+SUMMARY_GLOBS = 20
 MAX_TIMEOUT = 7 * 24 * 3600.0
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_MASK = "***"
@@ -118,8 +132,20 @@ class BuildSpec:
         return out
 
 
-def parse_spec(data: Any) -> BuildSpec:
-    """Validate a decoded JSON BuildSpec; raise :class:`SpecError` naming the field."""
+def parse_spec(data: Any, *, max_bytes: int = MAX_SPEC_BYTES) -> BuildSpec:
+    """Validate a decoded JSON BuildSpec; raise :class:`SpecError` naming the field, or
+    :class:`TooLarge` when it (as stored: :meth:`BuildSpec.to_json`) exceeds ``max_bytes``."""
+    spec = _parse(data)
+    size = len(json.dumps(spec.to_json(), separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise TooLarge(
+            f"the build spec holds {size} bytes; at most {max_bytes} are stored",
+            code="spec_too_large",
+        )
+    return spec
+
+
+def _parse(data: Any) -> BuildSpec:
     if not isinstance(data, dict):
         raise SpecError("the build spec must be a JSON object", code="invalid_body")
     unknown = sorted(set(data) - TOP_LEVEL)
@@ -170,8 +196,22 @@ def relative_path(value: Any, name: str) -> str:
         )
     if "\x00" in value or "\\" in value:
         raise SpecError(f"{name} contains a forbidden character", field=name, code="invalid_path")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise SpecError(
+            f"{name} is longer than {MAX_PATH_BYTES} bytes", field=name, code="invalid_path"
+        )
     path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts:
+    parts = path.parts
+    if len(parts) > MAX_PATH_DEPTH or any(
+        len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART_BYTES for part in parts
+    ):
+        raise SpecError(
+            f"{name} is deeper than {MAX_PATH_DEPTH} levels or has a name longer than "
+            f"{MAX_PATH_PART_BYTES} bytes",
+            field=name,
+            code="invalid_path",
+        )
+    if path.is_absolute() or ".." in parts:
         raise SpecError(
             f"{name} must be relative and stay inside its root (no '..')",
             field=name,
@@ -197,7 +237,7 @@ def _files(value: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     total = 0
     for raw_path, text in value.items():
-        where = f"files.{raw_path}"
+        where = f"files.{raw_path[:MAX_PATH_BYTES]}"
         path = relative_path(raw_path, where)
         if path == ".":
             raise SpecError(f"{where} must name a file", field=where, code="invalid_path")
@@ -251,8 +291,8 @@ def _env(value: Any) -> tuple[dict[str, str], frozenset[str]]:
     env: dict[str, str] = {}
     secret: set[str] = set()
     for key, raw in value.items():
-        where = f"env.{key}"
-        if not isinstance(key, str) or not ENV_NAME.match(key):
+        where = f"env.{str(key)[:MAX_NAME]}"
+        if not isinstance(key, str) or len(key) > MAX_NAME or not ENV_NAME.match(key):
             raise SpecError(f"{where}: not a valid variable name", field=where, code="invalid_env")
         if isinstance(raw, dict):
             extra = set(raw) - {"value", "secret"}
@@ -267,6 +307,10 @@ def _env(value: Any) -> tuple[dict[str, str], frozenset[str]]:
             raise SpecError(
                 f"{where} must be a string without NUL", field=where, code="invalid_env"
             )
+        if len(key) + len(raw.encode("utf-8", "surrogatepass")) + 1 > MAX_ENV_ENTRY:
+            raise TooLarge(
+                f"{where}: a variable may hold at most {MAX_ENV_ENTRY} bytes", field=where
+            )
         env[key] = raw
     return env, frozenset(secret)
 
@@ -276,7 +320,10 @@ def _timeout(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"{name} must be a number of seconds", field=name, code="invalid_timeout")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TIMEOUT:
         raise SpecError(
             f"{name} must be between 0 and {int(MAX_TIMEOUT)} seconds",
@@ -289,6 +336,8 @@ def _timeout(value: Any, name: str) -> float | None:
 def _globs(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise SpecError(f"{name} must be a list of glob patterns", field=name)
+    if len(value) > MAX_GLOBS:
+        raise SpecError(f"{name} may hold at most {MAX_GLOBS} patterns", field=name)
     for pattern in value:
         relative_path(pattern, name)
     return tuple(value)
@@ -324,13 +373,51 @@ def _preview(value: Any) -> PreviewSpec | None:
     command = value.get("command")
     if not isinstance(command, str) or not command.strip():
         raise SpecError("preview.command must be a non-empty command", field="preview.command")
+    if len(command) > MAX_COMMAND or "\x00" in command:
+        raise SpecError("preview.command is too long or has NUL", field="preview.command")
     port = value.get("port")
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
     ):
         raise SpecError("preview.port must be an integer 1-65535", field="preview.port")
     path = value.get("path", "/")
-    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or "\x00" in path
+        or len(path) > MAX_PATH_BYTES
+    ):
         raise SpecError("preview.path must be a path starting with '/'", field="preview.path")
     ready = _timeout(value.get("ready_timeout"), "preview.ready_timeout")
     return PreviewSpec(command=command, port=port, path=path, ready_timeout=ready or 60.0)
+
+
+def spec_summary(spec: Any) -> Any:
+    """What a list of builds shows of a stored spec: its shape, without what can be large.
+
+    Inline ``files`` and ``env`` are left out, each command (``run``, ``preview.command``)
+    is cut to ``SUMMARY_TEXT`` characters and each glob list to ``SUMMARY_GLOBS`` patterns;
+    the rest (name, provider, workspace, timeouts, preview path) is kept. ``GET`` of the
+    build returns the whole spec.
+    """
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: v for k, v in spec.items() if k not in ("files", "env", "steps")}
+    steps = spec.get("steps")
+    if isinstance(steps, list):
+        out["steps"] = [_summary_step(step) for step in steps]
+    preview = spec.get("preview")
+    if isinstance(preview, dict) and isinstance(preview.get("command"), str):
+        out["preview"] = {**preview, "command": preview["command"][:SUMMARY_TEXT]}
+    artifacts = spec.get("artifacts")
+    if isinstance(artifacts, dict):
+        out["artifacts"] = {
+            k: v[:SUMMARY_GLOBS] if isinstance(v, list) else v for k, v in artifacts.items()
+        }
+    return out
+
+
+def _summary_step(step: Any) -> Any:
+    if isinstance(step, dict) and isinstance(step.get("run"), str):
+        return {**step, "run": step["run"][:SUMMARY_TEXT]}
+    return step

@@ -124,5 +124,7 @@ def slug(name: str | None, fallback: str = "build") -> str:
 
 def attachment(filename: str) -> str:
     """``Content-Disposition`` for a download named ``filename``."""
-    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace('"', "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+    # the plain name for old clients: printable ASCII only (a newline or a control character
+    # in a header is refused by the server), no quote or backslash (it is a quoted-string)
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, errors='replace')}"

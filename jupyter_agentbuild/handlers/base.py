@@ -9,7 +9,7 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from ..errors import AgentBuildError, SpecError
+from ..errors import AgentBuildError, SpecError, Unavailable, database_unavailable
 from ..identity import owner_of
 
 AUTH_RESOURCE = "agentbuild"
@@ -30,8 +30,16 @@ HTTP_CODES = {
 }
 
 
+#: What a request that met a database being down or restarting answers.
+DATABASE_DOWN = Unavailable(
+    "the build database is unavailable; try again shortly", headers={"Retry-After": "1"}
+)
+
+
 def error_body(status: int, exc: BaseException | None, reason: str) -> tuple[int, dict[str, Any]]:
     """Map any exception to ``(status, {"error": {...}})``; never a traceback."""
+    if exc is not None and not isinstance(exc, AgentBuildError) and database_unavailable(exc):
+        exc = DATABASE_DOWN
     if isinstance(exc, AgentBuildError):
         return exc.status, exc.to_json()
     if isinstance(exc, web.HTTPError):
@@ -56,6 +64,8 @@ class JsonErrors(web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
+        if exc is not None and not isinstance(exc, AgentBuildError) and database_unavailable(exc):
+            exc = DATABASE_DOWN
         status, body = error_body(status_code, exc, self._reason)
         if isinstance(exc, AgentBuildError):
             for key, value in exc.headers.items():
@@ -65,6 +75,15 @@ class JsonErrors(web.RequestHandler):
         self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if value is not None and not isinstance(value, AgentBuildError):
+            if database_unavailable(value):
+                log.warning(
+                    "agentbuild: %s %s -> 503, the database is unavailable: %s",
+                    self.request.method,
+                    self.request.path,
+                    type(value).__name__,
+                )
+                return
         if isinstance(value, AgentBuildError) and value.status < 500:
             log.debug("agentbuild: %s %s -> %s", self.request.method, self.request.path, value.code)
             return
@@ -87,9 +106,13 @@ class AgentBuildHandler(JsonErrors, APIHandler):
     def query(self) -> dict[str, str]:
         return {k: self.get_query_argument(k) for k in self.request.query_arguments}
 
-    def json_body(self) -> Any:
+    def json_body(self, body: bytes | None = None) -> Any:
+        """The decoded body (``body``, else the request's); 400 ``invalid_json`` for what is
+        not JSON, or nested too deeply to decode."""
         try:
-            return json.loads(self.request.body or b"null")
+            return json.loads((self.request.body if body is None else body) or b"null")
+        except RecursionError:
+            raise SpecError("the request body is nested too deeply", code="invalid_json") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise SpecError(
                 f"the request body is not valid JSON: {exc}", code="invalid_json"

@@ -7,6 +7,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..errors import TooLarge
 from ..models import build_json
 from .base import AgentBuildHandler
 
@@ -15,24 +16,65 @@ class BuildHandlerBase(AgentBuildHandler):
     """Serializes Builds; each subclass defines only the verbs its route supports, so any
     other verb is a 405 (a subclass of a handler would inherit, and misroute, its verbs)."""
 
-    def _build(self, row: Any) -> dict[str, Any]:
-        return build_json(row, base_url=self.base_url)
+    def _build(self, row: Any, *, spec_complete: bool = True) -> dict[str, Any]:
+        return build_json(row, base_url=self.base_url, spec_complete=spec_complete)
 
     def _url(self, build_id: str) -> str:
         return f"{self.base_url}agentbuild/api/builds/{build_id}"
 
 
+@web.stream_request_body
 class BuildsHandler(BuildHandlerBase):
+    """``GET`` lists (each spec summarised, ``spec_complete: false``); ``POST`` creates.
+
+    The request body streams in, so one larger than ``max_request_bytes`` is refused
+    (413 ``request_too_large``) without being held: its announced length is refused before
+    a byte is read, and a chunked one is dropped as it arrives."""
+
+    _body: bytearray
+    _too_large = False
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        await super().prepare()
+        if self._finished or self.current_user is None:
+            return  # the method's @authenticated answers
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self._limit():
+            self._refuse()
+
+    def _limit(self) -> int:
+        return int(self.agentbuild.max_request_bytes)
+
+    def _refuse(self) -> None:
+        raise TooLarge(
+            f"the request body is larger than {self._limit()} bytes",
+            code="request_too_large",
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return
+        if len(self._body) + len(chunk) > self._limit():
+            self._too_large = True
+            self._body = bytearray()  # dropped: what follows is read and discarded
+            return
+        self._body += chunk
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
         rows, next_cursor = await self.agentbuild.service.list_builds(self.owner, self.query())
-        self.write_json({"builds": [self._build(r) for r in rows], "next": next_cursor})
+        builds = [self._build(r, spec_complete=False) for r in rows]
+        self.write_json({"builds": builds, "next": next_cursor})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        row = await self.agentbuild.service.create(self.owner, self.json_body())
+        if self._too_large:
+            self._refuse()
+        body, self._body = bytes(self._body), bytearray()
+        row = await self.agentbuild.service.create(self.owner, self.json_body(body))
         self.set_header("Location", self._url(row.id))
         self.write_json(self._build(row), status=201)
 

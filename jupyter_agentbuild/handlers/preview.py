@@ -34,10 +34,11 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil, iostream, web
 
-from ..errors import NotFound, Unavailable
+from ..errors import Forbidden, NotFound, Unavailable
 from ..identity import owner_of
 from ..preview.headers import (
     ResponseRewriter,
+    cross_site_request,
     forwarded_headers,
     request_headers,
     strip_credentials,
@@ -126,6 +127,18 @@ class PreviewProxyHandler(JsonErrors, JupyterHandler):
                 web.authenticated(_nothing)(self)  # a page: to the login page, as Jupyter does
                 return
             raise _http_error(403, "the preview needs Jupyter authentication")
+        if not self.token_authenticated and cross_site_request(
+            self.request.method or "GET",
+            self.request.headers,
+            host=self.request.host,
+        ):
+            # The browser attached Jupyter's cookies to a page of another site's request:
+            # forwarding it would let that site act on the preview as the user.
+            raise Forbidden(
+                "a state-changing request from another site with Jupyter's cookies is "
+                "refused; send a token (Authorization header) instead",
+                code="cross_site_request",
+            )
         method = "WEBSOCKET" if self._upgrade else (self.request.method or "GET")
         action = HTTP_METHOD_TO_AUTH_ACTION.get(method, "write")
         if not await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)):

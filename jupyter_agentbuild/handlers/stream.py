@@ -42,6 +42,9 @@ class StreamHandler(JsonErrors, JupyterHandler, websocket.WebSocketHandler):
 
     @ws_authenticated
     async def get(self, build_id: str, *args: Any, **kwargs: Any) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # tornado would answer a plain-text 400: the contract's JSON instead
+            raise web.HTTPError(400, "this endpoint is a WebSocket (Upgrade: websocket)")
         await self.pre_get(build_id)
         result = super().get(build_id, *args, **kwargs)
         if result is not None:

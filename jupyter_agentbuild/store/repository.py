@@ -6,7 +6,7 @@ Database errors propagate as SQLAlchemy exceptions; the caller decides how to re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -151,11 +151,20 @@ class Store:
         statuses: Sequence[str] | None = None,
         limit: int,
         before: int | None = None,
+        spec: Callable[[Any], Any] | None = None,
     ) -> list[BuildRow]:
-        """``owner``'s builds, newest first by ``pk``; ``before`` (a pk) pages backwards."""
+        """``owner``'s builds, newest first by ``pk``; ``before`` (a pk) pages backwards.
+
+        With ``spec``, each row's spec is replaced by ``spec(its spec)``, and specs are read
+        a bounded number of bytes at a time (small ones together, each large one alone), so
+        a page of builds with megabytes of inline files never holds them all at once."""
         if limit <= 0:
             return []
-        stmt = select(builds).where(builds.c.owner == owner)
+        columns: list[Any] = list(builds.c)
+        if spec is not None:
+            size = func.length(builds.c.spec).label("spec_size")
+            columns = [c for c in builds.c if c.name != "spec"] + [size]
+        stmt = select(*columns).where(builds.c.owner == owner)
         if statuses is not None:
             stmt = stmt.where(builds.c.status.in_(list(statuses)))
         if before is not None:
@@ -163,7 +172,15 @@ class Store:
         stmt = stmt.order_by(builds.c.pk.desc()).limit(limit)
         async with transaction(self.engine) as conn:
             rows = (await conn.execute(stmt)).all()
-        return [_build_row(row) for row in rows]
+            if spec is None:
+                return [_build_row(row) for row in rows]
+            specs = await _read_specs(conn, rows, spec)
+        return [
+            BuildRow(
+                **{k: v for k, v in row._mapping.items() if k != "spec_size"}, spec=specs[row.pk]
+            )
+            for row in rows
+        ]
 
     async def active_builds(self, statuses: Sequence[str]) -> list[BuildRow]:
         """Every owner's builds in ``statuses``, oldest first, **without their spec**
@@ -556,6 +573,35 @@ def _within(entries: list[str], budget: int, *, first: bool) -> list[str]:
             return entries[:i]
         budget -= size
     return entries
+#: Characters of specs read in one query when a list asks for them transformed.
+_SPEC_BATCH = 4 * 1024 * 1024
+
+
+async def _read_specs(
+    conn: AsyncConnection, rows: Sequence[Row[Any]], transform: Callable[[Any], Any]
+) -> dict[int, Any]:
+    """``{pk: transform(spec)}`` for ``rows`` (which carry ``spec_size``), reading the
+    specs in batches of at most ``_SPEC_BATCH`` characters (a larger one alone)."""
+    out: dict[int, Any] = {}
+    batch: list[int] = []
+    total = 0
+
+    async def flush() -> None:
+        if batch:
+            query = select(builds.c.pk, builds.c.spec).where(builds.c.pk.in_(batch))
+            for pk, value in (await conn.execute(query)).all():
+                out[pk] = transform(value)
+            batch.clear()
+
+    for row in rows:
+        size = int(row.spec_size or 0)
+        if batch and total + size > _SPEC_BATCH:
+            await flush()
+            total = 0
+        batch.append(row.pk)
+        total += size
+    await flush()
+    return out
 
 
 def _build_row(row: Row[Any]) -> BuildRow:
