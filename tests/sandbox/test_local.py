@@ -798,3 +798,37 @@ def _listening_port() -> int:
     _held.append(sock)
     port: int = sock.getsockname()[1]
     return port
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_isolated_steps_have_limits_they_cannot_raise(tmp_path: Path) -> None:
+    from jupyter_agentbuild.sandbox.isolation import StepLimits
+
+    plan = IsolationPlan(
+        hidden=(str(Path.home()),),
+        readonly=tuple(python_prefixes()),
+        limits=StepLimits(max_processes=300, max_memory=256 * 1024**2, max_file_size=1024**2),
+    )
+    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan, kill_grace=1.0)
+    assert asyncio.run(provider.check()).isolated
+
+    async def main() -> None:
+        sandbox = await provider.create("limits", workspace=None, files={}, env={})
+        cases = [
+            ("ulimit -u; ulimit -d; ulimit -f", 0, ["300", str(256 * 1024), "1024"]),
+            ("head -c 1000000 /dev/zero > ok.bin; echo small ok", 0, ["small ok"]),
+            ("head -c 2000000 /dev/zero > big.bin", 128 + signal.SIGXFSZ, []),  # head killed
+            (f"{PY} -c 'b = bytearray(512 * 1024 * 1024)'", 1, []),  # MemoryError
+            ("ulimit -f unlimited", 1, []),  # hard limits: no raising them again
+        ]
+        for step, (cmd, code, stdout) in enumerate(cases):
+            out = Collector()
+            result = await sandbox.run_step(cmd, step=step, timeout=30, on_output=out)
+            assert result.exit_code == code, (cmd, result)
+            assert out.lines["stdout"] == stdout, (cmd, out.lines)
+        assert (sandbox.work / "big.bin").stat().st_size == 1024**2
+        await sandbox.destroy()
+
+    asyncio.run(main())

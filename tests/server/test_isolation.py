@@ -175,7 +175,8 @@ async def test_a_double_forked_daemon_dies_with_its_build(api: Api) -> None:
         "if os.fork(): sys.exit(0)\n"
         "os.chdir('/')\n"
         "for fd in (0, 1, 2): os.close(fd)\n"
-        f"os.execvp('bash', ['bash', '-c', 'sleep 1000; :', {marker!r}])\n"
+        # no environment either: nothing left to recognise it by but its pid namespace
+        f"os.execve('/bin/bash', ['bash', '-c', 'sleep 1000; :', {marker!r}], {{}})\n"
     )
     spec = {
         "files": {"daemon.py": daemon},
