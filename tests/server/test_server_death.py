@@ -1,7 +1,8 @@
 """A server that ends, however it ends, takes its running builds and previews with it.
 
 A real ``jupyter server`` process (stdin not a terminal, as under JupyterHub's spawner or a
-service manager) runs a build and a preview; then it gets SIGINT or SIGKILL. Within 10 s no
+service manager) runs a build and a preview; then it gets SIGINT or SIGKILL, or is shut down
+through jupyter_server's API. Within 10 s no
 process of either may remain on the host (found by markers in their command lines)."""
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import shlex
 import signal
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.server.test_lifecycle import UNISOLATED, ServerProcess
+from tests.server.test_lifecycle import TOKEN, UNISOLATED, ServerProcess
 
 PY = shlex.quote(sys.executable)
 
@@ -44,16 +46,29 @@ def _wait_preview(server: ServerProcess, build_id: str) -> None:
     raise AssertionError("the preview never became ready")
 
 
+def _shutdown(server: ServerProcess) -> None:
+    """jupyter_server's own ``POST /api/shutdown``."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/api/shutdown",
+        data=b"",
+        method="POST",
+        headers={"Authorization": f"token {TOKEN}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status in (200, 202, 204)
+
+
 @pytest.mark.parametrize(
     ("sig", "provider"),
     [
         (signal.SIGINT, "local"),
         (signal.SIGINT, "process"),
         (signal.SIGKILL, "local"),
+        (None, "local"),  # POST /api/shutdown
     ],
 )
 def test_builds_and_previews_die_with_their_server(
-    tmp_path: Path, sig: signal.Signals, provider: str
+    tmp_path: Path, sig: signal.Signals | None, provider: str
 ) -> None:
     step_marker = f"agentbuild-step-{secrets.token_hex(6)}"
     preview_marker = f"agentbuild-preview-{secrets.token_hex(6)}"
@@ -85,7 +100,10 @@ def test_builds_and_previews_die_with_their_server(
             time.sleep(0.05)  # the step's sleep may still be starting
         assert len(_marked(step_marker, preview_marker)) >= 2, "both run, seen from the host"
         assert server.proc is not None
-        server.proc.send_signal(sig)
+        if sig is None:
+            _shutdown(server)
+        else:
+            server.proc.send_signal(sig)
         server.proc.wait(timeout=60)
         deadline = time.monotonic() + 10
         while _marked(step_marker, preview_marker) and time.monotonic() < deadline:
