@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -108,6 +110,17 @@ class IsolatedLocalProvider(LocalSandboxProvider):
             return f"cannot probe namespaces: {exc.strerror or exc}"
         finally:
             _rmtree(scratch)
+
+    def base_env(self, build_id: str, sandbox_dir: Path) -> dict[str, str]:
+        """The local environment, with the server's Python first on ``PATH`` when it is not
+        there yet: the shims or home dirs that usually lead to it (pyenv, conda) are hidden,
+        the installation itself is bound back read-only, so ``python`` still is this one."""
+        env = super().base_env(build_id, sandbox_dir)
+        bindir = os.path.dirname(sys.executable)
+        path = env.get("PATH")
+        if self.isolated and path is not None and bindir not in path.split(os.pathsep):
+            env["PATH"] = os.pathsep.join((bindir, path))
+        return env
 
     @property
     def isolated(self) -> bool:

@@ -735,7 +735,11 @@ def test_step_env_has_no_server_secrets(
         assert env["BOTH"] == "step" and env["ONLY"] == "call"
         assert env["HOME"] == str(sandbox.dir)
         assert env["CI"] == "true" and env["AGENTBUILD_BUILD_ID"] == "envb"
-        assert env["PATH"] == os.environ["PATH"] and env["LANG"] == "C.UTF-8"
+        path = os.environ["PATH"]
+        bindir = os.path.dirname(sys.executable)
+        if kind == "isolated" and bindir not in path.split(os.pathsep):
+            path = f"{bindir}{os.pathsep}{path}"  # the server's Python, its shims hidden
+        assert env["PATH"] == path and env["LANG"] == "C.UTF-8"
         with pytest.raises(SandboxError):
             await sandbox.run_step("true", step=1, timeout=5, on_output=out, env={"A=B": "x"})
         await sandbox.destroy()

@@ -254,7 +254,8 @@ async def test_a_real_build_installs_runs_collects_and_previews(
     wheel = _wheel(ws_dir, "from the wheel")
     steps = [
         f"{PY} -m pip install --no-index --no-deps --no-cache-dir --target lib ./{wheel.name}",
-        f"PYTHONPATH=lib {PY} -c 'import agentbuild_demo; print(agentbuild_demo.VALUE)'"
+        # plain `python`: the server's interpreter, though its home (and shims) are hidden
+        "PYTHONPATH=lib python -c 'import agentbuild_demo; print(agentbuild_demo.VALUE)'"
         " | tr a-z A-Z | sed 's/^/got: /'",
         "mkdir -p dist && seq 1 5 | awk '{s += $1} END {print s}' > dist/sum.txt && echo '<h1>hi</h1>' > "
         "dist/index.html",
