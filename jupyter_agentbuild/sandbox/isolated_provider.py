@@ -74,7 +74,7 @@ class IsolatedLocalProvider(LocalSandboxProvider):
                     self._status = ProviderStatus(
                         True,
                         True,
-                        f"bubblewrap ({self._bwrap}): Linux namespaces",
+                        f"bubblewrap ({self._bwrap}): Linux namespaces; limits by rlimits",
                         network_off=True,
                     )
                 elif self.allow_unisolated:
