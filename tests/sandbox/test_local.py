@@ -836,3 +836,54 @@ def test_isolated_steps_have_limits_they_cannot_raise(tmp_path: Path) -> None:
         await sandbox.destroy()
 
     asyncio.run(main())
+
+
+def test_what_an_isolated_step_sees(tmp_path: Path) -> None:
+    """Hidden dirs are empty, what is bound back is read-only and hides what it must, the
+    sandbox's own dir is writable, the rest of the host read-only, /tmp and /proc private."""
+    home = tmp_path / "home"
+    prefix = home / "toolchain"
+    inner = prefix / "etc" / "jupyter"
+    inner.mkdir(parents=True)
+    (home / "secret.txt").write_text("home secret")
+    (prefix / "tool.txt").write_text("tool\n")
+    (inner / "config.py").write_text("c.Token = 'x'")
+    plan = IsolationPlan(hidden=(str(home), str(inner)), readonly=(str(prefix),))
+    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan)
+    assert asyncio.run(provider.check()).isolated
+    script = (
+        "set +e\n"
+        f"cat {home}/secret.txt; echo rc $?\n"
+        f"cat {prefix}/tool.txt\n"
+        f"ls -A {inner} | wc -l\n"
+        f"touch {prefix}/new 2>/dev/null; echo toolchain-write $?\n"
+        "touch /usr/agentbuild-x 2>/dev/null; echo usr-write $?\n"
+        "touch own.txt; echo own-write $?\n"
+        "touch /tmp/t; ls -A /tmp\n"
+        "ls /proc | grep -c '^[0-9]'\n"
+    )
+
+    async def main() -> None:
+        sandbox = await provider.create("sees", workspace=None, files={}, env={})
+        out = Collector()
+        result = await sandbox.run_step(script, step=0, timeout=30, on_output=out)
+        assert result.exit_code == 0, out.lines
+        lines = out.lines["stdout"]
+        assert lines[:6] == [
+            "rc 1",
+            "tool",
+            "0",
+            "toolchain-write 1",
+            "usr-write 1",
+            "own-write 0",
+        ], lines
+        # a private /tmp: the new file, and the way to the sandbox dir if it is under /tmp
+        parts = sandbox.dir.parts
+        way = {parts[2]} if parts[1] == "tmp" else set()
+        assert set(lines[6:-1]) == {"t", *way}, lines
+        # bash, perl (pid 1), ls, grep, and no more: the server's processes are not there
+        assert int(lines[-1]) <= 5, lines
+        assert (sandbox.work / "own.txt").exists() and not (prefix / "new").exists()
+        await sandbox.destroy()
+
+    asyncio.run(main())
