@@ -11,7 +11,9 @@ Measures, against a baseline run in this same script (the machine is shared and 
   to 1 client, in rounds that alternate the two (median reported);
 - p50/p99 latency from a line's print (timestamp inside the line) to its arrival at a client,
   for a build printing 1,000 lines/s;
-- a REST page of 1,000 entries at the tail of the build vs the same page at the head.
+- a REST page of 1,000 entries at the tail of the build vs the same page at the head;
+- the median time to run a step (`true`) in the isolated local sandbox (bubblewrap) vs plain
+  processes, in alternating runs (the server above runs its builds isolated: the default).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ TOKEN = "bench-logs-token"
 
 
 class Server(JupyterServer):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp, TOKEN, extra_args=["--AgentBuild.builds_per_window=1000"])
+    def __init__(self, tmp: Path, provider: str = "local") -> None:
+        extra = ["--AgentBuild.builds_per_window=1000", f"--AgentBuild.provider={provider}"]
+        if provider == "process":  # plain processes, for comparison
+            extra.append("--AgentBuild.allow_unisolated=True")
+        super().__init__(tmp, TOKEN, extra_args=extra)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         return self.api(method, path, body)
@@ -230,11 +235,50 @@ def page_cost(server: Server, build_id: str, last_seq: int) -> tuple[float, floa
     return timed(0), timed(last_seq - 1001)
 
 
+def step_startup(tmp: Path, runs: int = 41) -> tuple[float, float]:
+    """Median seconds to run the step `true`: (isolated, plain), alternating runs."""
+    from jupyter_agentbuild.sandbox.isolated_provider import IsolatedLocalProvider
+    from jupyter_agentbuild.sandbox.isolation import IsolationPlan, python_prefixes
+    from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
+
+    async def run() -> tuple[float, float]:
+        plan = IsolationPlan(hidden=(str(Path.home()),), readonly=tuple(python_prefixes()))
+        isolated = IsolatedLocalProvider(tmp / "iso", plan=plan)
+        status = await isolated.check()
+        assert status.available and status.isolated, status.detail
+        plain = LocalSandboxProvider(tmp / "plain")
+        boxes = [
+            await isolated.create("startup", workspace=None, files={}, env={}),
+            await plain.create("startup", workspace=None, files={}, env={}),
+        ]
+        times: list[list[float]] = [[], []]
+
+        async def sink(stream: str, lines: list[str], continued: bool) -> None:
+            return None
+
+        for i in range(runs * 2):
+            box = i % 2
+            t = time.perf_counter()
+            result = await boxes[box].run_step("true", step=0, timeout=30, on_output=sink)
+            times[box].append(time.perf_counter() - t)
+            assert result.exit_code == 0
+        for sandbox in boxes:
+            await sandbox.destroy()
+        return statistics.median(times[0]), statistics.median(times[1])
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of (1 client, then 10): medians reported"
+    )
+    parser.add_argument(
+        "--provider",
+        default="local",
+        help="local (isolated, the default) or process (plain processes, for comparison)",
     )
     args = parser.parse_args()
     n = args.lines
@@ -243,7 +287,7 @@ def main() -> None:
         lines = [f"line {i:074d}" for i in range(1, n + 1)]
         baseline = sqlite_baseline(lines, tmp)
         del lines
-        server = Server(tmp)
+        server = Server(tmp, args.provider)
         try:
             with RssSampler(server) as rss:
                 kept = asyncio.run(throughput(server, n, 1, check=True))
@@ -266,6 +310,8 @@ def main() -> None:
             head, tail = page_cost(server, str(kept["build_id"]), final["last_seq"])
         finally:
             server.stop()
+        isolated_start, plain_start = step_startup(tmp)
+    start_target = max(2 * plain_start, plain_start + 0.020)
     rows = [
         ("sqlite3 executemany baseline", f"{baseline:,.0f} lines/s", ""),
         ("end-to-end, 1 WebSocket client", f"{statistics.median(singles):,.0f} lines/s",
@@ -278,8 +324,11 @@ def main() -> None:
          "target p99 <= 50 ms"),
         ("REST page of 1,000 at tail vs head", f"{tail * 1000:.1f} ms vs {head * 1000:.1f} ms",
          f"{tail / head:.2f}x (target <= 2)"),
+        ("start a step (`true`), isolated vs plain",
+         f"{isolated_start * 1000:.1f} ms vs {plain_start * 1000:.1f} ms",
+         f"+{(isolated_start - plain_start) * 1000:.1f} ms (target <= {start_target * 1000:.1f} ms)"),
     ]  # fmt: skip
-    print(f"\nbench_logs: {n:,} lines of ~80 bytes, local sandbox, SQLite\n")
+    print(f"\nbench_logs: {n:,} lines of ~80 bytes, provider {args.provider}, SQLite\n")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>26}  {note}")

@@ -11,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_data_dir
+from jupyter_core.paths import (
+    jupyter_config_dir,
+    jupyter_config_path,
+    jupyter_data_dir,
+    jupyter_runtime_dir,
+)
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
+from sqlalchemy import make_url
+from traitlets import Bool, Float, Int, List, Unicode, default, validate
 
 from .artifacts.blobs import LocalArtifactStore
 from .artifacts.collect import ArtifactCollector, Limits
@@ -26,15 +35,14 @@ from .artifacts.service import ArtifactService, RetentionConfig
 from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHandler
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
+from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
-from .providers import default_provider, looks_like_e2b_key
+from .providers import ProviderCatalog, ProviderSettings
 from .runner import Runner, RunnerConfig
-from .sandbox.base import SandboxProvider
-from .sandbox.e2b import E2BSandboxProvider
-from .sandbox.local_provider import LocalSandboxProvider
+from .sandbox.isolation import StepLimits, python_prefixes
 from .service import BuildService, ServiceConfig
 from .spec import MAX_SPEC_BYTES
 from .store.artifacts import ArtifactRecords
@@ -62,6 +70,8 @@ class AgentBuildState:
     preview_max_request_size: int = 1024**3
     #: Largest body of ``POST api/builds`` (413 beyond).
     max_request_bytes: int = 16 * 1024**2
+    #: The sandbox providers, what each can do here, which builds may use (info endpoint).
+    catalog: ProviderCatalog | None = None
 
 
 class AgentBuild(ExtensionApp):
@@ -83,16 +93,56 @@ class AgentBuild(ExtensionApp):
             return env
         return f"sqlite+aiosqlite:///{Path(jupyter_data_dir()) / 'agentbuild' / 'agentbuild.db'}"
 
-    provider = Enum(
-        ["auto", "local", "e2b"],
-        help="""Sandbox provider for builds that do not name one. 'local' runs steps as local
-        processes; 'e2b' uses E2B cloud sandboxes and needs a real e2b_api_key; 'auto' (default)
-        uses E2B only when the key looks real, else local. Env fallback: AGENTBUILD_PROVIDER.""",
+    provider = Unicode(
+        help="""Sandbox provider for builds that do not name one: 'local' (the default
+        without a real E2B key) runs steps in Linux namespaces (bubblewrap); 'e2b' uses E2B
+        cloud sandboxes and needs a real e2b_api_key; 'process' runs plain processes (needs
+        allow_unisolated); 'auto' (default) uses E2B only when the key looks real, else
+        local. Any provider registered in the 'jupyter_agentbuild.providers' entry-point
+        group can be named. Env fallback: AGENTBUILD_PROVIDER.""",
     ).tag(config=True)
 
     @default("provider")
     def _provider_default(self) -> str:
         return os.environ.get("AGENTBUILD_PROVIDER", "auto")
+
+    allowed_providers = List(
+        Unicode(),
+        help="""The providers builds may use (default: every registered one). A build that
+        names another is refused (400, error.code 'provider_not_allowed') and nothing runs;
+        e.g. ['e2b'] keeps every build off this host.""",
+    ).tag(config=True)
+    allow_unisolated = Bool(
+        False,
+        help="""Allow builds to run as plain processes of the server's user, which can read
+        everything the server can (its token, cookie secret, database, other builds): the
+        'process' provider, and 'local' where Linux namespaces cannot be made. Default False:
+        such builds are refused with the reason.""",
+    ).tag(config=True)
+    sandbox_max_processes = Int(
+        2048,
+        help="""Processes per user an isolated step may have (RLIMIT_NPROC; the kernel does
+        not enforce it for root). 0: no limit.""",
+    ).tag(config=True)
+    sandbox_max_memory = Int(
+        8 * 1024**3,
+        help="Bytes of memory one process of an isolated step may use (RLIMIT_DATA). 0: no limit.",
+    ).tag(config=True)
+    sandbox_max_file_size = Int(
+        4 * 1024**3,
+        help="Largest file (bytes) an isolated step may write (RLIMIT_FSIZE). 0: no limit.",
+    ).tag(config=True)
+    sandbox_hidden_paths = List(
+        Unicode(),
+        help="""More directories isolated builds must not see, besides those always hidden
+        (the home dirs, the Jupyter data, runtime and config dirs, the server root, the
+        sandboxes, the database's directory, the artifact store).""",
+    ).tag(config=True)
+    sandbox_readonly_paths = List(
+        Unicode(),
+        help="""Directories inside hidden ones that isolated builds get back read-only
+        (e.g. a toolchain in the home dir). The server's Python installation always is.""",
+    ).tag(config=True)
 
     e2b_api_key = Unicode(
         None,
@@ -281,25 +331,30 @@ class AgentBuild(ExtensionApp):
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
         attach_logging(self._server.log)
-        chosen = default_provider(self.provider, self.e2b_api_key)
         store = Store.lazy(self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
-        providers: dict[str, SandboxProvider] = {
-            "local": LocalSandboxProvider(
-                Path(self.workspace_root),
+        catalog = ProviderCatalog.build(
+            ProviderSettings(
+                workspace_root=Path(self.workspace_root),
                 max_line_bytes=self.max_line_bytes,
                 kill_grace=self.kill_grace,
-            )
-        }
-        if looks_like_e2b_key(self.e2b_api_key):
-            assert self.e2b_api_key is not None
-            providers["e2b"] = E2BSandboxProvider(
-                self.e2b_api_key,
-                template=self.e2b_template,
-                sandbox_timeout=self.e2b_sandbox_timeout,
-                max_line_bytes=self.max_line_bytes,
-                kill_grace=self.kill_grace,
-            )
+                hidden_paths=tuple(self._hidden_paths()),
+                readonly_paths=(*python_prefixes(), *self.sandbox_readonly_paths),
+                limits=StepLimits(
+                    max_processes=self.sandbox_max_processes,
+                    max_memory=self.sandbox_max_memory,
+                    max_file_size=self.sandbox_max_file_size,
+                ),
+                allow_unisolated=self.allow_unisolated,
+                e2b_api_key=self.e2b_api_key,
+                e2b_template=self.e2b_template,
+                e2b_sandbox_timeout=self.e2b_sandbox_timeout,
+                config=self.config,
+            ),
+            default_setting=self.provider,
+            allowed=self.allowed_providers or None,
+        )
+        providers = catalog.providers
         artifact_records = ArtifactRecords(store.engine)
         blobs = LocalArtifactStore(Path(self.artifacts_root))
         collector = ArtifactCollector(
@@ -347,12 +402,13 @@ class AgentBuild(ExtensionApp):
             runner,
             ServiceConfig(
                 root_dir=Path(self._server.root_dir),
-                default_provider=chosen,
+                default_provider=catalog.default,
                 e2b_api_key=self.e2b_api_key,
                 builds_per_window=self.builds_per_window,
                 rate_window=self.rate_window,
                 max_page_bytes=self.max_page_bytes,
                 max_spec_bytes=self.max_spec_bytes,
+                catalog=catalog,
             ),
         )
         artifacts = ArtifactService(
@@ -378,8 +434,44 @@ class AgentBuild(ExtensionApp):
             preview_csp=self.preview_csp,
             preview_max_request_size=self.preview_max_request_size,
             max_request_bytes=self.max_request_bytes,
+            catalog=catalog,
         )
         self.settings.update({"agentbuild": self.state})
+        self._stop_on_sigint()
+
+    def _hidden_paths(self) -> list[str]:
+        """What an isolated build must not see: the server's secrets and other builds."""
+        paths = [
+            str(Path.home()),
+            "/root",
+            "/home",
+            jupyter_data_dir(),
+            jupyter_runtime_dir(),
+            jupyter_config_dir(),
+            *jupyter_config_path(),
+            self.workspace_root,
+            self.artifacts_root,
+            str(self._server.root_dir),
+            *self.sandbox_hidden_paths,
+        ]
+        url = make_url(self.db_url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            paths.append(str(Path(url.database).expanduser().resolve().parent))
+        return [os.path.abspath(os.path.expanduser(p)) for p in paths if p]
+
+    def _stop_on_sigint(self) -> None:
+        """Run the server's stop (and so this extension's) on SIGINT without a terminal.
+
+        jupyter_server only handles SIGINT when stdin is a terminal; otherwise Python's
+        KeyboardInterrupt ends the event loop and the process exits without the stop
+        hooks: running builds and previews were left behind. JupyterHub's local spawner
+        stops servers with SIGINT first. A terminal keeps jupyter_server's own prompt."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if sys.stdin is not None and sys.stdin.isatty():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._server._signal_stop)
 
     def initialize_handlers(self) -> None:
         api = "agentbuild/api/builds"
@@ -394,6 +486,7 @@ class AgentBuild(ExtensionApp):
                 (rf"/{api}/{BUILD_ID}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
                 (rf"/{api}/{BUILD_ID}/artifacts/(?P<path>.+)", ArtifactFileHandler),
                 (rf"/{api}/{BUILD_ID}/preview/stop", PreviewStopHandler),
+                (r"/agentbuild/api/info", InfoHandler),
                 (rf"/agentbuild/preview/{BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
                 (r"/agentbuild/(.*)", NotFoundHandler),
             ]
@@ -412,6 +505,12 @@ class AgentBuild(ExtensionApp):
             self._export_kernel_env()
         self.log.info("agentbuild: database %s", redact_url(self.db_url))
         try:
+            if self.state.catalog is not None:
+                await self.state.catalog.check()
+                for entry in self.state.catalog.info()["providers"]:
+                    ok = entry["available"] and entry["isolated"]
+                    level = self.log.info if ok else self.log.warning
+                    level("agentbuild: provider %s: %s", entry["name"], entry["detail"])
             await self.state.store.connect()
             await self.state.runner.start()
             if self.state.previews is not None:

@@ -229,8 +229,11 @@ class Runner:
                 f"the build exceeded its timeout of {timeout:g}s",
             )
             provider = self.providers[row.provider]
+            # network is passed only when off: providers that cannot do it are refused
+            # before the build is accepted (ProviderCatalog.choose)
+            offline = {} if spec.network else {"network": False}
             job.sandbox = await provider.create(
-                row.id, workspace=job.workspace, files=spec.files, env=spec.env
+                row.id, workspace=job.workspace, files=spec.files, env=spec.env, **offline
             )
             self._check_stopped(job)
             started = utcnow()

@@ -20,7 +20,7 @@ from typing import Any
 from .entries import ACTIVE, TERMINAL, utcnow
 from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
 from .preview.manager import Preview, PreviewManager
-from .providers import check_e2b
+from .providers import ProviderCatalog, check_e2b
 from .runner import Runner
 from .spec import MAX_SPEC_BYTES, BuildSpec, parse_spec, spec_summary
 from .store.repository import BuildRow, Store
@@ -43,6 +43,9 @@ class ServiceConfig:
     #: Bytes of entries in one log page or stream frame (at least one entry each).
     max_page_bytes: int = 2 * 2**20
     max_spec_bytes: int = MAX_SPEC_BYTES
+    #: The providers, their availability and the admin's allow-list (None: any
+    #: provider the runner has, the E2B key checked as before).
+    catalog: ProviderCatalog | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,27 @@ class BuildService:
         if self.startup_error is not None:
             raise Unavailable(f"the build service failed to start: {self.startup_error}")
 
+    async def ready_or_starting(self) -> None:
+        """Wait (bounded) for start-up to finish, failed or not: the info endpoint reports
+        what was found even when the service could not start."""
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=30)
+            except TimeoutError:
+                raise Unavailable("the build service is still starting; try again") from None
+
     async def create(self, owner: str, body: Any) -> BuildRow:
         await self._ready()
         spec = parse_spec(body, max_bytes=self.config.max_spec_bytes)
-        provider = spec.provider or self.config.default_provider
-        if provider == "e2b":
+        catalog = self.config.catalog
+        if catalog is not None:
+            # nothing runs for a provider the admin did not allow or that cannot work here
+            provider = catalog.choose(
+                spec.provider, network=spec.network, preview=spec.preview is not None
+            )
+        else:
+            provider = spec.provider or self.config.default_provider
+        if catalog is None and provider == "e2b":
             try:
                 check_e2b(self.config.e2b_api_key)
             except Exception as exc:

@@ -40,7 +40,10 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_MASK = "***"
 TOP_LEVEL = {
     "name", "provider", "workspace", "files", "steps", "env", "timeout", "artifacts", "preview",
+    "network",
 }  # fmt: skip
+#: A provider's name (the registered ones are checked when the build is created).
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class BuildSpec:
     timeout: float | None = None
     artifacts: ArtifactSpec | None = None
     preview: PreviewSpec | None = None
+    #: False: the build gets no network at all (providers that can do it).
+    network: bool = True
 
     @property
     def secret_values(self) -> list[str]:
@@ -129,6 +134,8 @@ class BuildSpec:
             out["artifacts"] = self.artifacts.to_json()
         if self.preview is not None:
             out["preview"] = self.preview.to_json()
+        if not self.network:
+            out["network"] = False
         return out
 
 
@@ -163,6 +170,7 @@ def _parse(data: Any) -> BuildSpec:
         timeout=_timeout(data.get("timeout"), "timeout"),
         artifacts=_artifacts(data.get("artifacts")),
         preview=_preview(data.get("preview")),
+        network=_network(data.get("network", True)),
     )
 
 
@@ -179,13 +187,19 @@ def _optional_text(value: Any, name: str, limit: int) -> str | None:
 def _provider(value: Any) -> str | None:
     if value is None or value == "auto":
         return None
-    if value not in PROVIDERS:
+    if not isinstance(value, str) or not PROVIDER_NAME.match(value):
         raise SpecError(
-            f"provider must be one of {', '.join(PROVIDERS)} (or auto)",
+            f"provider must be a provider's name, e.g. {', '.join(PROVIDERS)} (or auto)",
             field="provider",
             code="invalid_provider",
         )
-    return str(value)
+    return value
+
+
+def _network(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError("network must be true or false", field="network")
+    return value
 
 
 def relative_path(value: Any, name: str) -> str:

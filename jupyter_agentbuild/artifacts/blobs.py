@@ -68,8 +68,12 @@ class LocalArtifactStore:
 
     def open_write(self, build_id: str, key: str) -> BinaryIO:
         directory = self._dir(build_id)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return open(directory / _check(key, "key"), "wb")  # noqa: SIM115 (the caller closes)
+        # private: only the server's user reads artifacts (the API checks the owner)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(directory / _check(key, "key"), flags, 0o600)
+        return os.fdopen(fd, "wb")
 
     def open_read(self, build_id: str, key: str) -> BinaryIO:
         directory = self._dir(build_id)

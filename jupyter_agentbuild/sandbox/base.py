@@ -149,6 +149,26 @@ class Sandbox(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProviderStatus:
+    """What a provider can do on this server, as found at start-up (the info endpoint
+    shows it; builds for an unavailable provider are refused before anything runs)."""
+
+    available: bool
+    #: Are builds kept from the server's files, processes and secrets?
+    isolated: bool
+    #: Why not available, or what kind of isolation (for people, not programs).
+    detail: str = ""
+    #: Can it run a build with ``"network": false``?
+    network_off: bool = False
+
+
+class CheckedProvider(Protocol):
+    """A provider that finds out at start-up whether it works here (optional)."""
+
+    async def check(self) -> ProviderStatus: ...
+
+
 class SandboxProvider(Protocol):
     """Creates sandboxes and cleans up after processes that died."""
 
@@ -161,9 +181,12 @@ class SandboxProvider(Protocol):
         workspace: Path | None,
         files: Mapping[str, str],
         env: Mapping[str, str],
+        network: bool = True,
     ) -> Sandbox:
         """Make a sandbox holding a copy of ``workspace`` (already confined by the caller)
-        plus the inline ``files``; ``env`` is added to every step's environment."""
+        plus the inline ``files``; ``env`` is added to every step's environment.
+        ``network=False``: no network at all (a provider that cannot do it raises
+        :class:`SandboxError`; :meth:`CheckedProvider.check` says whether it can)."""
         ...
 
     async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:

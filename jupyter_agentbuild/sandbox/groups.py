@@ -20,6 +20,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -38,6 +39,21 @@ from .processes import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class StepGroups(Protocol):
+    """How a local sandbox starts its steps and makes sure they end (plain process
+    groups here; one set of Linux namespaces per step in :mod:`.namespaces`)."""
+
+    closed: bool
+
+    def pgids(self) -> list[list[float]]: ...
+    def listed(self, kind: str | None = None) -> list[_Group]: ...
+    def spawn(self, command: str, env: Mapping[str, str] | None, *, kind: str) -> _Group: ...
+    def exit_code(self, group: _Group) -> int | None: ...
+    async def terminate(self, group: _Group) -> None: ...
+    def kill_now(self, group: _Group) -> None: ...
+    def forget(self, group: _Group, *, keep: bool = False) -> None: ...
 
 
 class ProcessGroups:
@@ -102,6 +118,10 @@ class ProcessGroups:
         group.exit_task = asyncio.create_task(_wait_exit(proc))
         self._groups[group.pgid] = group
         return group
+
+    def exit_code(self, group: _Group) -> int | None:
+        """The leader's status (negative: the signal that killed it); None while it runs."""
+        return group.proc.returncode
 
     async def terminate(self, group: _Group) -> None:
         """Make sure nothing of ``group`` is left: SIGTERM, grace, SIGKILL; never hangs.
@@ -194,4 +214,4 @@ class ProcessGroups:
         return True
 
 
-__all__ = ["ProcessGroups"]
+__all__ = ["ProcessGroups", "StepGroups"]

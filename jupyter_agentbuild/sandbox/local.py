@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from . import workspace_fs
 from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
-from .groups import ProcessGroups
+from .groups import ProcessGroups, StepGroups
 from .lines import LineSplitter
 from .pipes import _Drain, _PipeReader
 from .ports import _free_port, _http_status, _non_loopback_listeners, _port_open
@@ -43,13 +43,16 @@ class LocalSandbox:
         bash: str,
         max_line_bytes: int,
         kill_grace: float,
+        groups: StepGroups | None = None,
     ) -> None:
         self.id = f"local-{build_id}"
         self.build_id = build_id
         self.dir = directory
         self.work = directory / "work"
         self._max_line_bytes = max_line_bytes
-        self._groups = ProcessGroups(
+        #: How steps are started and stopped: plain process groups, or (the isolated
+        #: provider) one set of Linux namespaces per step (:mod:`.namespaces`).
+        self._groups: StepGroups = groups or ProcessGroups(
             sandbox_id=self.id,
             build_id=build_id,
             directory=directory,
@@ -140,7 +143,7 @@ class LocalSandbox:
             error = next((r for r in results if isinstance(r, BaseException)), None)
         if error is not None:
             raise error
-        code = group.proc.returncode
+        code = self._groups.exit_code(group)
         if code is None:  # could not be reaped (should not happen): report it as killed
             code = -signal.SIGKILL
         return StepResult(
@@ -239,10 +242,10 @@ class LocalSandbox:
                 answer = f"HTTP {status}" if status is not None else "no HTTP answer"
             if exit_task.done():
                 await self.stop_service()
+                code = self._groups.exit_code(group)
                 raise ServiceFailed(
-                    f"the service exited with status {group.proc.returncode} before "
-                    f"it was ready on port {port}",
-                    exit_code=group.proc.returncode,
+                    f"the service exited with status {code} before it was ready on port {port}",
+                    exit_code=code,
                 )
             if loop.time() >= deadline:
                 await self.stop_service()
@@ -278,7 +281,8 @@ class LocalSandbox:
         group = self._service
         if group is None or group.exit_task is None:
             return None
-        return await asyncio.shield(group.exit_task)
+        await asyncio.shield(group.exit_task)
+        return self._groups.exit_code(group)
 
     async def stop_service(self) -> None:
         """Stop the service started by :meth:`start_service` (no-op if none)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from .base import SandboxError
 from .environment import _SECRET_ENV, DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, _check_env
+from .groups import StepGroups
 from .local import LocalSandbox
 from .processes import _reap
 from .workspace_copy import _rmtree, fill_work
@@ -78,12 +79,16 @@ class LocalSandboxProvider:
         workspace: Path | None,
         files: Mapping[str, str],
         env: Mapping[str, str],
+        network: bool = True,
     ) -> LocalSandbox:
         """Prepare the directory in a thread (a copy can be large); if the caller is
-        cancelled meanwhile, what the copy made is removed once it is done."""
+        cancelled meanwhile, what the copy made is removed once it is done.
+
+        ``network=False`` needs an isolated provider: plain processes share the host's."""
         if not isinstance(build_id, str) or not _BUILD_ID.match(build_id):
             raise SandboxError("invalid build id for a local sandbox")
         _check_env(env, "build env")
+        self._check_network(network)
         directory = self.workspace_root / build_id
         job = asyncio.ensure_future(
             asyncio.to_thread(self._prepare, directory, workspace, dict(files))
@@ -105,7 +110,21 @@ class LocalSandboxProvider:
             bash=self._bash,
             max_line_bytes=self.max_line_bytes,
             kill_grace=self.kill_grace,
+            groups=self._groups(f"local-{build_id}", directory, base, network),
         )
+
+    def _check_network(self, network: bool) -> None:
+        if not network:
+            raise SandboxError(
+                "network: false needs the isolated local provider (plain processes "
+                "share the host's network)"
+            )
+
+    def _groups(
+        self, sandbox_id: str, directory: Path, base_env: Mapping[str, str], network: bool
+    ) -> StepGroups | None:
+        """How the sandbox runs its steps: None for plain process groups."""
+        return None
 
     def _prepare(self, directory: Path, workspace: Path | None, files: dict[str, str]) -> None:
         """Make ``directory`` (never reusing one) with ``work/``, the workspace copy and the

@@ -6,6 +6,8 @@ async, so the sync-looking forms are mapped to the async drivers here instead of
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -111,6 +113,20 @@ def _use_wal(cursor: Any) -> None:
     raise OperationalError("PRAGMA journal_mode=WAL", None, Exception("the file stays locked"))
 
 
+def _private_file(path: Path) -> None:
+    """The database holds every build's spec and logs: only the server's user may read
+    it. A new directory is made 0700 and the file 0600 before SQLite opens it (SQLite
+    gives its WAL and shared-memory files the database file's mode); an existing file
+    (and its WAL) is narrowed to 0600."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+
+
 def _sqlite_engine(url: URL) -> AsyncEngine:
     database = url.database or ""
     if database in ("", ":memory:") or url.query.get("mode") == "memory":
@@ -119,7 +135,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         raise ArgumentError("in-memory SQLite is not supported: give the path of a file")
     if not url.query.get("uri"):
         path = Path(database).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
         url = url.set(database=str(path))
     engine = create_async_engine(url)
 

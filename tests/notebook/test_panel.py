@@ -37,7 +37,6 @@ def test_side_panel_lists_builds_and_follows_one_live(lab: JupyterProcess, tmp_p
     sync_api = playwright_api()
     expect = sync_api.expect
     create(lab, {"name": "finished-one", "steps": ["echo earlier"]})
-    go = tmp_path / "go"
     with lab_page(sync_api, lab, height=900) as page:
         page.goto(f"{lab.url}lab?token={lab.token}")
         tab = page.locator(".lm-TabBar-tab[data-id='jp-agentbuild-panel']")
@@ -48,12 +47,12 @@ def test_side_panel_lists_builds_and_follows_one_live(lab: JupyterProcess, tmp_p
         items = panel.locator(".jp-AgentBuild-item")
         expect(items.filter(has_text="finished-one")).to_be_visible(timeout=30_000)
         # a build started while the panel is open shows up, and is followed live
-        create(
+        started = create(
             lab,
             {
                 "name": "live-one",
                 "steps": [
-                    f"echo live-1; while [ ! -e {go} ]; do sleep 0.05; done; echo live-2",
+                    "echo live-1; while [ ! -e go ]; do sleep 0.05; done; echo live-2",
                     "echo out > out.txt",
                 ],
                 "artifacts": {"paths": ["out.txt"]},
@@ -66,7 +65,8 @@ def test_side_panel_lists_builds_and_follows_one_live(lab: JupyterProcess, tmp_p
         status = panel.locator(".jp-AgentBuild-detail .jp-AgentBuild-status")
         expect(log).to_contain_text("live-1", timeout=30_000)
         expect(status).to_contain_text("running")
-        go.write_text("")
+        # into the build's own dir: an isolated build sees nothing else of the host
+        (lab.root / ".data" / "sandboxes" / started["id"] / "work" / "go").write_text("")
         expect(log).to_contain_text("live-2", timeout=30_000)
         expect(status).to_contain_text("succeeded", timeout=30_000)
         expect(live.locator(".jp-AgentBuild-badge")).to_have_text("succeeded", timeout=30_000)

@@ -15,7 +15,7 @@ import psutil
 
 from tests.preview.conftest import BACKEND, PREVIEW_COMMAND, port_open
 from tests.preview.test_preview_lifecycle import preview_pids
-from tests.server.test_lifecycle import ServerProcess
+from tests.server.test_lifecycle import UNISOLATED, ServerProcess
 
 
 def ready_preview(server: ServerProcess) -> tuple[dict[str, Any], int]:
@@ -44,7 +44,8 @@ def ready_preview(server: ServerProcess) -> tuple[dict[str, Any], int]:
 
 
 def test_previews_are_reaped_after_a_crash_and_stop_with_the_server(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path)
+    # plain processes outlive a kill -9 (isolated ones die with it: test_server_death)
+    server = ServerProcess(tmp_path, extra_args=UNISOLATED)
     server.start()
     started: list[str] = []
     try:

@@ -116,3 +116,26 @@ def kill_quietly(pid: int) -> None:
         psutil.Process(pid).kill()
     except psutil.Error:
         pass
+
+
+def marked(build_id: str, *argv: str) -> list[int]:
+    """Host pids of live processes carrying the build's environment marker: the processes
+    of that build, whichever provider ran it. With ``argv``: only those whose command line
+    starts with it (``argv[0]`` compared by base name), e.g. ``("sleep", "1000")``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("AGENTBUILD_BUILD_ID") != build_id:
+                continue
+            if argv:
+                cmd = proc.cmdline()
+                if len(cmd) < len(argv) or os.path.basename(cmd[0]) != argv[0]:
+                    continue
+                if cmd[1 : len(argv)] != list(argv[1:]):
+                    continue
+        except (psutil.Error, OSError):
+            continue
+        found.append(proc.pid)
+    return found

@@ -1,4 +1,9 @@
-"""The local process sandbox, with real processes (no mocks)."""
+"""The local sandbox, with real processes (no mocks), against both local providers:
+plain process groups and the isolated one (each step in Linux namespaces).
+
+Inside an isolated sandbox ``$$`` and ``$!`` are pids of the step's own pid namespace,
+meaningless on the host: there the checks look for the build's processes by its
+environment marker instead (:func:`helpers.marked`), never by those numbers."""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from jupyter_agentbuild.sandbox import LocalSandbox, LocalSandboxProvider, SandboxError
 from jupyter_agentbuild.sandbox.base import Sandbox, SandboxProvider
+from jupyter_agentbuild.sandbox.isolated_provider import IsolatedLocalProvider
+from jupyter_agentbuild.sandbox.isolation import IsolationPlan, python_prefixes
 
 from .helpers import (
     WAIT,
@@ -27,15 +35,51 @@ from .helpers import (
     group_members,
     is_running,
     kill_quietly,
+    marked,
     wait_until,
 )
 
 PY = shlex.quote(sys.executable)
 
 
+def isolated_provider(root: Path, **kw: Any) -> IsolatedLocalProvider:
+    """The isolated provider, hiding the home dir as the server does (Python bound back)."""
+    plan = IsolationPlan(hidden=(str(Path.home()),), readonly=tuple(python_prefixes()))
+    return IsolatedLocalProvider(root, plan=plan, **kw)
+
+
+@pytest.fixture(params=["process", "isolated"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def provider(tmp_path: Path) -> LocalSandboxProvider:
-    return LocalSandboxProvider(tmp_path / "sandboxes", kill_grace=1.0)
+def provider(tmp_path: Path, kind: str) -> LocalSandboxProvider:
+    if kind == "process":
+        return LocalSandboxProvider(tmp_path / "sandboxes", kill_grace=1.0)
+    isolated = isolated_provider(tmp_path / "sandboxes", kill_grace=1.0)
+    status = asyncio.run(isolated.check())
+    assert status.available and status.isolated, status.detail
+    return isolated
+
+
+def isolated(sandbox: LocalSandbox) -> bool:
+    return sandbox.id.startswith("local-") and type(sandbox._groups).__name__ != "ProcessGroups"
+
+
+def step_gone(sandbox: LocalSandbox, pid: int) -> bool:
+    """Nothing left of the step whose shell printed ``pid`` (``$$``)."""
+    if isolated(sandbox):
+        return marked(sandbox.build_id) == []
+    return group_members(pid) == []
+
+
+def pid_running(sandbox: LocalSandbox, pid: int) -> bool:
+    """Is the process a step printed as ``pid`` (``$!``) still running? Isolated: is any
+    ``sleep 1000`` of the build (what those tests start in the background)?"""
+    if isolated(sandbox):
+        return marked(sandbox.build_id, "sleep", "1000") != []
+    return is_running(pid)
 
 
 async def make(provider: LocalSandboxProvider, build_id: str = "b1", **kw: object) -> LocalSandbox:
@@ -184,6 +228,11 @@ def test_slow_consumer_blocks_the_step(provider: LocalSandboxProvider) -> None:
         await asyncio.wait_for(first.wait(), WAIT)  # the consumer is now paused
         pgid = sandbox.state()["pgids"][0][0]
         child = psutil.Process(pgid)  # `exec`: the python process leads the group
+        if isolated(sandbox):  # bwrap leads the group; the writer is its grandchild
+            argv0 = os.path.basename(sys.executable)
+            await wait_until(lambda: marked(sandbox.build_id, argv0, "flood.py") != [], "writer")
+            [pid] = marked(sandbox.build_id, argv0, "flood.py")
+            child = psutil.Process(pid)
         # The only way this writer sleeps is blocking on the full pipe.
         await wait_until(lambda: child.status() == psutil.STATUS_SLEEPING, "a blocked writer")
         written = child.io_counters().write_chars
@@ -213,8 +262,8 @@ def test_timeout_kills_the_group(provider: LocalSandboxProvider) -> None:
         assert result.timed_out and not result.cancelled
         assert result.exit_code == -signal.SIGTERM
         assert time.monotonic() - started < 5
-        assert group_members(out.value("pid")) == []
-        assert not is_running(out.value("bg"))
+        assert step_gone(sandbox, out.value("pid"))
+        assert not pid_running(sandbox, out.value("bg"))
         assert sandbox.state()["pgids"] == []
         await sandbox.destroy()
 
@@ -232,8 +281,8 @@ def test_timeout_sigkills_what_ignores_sigterm(provider: LocalSandboxProvider) -
             on_output=out,
         )
         assert result.timed_out and result.exit_code == -signal.SIGKILL
-        assert group_members(out.value("pid")) == []
-        assert not is_running(out.value("bg"))
+        assert step_gone(sandbox, out.value("pid"))
+        assert not pid_running(sandbox, out.value("bg"))
         await sandbox.destroy()
 
     asyncio.run(main())
@@ -250,15 +299,20 @@ def test_cancel_leaves_no_process_behind(provider: LocalSandboxProvider) -> None
         task = asyncio.create_task(sandbox.run_step(cmd, step=0, timeout=None, on_output=out))
         await out.wait_line("READY")
         pgid, bg, sid = out.value("pid"), out.value("bg"), out.value("sid")
-        assert sandbox.state()["pgids"] == [[pgid, create_time(pgid)]]
-        await wait_until(lambda: os.getsid(sid) == sid, "setsid to take effect")
-        assert os.getpgid(sid) != pgid  # it really left the group
-        times = {pid: create_time(pid) for pid in (bg, sid)}
+        if isolated(sandbox):
+            sleeps = ("sleep", "1000")
+            await wait_until(lambda: len(marked(sandbox.build_id, *sleeps)) == 4, "the sleeps")
+            times = {pid: create_time(pid) for pid in marked(sandbox.build_id, *sleeps)}
+        else:
+            assert sandbox.state()["pgids"] == [[pgid, create_time(pgid)]]
+            await wait_until(lambda: os.getsid(sid) == sid, "setsid to take effect")
+            assert os.getpgid(sid) != pgid  # it really left the group
+            times = {pid: create_time(pid) for pid in (bg, sid)}
         await sandbox.cancel()
         result = await asyncio.wait_for(task, WAIT)
         assert result.cancelled and not result.timed_out
         assert result.exit_code == -signal.SIGTERM
-        assert group_members(pgid) == []
+        assert step_gone(sandbox, pgid)
         assert not any(is_running(pid, ct) for pid, ct in times.items())
         assert "never" not in out.lines["stdout"]
         await sandbox.destroy()
@@ -297,9 +351,9 @@ def test_background_jobs_do_not_survive_a_normal_exit(provider: LocalSandboxProv
         )
         assert result.exit_code == 0 and out.lines["stdout"][-1] == "done"
         assert time.monotonic() - started < 5
-        assert group_members(out.value("pid")) == []
-        assert not is_running(out.value("bg"))
-        assert not is_running(out.value("sid"))
+        assert step_gone(sandbox, out.value("pid"))
+        assert not pid_running(sandbox, out.value("bg"))
+        assert not pid_running(sandbox, out.value("sid"))
         await sandbox.destroy()
 
     asyncio.run(main())
@@ -322,8 +376,11 @@ def test_escaped_pipe_holder_does_not_hang_the_step(provider: LocalSandboxProvid
             assert result.exit_code == 0
             assert out.lines["stdout"][-1] == "done"
             assert time.monotonic() - started < 10
+            if isolated(sandbox):  # no escape from the namespace: it died with the step
+                assert marked(sandbox.build_id) == []
         finally:
-            kill_quietly(out.value("sid"))
+            if not isolated(sandbox):  # an isolated step's pid means nothing on the host
+                kill_quietly(out.value("sid"))
         await sandbox.destroy()
 
     asyncio.run(main())
@@ -345,7 +402,7 @@ def test_on_output_failure_stops_the_step(provider: LocalSandboxProvider) -> Non
                 WAIT,
             )
         pgid = int(seen[0].split()[1])
-        assert group_members(pgid) == []
+        assert step_gone(sandbox, pgid)
         assert sandbox.state()["pgids"] == []
         await sandbox.destroy()
 
@@ -364,7 +421,7 @@ def test_cancelled_task_kills_the_step(provider: LocalSandboxProvider) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await wait_until(lambda: group_members(pgid) == [], "the group to die")
+        await wait_until(lambda: step_gone(sandbox, pgid), "the group to die")
         await sandbox.destroy()
 
     asyncio.run(main())
@@ -381,7 +438,7 @@ def test_close_kills_and_destroy_removes(provider: LocalSandboxProvider) -> None
         await sandbox.close()
         result = await asyncio.wait_for(task, WAIT)
         assert result.cancelled
-        assert group_members(out.value("pid")) == []
+        assert step_gone(sandbox, out.value("pid"))
         assert (sandbox.work / "f.txt").exists(), "close keeps the files"
         with pytest.raises(SandboxError):
             await sandbox.run_step("true", step=1, timeout=None, on_output=out)
@@ -642,7 +699,9 @@ def test_create_rejects_bad_ids_and_reuse(provider: LocalSandboxProvider) -> Non
 # --------------------------------------------------------------------------- env
 
 
-def test_step_env_has_no_server_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_env_has_no_server_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     secrets = {
         "JUPYTER_TOKEN": "tok",
         "E2B_API_KEY": "e2b_secret",
@@ -654,9 +713,12 @@ def test_step_env_has_no_server_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     for key, value in secrets.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("LANG", "C.UTF-8")
-    provider = LocalSandboxProvider(
-        tmp_path / "sandboxes",
-        env_passthrough=("PATH", "LANG", "JUPYTER_TOKEN", "E2B_API_KEY"),  # secrets refused
+    passthrough = ("PATH", "LANG", "JUPYTER_TOKEN", "E2B_API_KEY")  # secrets refused
+    root = tmp_path / "sandboxes"
+    provider = (
+        LocalSandboxProvider(root, env_passthrough=passthrough)
+        if kind == "process"
+        else isolated_provider(root, env_passthrough=passthrough)
     )
 
     async def main() -> None:
@@ -673,7 +735,11 @@ def test_step_env_has_no_server_secrets(tmp_path: Path, monkeypatch: pytest.Monk
         assert env["BOTH"] == "step" and env["ONLY"] == "call"
         assert env["HOME"] == str(sandbox.dir)
         assert env["CI"] == "true" and env["AGENTBUILD_BUILD_ID"] == "envb"
-        assert env["PATH"] == os.environ["PATH"] and env["LANG"] == "C.UTF-8"
+        path = os.environ["PATH"]
+        bindir = os.path.dirname(sys.executable)
+        if kind == "isolated" and bindir not in path.split(os.pathsep):
+            path = f"{bindir}{os.pathsep}{path}"  # the server's Python, its shims hidden
+        assert env["PATH"] == path and env["LANG"] == "C.UTF-8"
         with pytest.raises(SandboxError):
             await sandbox.run_step("true", step=1, timeout=5, on_output=out, env={"A=B": "x"})
         await sandbox.destroy()
@@ -707,7 +773,7 @@ def test_service_port_primitive(provider: LocalSandboxProvider) -> None:
         result = await sandbox.run_step(
             "setsid sleep 1000 & echo sid $!", step=0, timeout=30, on_output=steps_out
         )
-        assert result.exit_code == 0 and not is_running(steps_out.value("sid"))
+        assert result.exit_code == 0 and not pid_running(sandbox, steps_out.value("sid"))
         assert sandbox.service_running() and group_members(pgid) != []
         assert await asyncio.to_thread(fetch) == b"hello preview"
         port = int(url.rsplit(":", 1)[1])
@@ -736,3 +802,88 @@ def _listening_port() -> int:
     _held.append(sock)
     port: int = sock.getsockname()[1]
     return port
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_isolated_steps_have_limits_they_cannot_raise(tmp_path: Path) -> None:
+    from jupyter_agentbuild.sandbox.isolation import StepLimits
+
+    plan = IsolationPlan(
+        hidden=(str(Path.home()),),
+        readonly=tuple(python_prefixes()),
+        limits=StepLimits(max_processes=300, max_memory=256 * 1024**2, max_file_size=1024**2),
+    )
+    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan, kill_grace=1.0)
+    assert asyncio.run(provider.check()).isolated
+
+    async def main() -> None:
+        sandbox = await provider.create("limits", workspace=None, files={}, env={})
+        cases = [
+            ("ulimit -u; ulimit -d; ulimit -f", 0, ["300", str(256 * 1024), "1024"]),
+            ("head -c 1000000 /dev/zero > ok.bin; echo small ok", 0, ["small ok"]),
+            ("head -c 2000000 /dev/zero > big.bin", 128 + signal.SIGXFSZ, []),  # head killed
+            (f"{PY} -c 'b = bytearray(512 * 1024 * 1024)'", 1, []),  # MemoryError
+            ("ulimit -f unlimited", 1, []),  # hard limits: no raising them again
+        ]
+        for step, (cmd, code, stdout) in enumerate(cases):
+            out = Collector()
+            result = await sandbox.run_step(cmd, step=step, timeout=30, on_output=out)
+            assert result.exit_code == code, (cmd, result)
+            assert out.lines["stdout"] == stdout, (cmd, out.lines)
+        assert (sandbox.work / "big.bin").stat().st_size == 1024**2
+        await sandbox.destroy()
+
+    asyncio.run(main())
+
+
+def test_what_an_isolated_step_sees(tmp_path: Path) -> None:
+    """Hidden dirs are empty, what is bound back is read-only and hides what it must, the
+    sandbox's own dir is writable, the rest of the host read-only, /tmp and /proc private."""
+    home = tmp_path / "home"
+    prefix = home / "toolchain"
+    inner = prefix / "etc" / "jupyter"
+    inner.mkdir(parents=True)
+    (home / "secret.txt").write_text("home secret")
+    (prefix / "tool.txt").write_text("tool\n")
+    (inner / "config.py").write_text("c.Token = 'x'")
+    plan = IsolationPlan(hidden=(str(home), str(inner)), readonly=(str(prefix),))
+    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan)
+    assert asyncio.run(provider.check()).isolated
+    script = (
+        "set +e\n"
+        f"cat {home}/secret.txt; echo rc $?\n"
+        f"cat {prefix}/tool.txt\n"
+        f"ls -A {inner} | wc -l\n"
+        f"touch {prefix}/new 2>/dev/null; echo toolchain-write $?\n"
+        "touch /usr/agentbuild-x 2>/dev/null; echo usr-write $?\n"
+        "touch own.txt; echo own-write $?\n"
+        "touch /tmp/t; ls -A /tmp\n"
+        "ls /proc | grep -c '^[0-9]'\n"
+    )
+
+    async def main() -> None:
+        sandbox = await provider.create("sees", workspace=None, files={}, env={})
+        out = Collector()
+        result = await sandbox.run_step(script, step=0, timeout=30, on_output=out)
+        assert result.exit_code == 0, out.lines
+        lines = out.lines["stdout"]
+        assert lines[:6] == [
+            "rc 1",
+            "tool",
+            "0",
+            "toolchain-write 1",
+            "usr-write 1",
+            "own-write 0",
+        ], lines
+        # a private /tmp: the new file, and the way to the sandbox dir if it is under /tmp
+        parts = sandbox.dir.parts
+        way = {parts[2]} if parts[1] == "tmp" else set()
+        assert set(lines[6:-1]) == {"t", *way}, lines
+        # bash, perl (pid 1), ls, grep, and no more: the server's processes are not there
+        assert int(lines[-1]) <= 5, lines
+        assert (sandbox.work / "own.txt").exists() and not (prefix / "new").exists()
+        await sandbox.destroy()
+
+    asyncio.run(main())

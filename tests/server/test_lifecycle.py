@@ -24,9 +24,16 @@ TOKEN = "lifecycle-test-token"
 
 
 class ServerProcess:
-    def __init__(self, tmp: Path, db_url: str | None = None, app: str = "jupyter_server") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        db_url: str | None = None,
+        app: str = "jupyter_server",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.tmp = tmp
         self.app = app
+        self.extra_args = extra_args
         self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'ab.db'}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -51,10 +58,14 @@ class ServerProcess:
             f"--AgentBuild.workspace_root={self.tmp / 'sandboxes'}",
             "--AgentBuild.log_flush_interval=0.05",
             "--AgentBuild.heartbeat_interval=0.5",
+            *self.extra_args,
         ]
         env = {**os.environ, "JUPYTER_DATA_DIR": str(self.tmp / "data")}
         log = open(self.tmp / f"server-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # stdin not a terminal, as under JupyterHub or a service manager
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.tmp / f"server-{self.port}.log").read_text()
@@ -116,7 +127,20 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def test_kill_9_then_restart_marks_interrupted_and_reaps(server: ServerProcess) -> None:
+#: Plain processes of the server's user: what a dead server leaves is reaped by the next.
+UNISOLATED = ("--AgentBuild.allow_unisolated=True", "--AgentBuild.provider=process")
+
+
+def test_kill_9_then_restart_marks_interrupted_and_reaps(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, extra_args=UNISOLATED)
+    server.start()
+    try:
+        _kill_9_then_restart(server)
+    finally:
+        server.stop()
+
+
+def _kill_9_then_restart(server: ServerProcess) -> None:
     build = server.call(
         "POST", "builds", {"steps": ["echo $$ > /dev/null; echo ready; sleep 1000"]}
     )
