@@ -1,76 +1,51 @@
-"""E2B cloud sandboxes (``e2b-code-interpreter``'s SDK), behind the same Protocol as local ones.
+"""One build's E2B sandbox (a micro-VM), behind the same Protocol as the local one.
 
-One E2B sandbox (a micro-VM) per build. What the local sandbox guarantees holds here too,
-by other means:
+What the local sandbox guarantees holds here too, by other means:
 
-- the workspace copy and the inline files follow the local rules exactly: they are staged
-  with the local copy code (symlinks out of the workspace skipped, paths confined), packed
-  into one tar.gz and unpacked in the VM (one upload, one command, whatever the file count);
 - steps run under ``bash`` with ``set -eo pipefail`` in ``/home/user/work``; stdout and
   stderr are split into lines as locally (UTF-8 with replacement, long lines cut and marked
   ``continued``), and the SDK awaits our callbacks, so a slow consumer slows the stream;
-- nothing a step starts survives it: every step carries a marker variable, and after the
-  step (and on timeout or cancel) every process in the VM carrying it is sent SIGTERM,
-  then SIGKILL after the grace period;
+- a step ends when its shell exits, as locally, not when envd closes the command (which
+  waits for every background child holding the pipes): see :mod:`.scripts`;
+- nothing a step starts survives it: every process of a step carries a marker variable,
+  and after the step (and on timeout or cancel) every process in the VM carrying it is
+  sent SIGTERM, then SIGKILL after the grace period, while its output is still read; a
+  stopped step reports ``-signal`` of the last signal sent, as locally;
 - the VM is killed when the build (or its preview) ends, and by id after a crash
   (:meth:`E2BSandboxProvider.reap`); E2B's own sandbox timeout is the last resort.
-
-The key is given to the SDK and nowhere else (never logged, never in ``state``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import re
 import shlex
-import tarfile
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import httpx
 
-from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
-from .environment import _check_env, command_environment
-from .lines import LineSplitter
-from .workspace_copy import fill_work
+from ..base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
+from ..environment import command_environment
+from ..lines import LineSplitter
+from ..ports import _free_port, _port_open
+from .common import HOME, WORK_DIR, redacted
+from .scripts import (
+    LIST_DIR,
+    PLUMB_MARKER,
+    RUNS_DIR,
+    STEP_MARKER,
+    SWEEP,
+    EndScanner,
+    parse_listing,
+    step_command,
+)
 
 log = logging.getLogger(__name__)
 
-#: What an E2B key looks like, to blank out of error texts whatever its quoting.
-_KEY_SHAPE = re.compile(r"e2b_[A-Za-z0-9_\-]+")
-
-#: The steps' working directory in the VM (E2B's default user is ``user``).
-WORK_DIR = "/home/user/work"
-#: The variable that marks every process of one step (or of the service).
-STEP_MARKER = "AGENTBUILD_STEP"
-#: Where the staged workspace is uploaded, relative to the home directory (commands here
-#: use paths relative to their ``cwd``, never absolute ones).
-_HOME = "/home/user"
-_ARCHIVE = ".agentbuild-workspace.tar.gz"
-
-#: Kills every process whose environment holds ``$1`` (``NAME=value``): SIGTERM, then
-#: SIGKILL after ``$2`` milliseconds. Reads /proc, so it needs nothing installed in the VM;
-#: runs as root, so it sees every user's processes (one that cleared its environment, or
-#: went through ``sudo``, is not found: the VM itself is killed when the build ends).
-_SWEEP = r"""
-marked() { for p in /proc/[0-9]*; do
-  if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$1"; then echo "${p#/proc/}"; fi
-done; }
-pids=$(marked "$1"); [ -z "$pids" ] && exit 0
-kill -TERM $pids 2>/dev/null
-end=$(( $(date +%s%N) + $2 * 1000000 ))
-while [ "$(date +%s%N)" -lt "$end" ]; do
-  pids=$(marked "$1"); [ -z "$pids" ] && exit 0; sleep 0.05
-done
-pids=$(marked "$1"); [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
-exit 0
-"""
+_KINDS = {"f": "file", "d": "dir", "l": "symlink"}
 
 
 def _bash(command: str) -> str:
@@ -78,15 +53,24 @@ def _bash(command: str) -> str:
 
 
 class _Run:
-    """One command running in the VM: its handle, its output splitters, its end."""
+    """One command running in the VM: its handle, its end marks, its output splitters."""
 
-    def __init__(self, marker: str, max_line_bytes: int, on_output: OutputSink) -> None:
+    def __init__(
+        self,
+        marker: str,
+        max_line_bytes: int,
+        on_output: OutputSink,
+        skip: Mapping[str, int] | None = None,
+    ) -> None:
         self.marker = marker
         self.on_output = on_output
-        self.splitters = {
-            "stdout": LineSplitter(max_line_bytes),
-            "stderr": LineSplitter(max_line_bytes),
-        }
+        self.splitters = {s: LineSplitter(max_line_bytes) for s in ("stdout", "stderr")}
+        self.scanners = {s: EndScanner(marker) for s in ("stdout", "stderr")}
+        #: Line pieces per stream already stored by a previous server (a re-attached step
+        #: replays its output from the start: the same bytes split into the same pieces).
+        self.skip = dict(skip or {})
+        #: Set once both streams carried the wrapper's end mark: the step's shell exited.
+        self.ended = asyncio.Event()
         self.lock = asyncio.Lock()
         self.handle: Any = None
         self.waited: asyncio.Future[int] | None = None
@@ -97,21 +81,40 @@ class _Run:
         #: SDK's own wait can hang on a stalled stream).
         self.done = asyncio.Event()
 
+    @property
+    def status(self) -> int | None:
+        """The step shell's exit status, from its end mark."""
+        return self.scanners["stdout"].status
+
     async def emit(self, stream: str, text: str) -> None:
-        batches = self.splitters[stream].feed(text.encode("utf-8", "surrogatepass"))
         try:
-            for lines, continued in batches:
-                async with self.lock:
-                    await self.on_output(stream, lines, continued)
+            text = self.scanners[stream].feed(text)
+            if all(s.status is not None for s in self.scanners.values()):
+                self.ended.set()
+            await self._send(stream, self.splitters[stream].feed(_bytes(text)))
         except Exception as exc:
             self.error = exc
             raise
 
+    async def _send(self, stream: str, batches: list[tuple[list[str], bool]]) -> None:
+        for lines, continued in batches:
+            skip = self.skip.get(stream, 0)
+            if skip:
+                self.skip[stream] = max(0, skip - len(lines))
+                lines = lines[skip:]
+                if not lines:
+                    continue
+            async with self.lock:
+                await self.on_output(stream, lines, continued)
+
     async def flush(self) -> None:
         for stream, splitter in self.splitters.items():
-            for lines, continued in splitter.finish():
-                async with self.lock:
-                    await self.on_output(stream, lines, continued)
+            held = self.scanners[stream].finish()
+            await self._send(stream, splitter.feed(_bytes(held)) + splitter.finish())
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 async def _exit_code(handle: Any) -> int:
@@ -141,6 +144,7 @@ class E2BSandbox:
         max_line_bytes: int,
         kill_grace: float,
         keep_alive: int,
+        on_destroy: Callable[[], None] | None = None,
     ) -> None:
         self.sdk = sdk_sandbox
         self.id = f"e2b-{sdk_sandbox.sandbox_id}"
@@ -149,31 +153,35 @@ class E2BSandbox:
         self._max_line_bytes = max_line_bytes
         self._kill_grace = kill_grace
         self._keep_alive = keep_alive
+        self._on_destroy = on_destroy
         self._steps: dict[str, _Run] = {}
         self._cancel = asyncio.Event()
         self._service: _Run | None = None
         self._closed = False
         self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
 
+    @property
+    def debug(self) -> bool:
+        """The SDK's debug mode: no VM, envd at ``localhost``, the preview on the host."""
+        return bool(getattr(self.sdk.connection_config, "debug", False))
+
     def state(self) -> dict[str, Any]:
-        """What a later server needs to kill the VM: its id (never the key)."""
+        """What a later server needs to kill the VM or re-attach to it: its id (never the
+        key); each step's files in the VM are found by its marker."""
         return {"sandbox_id": self.sdk.sandbox_id}
 
     # ---- commands
 
-    async def _start(
-        self, command: str, marker: str, on_output: OutputSink, env: Mapping[str, str] | None
+    async def _launch(
+        self, run: _Run, cmd: str, envs: Mapping[str, str], user: str | None = None
     ) -> _Run:
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        envs = command_environment(command, self._base_env, env)
-        envs[STEP_MARKER] = marker
-        run = _Run(marker, self._max_line_bytes, on_output)
         try:
             run.handle = await self.sdk.commands.run(
-                _bash(command),
+                cmd,
                 background=True,
-                envs=envs,
+                envs=dict(envs),
                 cwd=WORK_DIR,
                 on_stdout=lambda text: run.emit("stdout", text),
                 on_stderr=lambda text: run.emit("stderr", text),
@@ -181,24 +189,26 @@ class E2BSandbox:
                 retain_output=False,
             )
         except Exception as exc:
-            raise SandboxError(f"E2B could not start the command: {_redacted(exc)}") from None
+            raise SandboxError(f"E2B could not start the command: {redacted(exc)}") from None
         run.waited = asyncio.ensure_future(_exit_code(run.handle))
         return run
 
-    async def _sweep(self, run: _Run) -> None:
-        """Make sure nothing carrying the run's marker is left in the VM."""
-        with contextlib.suppress(Exception):
-            await run.handle.kill()
-        args = f"{STEP_MARKER}={run.marker} {max(0, int(self._kill_grace * 1000))}"
+    async def _sweep(self, name: str, marker: str, first: str = "TERM") -> bool:
+        """Signal every process carrying ``name=marker`` (``first``, then SIGKILL after the
+        grace); True when SIGKILL was needed."""
+        grace = max(0, int(self._kill_grace * 1000)) if first == "TERM" else 0
+        args = f"{name}={marker} {grace} {first}"
         try:
-            await self.sdk.commands.run(
-                f"bash -c {shlex.quote(_SWEEP)} sweep {args}",
+            result = await self.sdk.commands.run(
+                f"bash -c {shlex.quote(SWEEP)} sweep {args}",
                 user="root",
                 cwd="/",
                 timeout=self._kill_grace + 30,
             )
         except Exception as exc:
-            log.warning("sandbox %s: cleaning up after a step failed: %s", self.id, _redacted(exc))
+            log.warning("sandbox %s: cleaning up after a step failed: %s", self.id, redacted(exc))
+            return first == "KILL"
+        return first == "KILL" or "KILL" in (result.stdout or "")
 
     async def run_step(
         self,
@@ -211,40 +221,71 @@ class E2BSandbox:
     ) -> StepResult:
         """Run ``command`` in the VM's workspace; see the module docstring for the rules."""
         self._cancel.clear()
-        marker = f"{self.build_id}.{step}.{uuid.uuid4().hex[:8]}"
-        run = await self._start(command, marker, on_output, env)
-        self._steps[marker] = run
+        marker = self.step_marker(step)
+        envs = command_environment(command, self._base_env, env)
+        envs[PLUMB_MARKER] = marker
+        run = _Run(marker, self._max_line_bytes, on_output)
+        await self._launch(run, step_command(marker, command), envs)
+        return await self._follow(run, timeout)
+
+    def step_marker(self, step: int) -> str:
+        """A step's marker: the same for any server, so a successor finds its files."""
+        return f"{self.build_id}.{step}"
+
+    async def _follow(self, run: _Run, timeout: float | None) -> StepResult:  # noqa: ASYNC109
+        """Wait for the step's end (or stop it), sweep what it left, drain its output."""
+        self._steps[run.marker] = run
         assert run.waited is not None
         cancelled: asyncio.Future[Any] = asyncio.ensure_future(self._cancel.wait())
+        ended: asyncio.Future[Any] = asyncio.ensure_future(run.ended.wait())
         waited: asyncio.Future[Any] = run.waited
+        signal = 0
         try:
             done, _ = await asyncio.wait(
-                {waited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {waited, ended, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-            reason = "exit" if run.waited in done else "cancel" if cancelled in done else "timeout"
-            await self._sweep(run)
+            stopped = not ({waited, ended} & done)
+            reason = "cancel" if cancelled in done else "timeout"
+            # the step's processes: background children after an exit, all of them on a
+            # stop (SIGTERM, the grace, SIGKILL; the plumbing keeps reading meanwhile)
+            killed = await self._sweep(STEP_MARKER, run.marker)
+            if stopped:
+                signal = 9 if killed else 15
             try:
                 code = await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
             except Exception as exc:
                 if run.error is not None:
                     raise run.error from None
-                if reason == "exit":
+                # the pipes stay open (a process out of the marker's reach holds them)
+                await self._sweep(PLUMB_MARKER, run.marker, "KILL")
+                with contextlib.suppress(Exception):
+                    await run.handle.kill()
+                if not stopped and run.status is None:
                     raise SandboxError(
-                        f"lost the step's connection to E2B: {_redacted(exc)}"
+                        f"lost the step's connection to E2B: {redacted(exc)}"
                     ) from None
                 code = -9
             await run.flush()
         except asyncio.CancelledError:
             # the caller was cancelled (server shutdown): stop the step in the VM first
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._sweep(run)), self._kill_grace + 5)
+                await asyncio.wait_for(
+                    asyncio.shield(self._sweep(STEP_MARKER, run.marker)), self._kill_grace + 5
+                )
             raise
         finally:
             cancelled.cancel()
-            self._steps.pop(marker, None)
+            ended.cancel()
+            self._steps.pop(run.marker, None)
             run.done.set()
+        if signal:
+            code = -signal
+        elif run.status is not None:
+            code = run.status
         return StepResult(
-            exit_code=code, timed_out=reason == "timeout", cancelled=reason == "cancel"
+            exit_code=code,
+            timed_out=bool(signal) and reason == "timeout",
+            cancelled=bool(signal) and reason == "cancel",
         )
 
     async def cancel(self) -> None:
@@ -261,18 +302,32 @@ class E2BSandbox:
     async def destroy(self) -> None:
         """Kill the VM (with it, its files: artifacts were collected before). The kill
         happens whatever becomes of the polite stop before it (a slow envd, or the caller's
-        time limit cancelling us): a VM nobody kills would run until E2B's own timeout."""
+        time limit cancelling us): a VM nobody kills would run until E2B's own timeout.
+        In debug mode there is no VM to kill (envd runs on this host): its workspace and
+        step files are removed instead, so the next build starts clean."""
         try:
             await asyncio.wait_for(self.close(), self._kill_grace + 10)
         except Exception as exc:
-            log.warning("sandbox %s: stopping its commands failed: %s", self.id, _redacted(exc))
+            log.warning("sandbox %s: stopping its commands failed: %s", self.id, redacted(exc))
         finally:
             try:
-                await asyncio.shield(self.sdk.kill())
+                if self.debug:
+                    await asyncio.shield(self._wipe())
+                else:
+                    await asyncio.shield(self.sdk.kill())
             except Exception as exc:
                 log.warning(
-                    "sandbox %s: killing the E2B sandbox failed: %s", self.id, _redacted(exc)
+                    "sandbox %s: killing the E2B sandbox failed: %s", self.id, redacted(exc)
                 )
+            finally:
+                if self._on_destroy is not None:
+                    self._on_destroy()
+
+    async def _wipe(self) -> None:
+        """Remove the workspace and the step files (the debug sandbox is reused)."""
+        await self.sdk.commands.run(
+            f"rm -rf work {RUNS_DIR.split('/')[0]}", cwd=HOME, user="root", timeout=60
+        )
 
     # ---- the port primitive
 
@@ -289,16 +344,24 @@ class E2BSandbox:
         """Start the preview server in the VM and wait until E2B's edge reaches it
         (an HTTP GET of ``ready_path``, else ``/``, answered by the app itself); return
         its public URL, ``https://{port}-{id}.{domain}`` (``http://localhost:{port}`` in
-        the SDK's debug mode)."""
+        the SDK's debug mode, where the "VM" is this host: there, no port is a default,
+        ``None`` picks a free one and a port already in use is refused, as locally)."""
         if self.service_running():
             raise SandboxError("a service is already running in this sandbox")
         await self.stop_service()
-        port = port or 8000
+        debug = self.debug
+        if debug and port is None:
+            port = _free_port()
+        elif debug and await _port_open(port or 0):
+            raise SandboxError(f"port {port} is already in use on this host")
+        port = port or 8000  # in a VM of its own, nothing else listens there
         extra = {"PORT": str(port), **(env or {})}
-        marker = f"{self.build_id}.service.{uuid.uuid4().hex[:8]}"
-        run = await self._start(command, marker, on_output or _discard, extra)
+        marker = f"{self.build_id}.service"
+        envs = command_environment(command, self._base_env, extra)
+        envs[STEP_MARKER] = marker
+        run = _Run(marker, self._max_line_bytes, on_output or _discard)
+        await self._launch(run, _bash(command), envs)
         self._service = run
-        debug = bool(getattr(self.sdk.connection_config, "debug", False))
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         if not debug:
             with contextlib.suppress(Exception):  # the preview outlives the build's timeout
@@ -357,7 +420,7 @@ class E2BSandbox:
         run, self._service = self._service, None
         if run is None:
             return
-        await self._sweep(run)
+        await self._sweep(STEP_MARKER, run.marker)
         if run.waited is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
@@ -370,31 +433,37 @@ class E2BSandbox:
         self, *, prune: Callable[[str], bool] | None = None
     ) -> AsyncIterator[WorkspaceEntry]:
         """Walk ``/home/user/work`` in the VM, directory by directory, sorted, never
-        following symlinks (E2B reports a link with its target and does not enter it)."""
-        from e2b import FileType
-
+        following symlinks. ``find`` in the VM reports each entry as stored: a link's own
+        text (envd would give its resolved target), dangling links and fifos (which the
+        SDK's ``files.list`` drops), names that are not UTF-8 (as the local walk does)."""
         pending = [""]
         while pending:
             rel = pending.pop(0)
             try:
-                listed = await self.sdk.files.list(f"{WORK_DIR}/{rel}".rstrip("/"), depth=1)
+                result = await self.sdk.commands.run(
+                    f"bash -c {shlex.quote(LIST_DIR)} list {shlex.quote(rel or '.')}",
+                    cwd=WORK_DIR,
+                    timeout=600,
+                )
+                listed = parse_listing(result.stdout or "")
             except Exception as exc:
                 raise SandboxError(
-                    f"cannot list {rel or 'the workspace'}: {_redacted(exc)}"
+                    f"cannot list {rel or 'the workspace'}: {redacted(exc)}"
                 ) from None
             subdirs = []
-            for info in sorted(listed, key=lambda e: e.name):
-                path = f"{rel}/{info.name}" if rel else info.name
-                if info.symlink_target:
-                    yield WorkspaceEntry(path, "symlink", target=info.symlink_target)
-                elif info.type == FileType.DIR:
+            for kind, size, raw_name, raw_target in sorted(listed, key=lambda e: e[2]):
+                name = raw_name.decode("utf-8", "surrogateescape")
+                path = f"{rel}/{name}" if rel else name
+                entry_kind = _KINDS.get(kind, "other")
+                if entry_kind == "symlink":
+                    target = raw_target.decode("utf-8", "surrogateescape")
+                    yield WorkspaceEntry(path, "symlink", target=target)
+                elif entry_kind == "dir":
                     yield WorkspaceEntry(path, "dir")
                     if prune is None or not prune(path):
                         subdirs.append(path)
-                elif info.type == FileType.FILE:
-                    yield WorkspaceEntry(path, "file", size=int(info.size))
                 else:
-                    yield WorkspaceEntry(path, "other")
+                    yield WorkspaceEntry(path, entry_kind, size=size if kind == "f" else 0)
             pending[0:0] = subdirs
 
     async def read_file(self, path: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
@@ -414,7 +483,7 @@ class E2BSandbox:
             try:
                 info = await self.sdk.files.get_info(current)
             except Exception as exc:
-                raise SandboxError(f"cannot read {path}: {_redacted(exc)}") from None
+                raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
             if info.symlink_target:
                 raise SandboxError(f"{path} goes through a symlink")
             if not last:
@@ -422,7 +491,7 @@ class E2BSandbox:
         try:
             stream = await self.sdk.files.read(current, format="stream")
         except Exception as exc:
-            raise SandboxError(f"cannot read {path}: {_redacted(exc)}") from None
+            raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
         buffer = bytearray()
         try:
             async for piece in stream:
@@ -437,120 +506,3 @@ class E2BSandbox:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
-
-
-class E2BSandboxProvider:
-    """Creates E2B sandboxes; kills those a dead server left running."""
-
-    name = "e2b"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        template: str | None = None,
-        sandbox_timeout: int = 3600,
-        max_line_bytes: int = 64 * 1024,
-        kill_grace: float = 5.0,
-    ) -> None:
-        self._api_key = api_key.strip()  # a key file's newline would end up in headers
-        self.template = template
-        self.sandbox_timeout = sandbox_timeout
-        self.max_line_bytes = max_line_bytes
-        self.kill_grace = kill_grace
-
-    def __repr__(self) -> str:  # the key stays out of reprs and logs
-        return f"E2BSandboxProvider(template={self.template!r})"
-
-    async def create(
-        self,
-        build_id: str,
-        *,
-        workspace: Path | None,
-        files: Mapping[str, str],
-        env: Mapping[str, str],
-    ) -> E2BSandbox:
-        """Stage the workspace locally with the local rules, create the VM, upload the
-        staged tree as one archive and unpack it into ``/home/user/work``."""
-        from e2b_code_interpreter import AsyncSandbox
-
-        _check_env(env, "build env")
-        archive = await asyncio.to_thread(_stage, build_id, workspace, dict(files))
-        try:
-            sdk = await AsyncSandbox.create(
-                template=self.template,
-                api_key=self._api_key,
-                timeout=self.sandbox_timeout,
-                metadata={"agentbuild_build": build_id},
-                # the preview is reached through the proxy only (Jupyter auth, owner, CSP):
-                # E2B's public URL answers only requests bearing the traffic token
-                network={"allow_public_traffic": False},
-            )
-        except Exception as exc:
-            raise SandboxError(f"E2B could not create a sandbox: {self._safe(exc)}") from None
-        base_env = {"CI": "true", **env}
-        sandbox = E2BSandbox(
-            sdk,
-            build_id=build_id,
-            base_env=base_env,
-            max_line_bytes=self.max_line_bytes,
-            kill_grace=self.kill_grace,
-            keep_alive=self.sandbox_timeout,
-        )
-        try:
-            await sdk.files.write(f"{_HOME}/{_ARCHIVE}", archive)
-            unpack = f"mkdir -p work && tar -xzf {_ARCHIVE} -C work && rm -f {_ARCHIVE}"
-            await sdk.commands.run(unpack, cwd=_HOME, timeout=600)
-        except BaseException as exc:  # cancelled too: no sandbox_id is recorded yet
-            await asyncio.shield(sandbox.destroy())
-            if not isinstance(exc, Exception):
-                raise
-            raise SandboxError(
-                f"could not copy the workspace into E2B: {self._safe(exc)}"
-            ) from None
-        return sandbox
-
-    async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
-        """Kill the VM a dead server left behind, from any host (by id). A failed kill is
-        logged, not retried: E2B's own timeout ends the VM later."""
-        from e2b_code_interpreter import AsyncSandbox
-
-        vm = state.get("sandbox_id")
-        if not isinstance(vm, str) or not vm:
-            return True
-        try:
-            await AsyncSandbox.kill(vm, api_key=self._api_key)
-        except Exception as exc:
-            log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
-        return True
-
-    async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
-        """:meth:`reap`: the VM's files go with it."""
-        return await self.reap(sandbox_id, state)
-
-    def _safe(self, exc: BaseException) -> str:
-        return _redacted(exc, self._api_key)
-
-
-def _redacted(exc: BaseException, key: str = "") -> str:
-    """An SDK error's text with the key (and anything shaped like one) blanked out: every
-    E2B error that reaches a log or a build's error goes through here."""
-    text = str(exc).replace(key, "***") if key else str(exc)
-    return _KEY_SHAPE.sub("e2b_***", text)
-
-
-def _stage(build_id: str, workspace: Path | None, files: dict[str, str]) -> bytes:
-    """The workspace copy plus inline files, laid out as the local sandbox does
-    (``fill_work``), packed into one tar.gz (links kept as links, modes kept)."""
-    with tempfile.TemporaryDirectory(prefix="agentbuild-stage-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        fill_work(work, workspace, files, label=build_id)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-            for child in sorted(work.iterdir()):
-                tar.add(child, arcname=child.name)
-        return buffer.getvalue()
-
-
-__all__ = ["STEP_MARKER", "WORK_DIR", "E2BSandbox", "E2BSandboxProvider"]
