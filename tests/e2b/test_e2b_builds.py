@@ -4,7 +4,6 @@ debug mode, and the fake envd (real Connect protocol, real processes) standing f
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +132,7 @@ async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: P
         {
             "steps": ["echo '<h1>from the vm</h1>' > index.html"],
             "files": {"app.py": app},
-            "preview": {"command": f"exec {sys.executable} app.py", "port": free_port()},
+            "preview": {"command": "exec python3 app.py", "port": free_port()},
         }
     )
     final = await e2b_api.finish(build["id"])
