@@ -4,10 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
+from tests.conftest import Api
+
 from .fake_envd import FakeEnvd
+
+#: Shaped like a real key (``auto`` would pick E2B with it); the debug SDK never sends it.
+KEY = "e2b_" + "k3Y9fQ2xLm8RtV7wZp4NcB6hJd1sGa5uEy0TiOq"
+
+
+@pytest.fixture
+def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
+    return {**agentbuild_config, "provider": "e2b", "e2b_api_key": KEY, "kill_grace": 1.0}
+
+
+@pytest.fixture
+def e2b_api(fake_envd: FakeEnvd, api: Api) -> Api:
+    """The server, started once the fake envd is up (the SDK reads its URL at create)."""
+    return api
+
+
+def marked(marker_prefix: str) -> list[psutil.Process]:
+    """Processes whose environment carries a step marker of this build."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get("AGENTBUILD_STEP", "").startswith(marker_prefix):
+            found.append(proc)
+    return found
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ import stat
 import subprocess
 import threading
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from email.message import Message as MimeHeaders
@@ -437,7 +437,7 @@ class ProcessService(process_connect.Process):
         running: _Running,
         queue: asyncio.Queue[process_pb.ProcessEvent],
         ctx: RequestContext[Any, Any],
-    ) -> AsyncIterator[process_pb.ProcessEvent]:
+    ) -> AsyncGenerator[process_pb.ProcessEvent, None]:
         """A subscriber's events until the end event; keepalives in the silences, which is
         also when connectrpc notices a client that went away."""
         try:
