@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import Api
 
+from .fake_api import FakeE2BApi
 from .fake_envd import FakeEnvd
 
 #: Shaped like a real key (``auto`` would pick E2B with it); the debug SDK never sends it.
@@ -57,4 +58,26 @@ def fake_envd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeE
     try:
         yield envd
     finally:
+        envd.stop()
+
+
+@pytest.fixture
+def fake_cloud(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeE2BApi, FakeEnvd]]:
+    """E2B outside debug mode: the fake control plane (create, connect, kill, timeouts,
+    list) in front of the fake envd. ``E2B_API_URL`` and ``E2B_SANDBOX_URL`` point the
+    SDK at them; the key is checked on every API call, each VM's token on every envd one."""
+    envd = FakeEnvd(tmp_path / "vm")
+    envd.start()
+    api = FakeE2BApi(envd, KEY)
+    api.start()
+    monkeypatch.delenv("E2B_DEBUG", raising=False)
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    monkeypatch.setenv("E2B_API_URL", api.url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", envd.url)
+    try:
+        yield api, envd
+    finally:
+        api.stop()
         envd.stop()

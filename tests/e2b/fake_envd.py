@@ -44,7 +44,14 @@ import stat
 import subprocess
 import threading
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    MutableMapping,
+)
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from email.message import Message as MimeHeaders
@@ -52,6 +59,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import psutil
 import uvicorn
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -110,6 +118,8 @@ class ProcessRecord:
     user: str
     tag: str | None
     exit_code: int | None = None
+    #: The ``E2b-Sandbox-Id`` the SDK sent (None in debug mode, which sends none).
+    sandbox_id: str | None = None
 
 
 class SandboxRoot:
@@ -404,6 +414,7 @@ class ProcessService(process_connect.Process):
             host_cwd=host_cwd,
             user=user,
             tag=request.tag if request.has_field("tag") else None,
+            sandbox_id=ctx.request_headers.get("e2b-sandbox-id"),
         )
         self._records.append(record)
         running = _Running(record, proc)
@@ -556,6 +567,23 @@ class ProcessService(process_connect.Process):
             raise ConnectError(Code.FAILED_PRECONDITION, "the process has no stdin")
         stdin.close()
         return process_pb.CloseStdinResponse()
+
+    def kill_sandbox(self, sandbox_id: str) -> None:
+        """SIGKILL the commands started for ``sandbox_id`` and their descendants (the
+        fake control plane killing that sandbox; callable from any thread)."""
+        for record in self._records:
+            if record.sandbox_id != sandbox_id or record.exit_code is not None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(record.pid)
+                for child in process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+                process.kill()
+
+    def kill_all(self) -> None:
+        """SIGKILL everything in the VM (callable from any thread)."""
+        vm_processes(self.holder_pid, kill=True)
 
     async def shutdown(self) -> None:
         """The VM is switched off: SIGKILL every process in its mount namespace (the
@@ -767,6 +795,9 @@ class FakeEnvdApp:
         self.processes = ProcessService(root, records)
         self.started = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Set by a fake control plane: given a request's headers, why it is refused
+        #: (a sandbox that is not running, a wrong access token), or None.
+        self.gate: Callable[[dict[str, str]], str | None] | None = None
         self._connect_apps: dict[str, Any] = {
             app.path + "/": app
             for app in (
@@ -787,6 +818,13 @@ class FakeEnvdApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if self.gate is not None and path != "/health":
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            refused = self.gate(headers)
+            if refused is not None:
+                body = json.dumps({"code": 502, "message": refused}).encode()
+                await _send(send, 502, body)
+                return
         for prefix, app in self._connect_apps.items():
             if path.startswith(prefix):
                 await app(scope, receive, send)

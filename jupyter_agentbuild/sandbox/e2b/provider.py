@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _ARCHIVE = ".agentbuild-workspace.tar.gz"
 #: The metadata key naming the build a VM runs (E2B's list filters on it).
 BUILD_KEY = "agentbuild_build"
+#: The environment every process in the VM gets.
+VM_ENV = {"CI": "true"}
 
 
 class E2BSandboxProvider:
@@ -62,7 +64,7 @@ class E2BSandboxProvider:
         return E2BSandbox(
             sdk,
             build_id=build_id,
-            base_env={"CI": "true", **env},
+            base_env={**VM_ENV, **env},
             max_line_bytes=self.max_line_bytes,
             kill_grace=self.kill_grace,
             keep_alive=self.sandbox_timeout,
@@ -93,6 +95,9 @@ class E2BSandboxProvider:
                 api_key=self._api_key,
                 timeout=self.sandbox_timeout,
                 metadata={BUILD_KEY: build_id},
+                # VM-wide (envd's /init); the build's env goes with each command instead,
+                # as its secrets must not outlive the build in the VM's settings
+                envs=dict(VM_ENV),
                 # the preview is reached through the proxy only (Jupyter auth, owner, CSP):
                 # E2B's public URL answers only requests bearing the traffic token
                 network={"allow_public_traffic": False},
@@ -135,6 +140,31 @@ class E2BSandboxProvider:
         except Exception as exc:
             log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
         return True
+
+    async def find(self, build_id: str) -> list[str]:
+        """The ids of the running VMs created for ``build_id`` (by their metadata): what a
+        server that died between creating a VM and recording its id left behind."""
+        from e2b import SandboxQuery
+        from e2b_code_interpreter import AsyncSandbox
+
+        paginator = AsyncSandbox.list(
+            query=SandboxQuery(metadata={BUILD_KEY: build_id}), api_key=self._api_key
+        )
+        found: list[str] = []
+        while paginator.has_next:
+            found += [info.sandbox_id for info in await paginator.next_items()]
+        return found
+
+    async def reap_build(self, build_id: str) -> int:
+        """Kill every VM of ``build_id`` found by its metadata; how many were."""
+        try:
+            found = await self.find(build_id)
+        except Exception as exc:
+            log.warning("agentbuild: listing E2B sandboxes failed: %s", self._safe(exc))
+            return 0
+        for vm in found:
+            await self.reap(f"e2b-{vm}", {"sandbox_id": vm})
+        return len(found)
 
     async def remove(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
         """:meth:`reap`: the VM's files go with it."""

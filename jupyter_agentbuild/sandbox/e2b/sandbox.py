@@ -221,12 +221,22 @@ class E2BSandbox:
     ) -> StepResult:
         """Run ``command`` in the VM's workspace; see the module docstring for the rules."""
         self._cancel.clear()
+        await self._extend()
         marker = self.step_marker(step)
         envs = command_environment(command, self._base_env, env)
         envs[PLUMB_MARKER] = marker
         run = _Run(marker, self._max_line_bytes, on_output)
         await self._launch(run, step_command(marker, command), envs)
         return await self._follow(run, timeout)
+
+    async def _extend(self) -> None:
+        """Give the VM its full lifetime again (E2B's timeout is a last resort against a
+        lost server, not a limit on a long build: the build's own timeout is that)."""
+        if not self.debug:
+            try:
+                await self.sdk.set_timeout(self._keep_alive)
+            except Exception as exc:
+                log.warning("sandbox %s: extending its lifetime failed: %s", self.id, redacted(exc))
 
     def step_marker(self, step: int) -> str:
         """A step's marker: the same for any server, so a successor finds its files."""
@@ -363,9 +373,7 @@ class E2BSandbox:
         await self._launch(run, _bash(command), envs)
         self._service = run
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
-        if not debug:
-            with contextlib.suppress(Exception):  # the preview outlives the build's timeout
-                await self.sdk.set_timeout(self._keep_alive)
+        await self._extend()  # the preview outlives the build's timeout
         assert run.waited is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
