@@ -118,6 +118,7 @@ class E2BSandboxProvider:
             await sdk.files.write(f"{HOME}/{_ARCHIVE}", archive)
             unpack = f"mkdir -p work && tar -xzf {_ARCHIVE} -C work && rm -f {_ARCHIVE}"
             await sdk.commands.run(unpack, cwd=HOME, timeout=600)
+            await sandbox.save_env()
         except BaseException as exc:  # cancelled too: no sandbox_id is recorded yet
             await asyncio.shield(sandbox.destroy())
             if not isinstance(exc, Exception):
@@ -140,6 +141,34 @@ class E2BSandboxProvider:
         except Exception as exc:
             log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
         return True
+
+    async def reattach(
+        self, build_id: str, state: Mapping[str, Any], *, step: int, skip: Mapping[str, int]
+    ) -> E2BSandbox:
+        """The VM of a build whose server died, connected again (by id, through E2B's
+        API, which also gives it its full lifetime again), with the build's environment
+        as kept in the VM; ``step`` (if it started) is followed rather than run again,
+        skipping the ``skip`` line pieces per stream already stored."""
+        from e2b_code_interpreter import AsyncSandbox
+
+        vm = state.get("sandbox_id")
+        if not isinstance(vm, str) or not vm:
+            raise SandboxError("no E2B sandbox recorded for this build")
+        try:
+            sdk = await AsyncSandbox.connect(
+                vm, api_key=self._api_key, timeout=self.sandbox_timeout
+            )
+        except Exception as exc:
+            raise SandboxError(f"E2B could not reconnect: {self._safe(exc)}") from None
+        if bool(getattr(sdk.connection_config, "debug", False)):
+            self._debug_holder = build_id
+        sandbox = self._sandbox(sdk, build_id, {})
+        try:
+            await sandbox.load_env()
+        except Exception as exc:
+            raise SandboxError(f"the build's VM cannot be resumed: {self._safe(exc)}") from None
+        sandbox.resume_step, sandbox.resume_skip = step, dict(skip)
+        return sandbox
 
     async def find(self, build_id: str) -> list[str]:
         """The ids of the running VMs created for ``build_id`` (by their metadata): what a

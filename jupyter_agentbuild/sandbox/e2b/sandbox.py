@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shlex
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -33,6 +34,8 @@ from ..lines import LineSplitter
 from ..ports import _free_port, _port_open
 from .common import HOME, WORK_DIR, redacted
 from .scripts import (
+    ENV_FILE,
+    FOLLOW,
     LIST_DIR,
     PLUMB_MARKER,
     RUNS_DIR,
@@ -159,6 +162,10 @@ class E2BSandbox:
         self._service: _Run | None = None
         self._closed = False
         self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
+        #: Set by a server re-attaching to this VM: the step that was running and the line
+        #: pieces per stream its predecessor stored (see :meth:`run_step`).
+        self.resume_step: int | None = None
+        self.resume_skip: dict[str, int] = {}
 
     @property
     def debug(self) -> bool:
@@ -219,10 +226,20 @@ class E2BSandbox:
         on_output: OutputSink,
         env: Mapping[str, str] | None = None,
     ) -> StepResult:
-        """Run ``command`` in the VM's workspace; see the module docstring for the rules."""
+        """Run ``command`` in the VM's workspace; see the module docstring for the rules.
+
+        On a re-attached VM, the step that was running when the previous server died is
+        followed instead of started again: its output is read back from the copies the
+        wrapper keeps in the VM, from the start, skipping the line pieces already stored
+        (the same bytes split the same way), then followed live until the step ends."""
         self._cancel.clear()
         await self._extend()
         marker = self.step_marker(step)
+        if step == self.resume_step:
+            self.resume_step = None
+            followed = await self._reattach(marker, on_output)
+            if followed is not None:
+                return await self._follow(followed, timeout)
         envs = command_environment(command, self._base_env, env)
         envs[PLUMB_MARKER] = marker
         run = _Run(marker, self._max_line_bytes, on_output)
@@ -237,6 +254,41 @@ class E2BSandbox:
                 await self.sdk.set_timeout(self._keep_alive)
             except Exception as exc:
                 log.warning("sandbox %s: extending its lifetime failed: %s", self.id, redacted(exc))
+
+    async def _reattach(self, marker: str, on_output: OutputSink) -> _Run | None:
+        """Follow the copies of a step started by a previous server (None when it never
+        started: its wrapper wrote no pid)."""
+        run_dir = f"{HOME}/{RUNS_DIR}/{marker}"
+        try:
+            pid = int(await self.sdk.files.read(f"{run_dir}/pid"))
+        except Exception:
+            return None
+        run = _Run(marker, self._max_line_bytes, on_output, skip=self.resume_skip)
+        command = f"bash -c {shlex.quote(FOLLOW)} follow {shlex.quote(run_dir)} {pid}"
+        return await self._launch(run, command, {})
+
+    async def save_env(self) -> None:
+        """Keep the build's environment in the VM, readable by root only, for a server
+        that re-attaches (the store never holds secret values)."""
+        data = json.dumps(self._base_env)
+        await self.sdk.files.write(f"{HOME}/{ENV_FILE}", data, user="root")
+        await self.sdk.commands.run(
+            f"chown root:root {ENV_FILE} && chmod 600 {ENV_FILE}", cwd=HOME, user="root"
+        )
+
+    async def load_env(self) -> None:
+        """The build's environment as :meth:`save_env` kept it."""
+        data = await self.sdk.files.read(f"{HOME}/{ENV_FILE}", user="root")
+        loaded = json.loads(data)
+        if not isinstance(loaded, dict):
+            raise SandboxError("the build's environment in the VM is not readable")
+        self._base_env = {str(k): str(v) for k, v in loaded.items()}
+
+    @property
+    def build_env(self) -> dict[str, str]:
+        """The build's environment (secret values included: for a re-attaching runner's
+        log masking, never shown)."""
+        return dict(self._base_env)
 
     def step_marker(self, step: int) -> str:
         """A step's marker: the same for any server, so a successor finds its files."""
@@ -336,7 +388,7 @@ class E2BSandbox:
     async def _wipe(self) -> None:
         """Remove the workspace and the step files (the debug sandbox is reused)."""
         await self.sdk.commands.run(
-            f"rm -rf work {RUNS_DIR.split('/')[0]}", cwd=HOME, user="root", timeout=60
+            f"rm -rf work {RUNS_DIR.split('/')[0]} {ENV_FILE}", cwd=HOME, user="root", timeout=60
         )
 
     # ---- the port primitive

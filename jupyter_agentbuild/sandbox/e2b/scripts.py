@@ -28,18 +28,36 @@ RUNS_DIR = ".agentbuild/runs"
 
 #: ``$1`` marker, ``$2`` the step's script. ``set +e``: the wrapper itself never stops
 #: early. The end mark goes through the same ``tee`` as the step's output, so it follows
-#: every byte the shell itself wrote, in the live stream and in the copy alike.
+#: every byte the shell itself wrote, in the live stream and in the copy alike. The copiers
+#: read named pipes (no process but the step's holds their write ends) and the wrapper
+#: waits for them: once it is gone, both copies are complete (what a re-attaching server's
+#: ``tail --pid`` relies on).
 _WRAPPER = r"""set +e
 d="$HOME/.agentbuild/runs/$1"
-mkdir -p "$d" || exit 125
+rm -rf "$d" && mkdir -p "$d" && mkfifo "$d/o" "$d/e" || exit 125
+tee -a "$d/out" < "$d/o" & o=$!
+tee -a "$d/err" < "$d/e" >&2 & e=$!
 echo $$ > "$d/pid"
 {
   AGENTBUILD_STEP="$1" bash --noprofile --norc -c "$2" agentbuild-step
   s=$?
   printf '\036agentbuild-end %s %s\036' "$1" "$s"
   printf '\036agentbuild-end %s %s\036' "$1" "$s" >&2
-} > >(exec tee -a "$d/out") 2> >(exec tee -a "$d/err" >&2)
+} > "$d/o" 2> "$d/e" < /dev/null
+wait $o $e
 """
+
+#: ``$1`` the step's run directory, ``$2`` its wrapper's pid: both copies from their start
+#: until the wrapper is gone (``tail`` reads once more after it noticed).
+FOLLOW = r"""cd "$1" || exit 125
+tail -c +1 -F --pid="$2" out 2>/dev/null &
+tail -c +1 -F --pid="$2" err >&2 2>/dev/null
+wait
+"""
+
+#: Where the build's environment is kept in the VM for a re-attaching server (secret
+#: values are never stored outside the VM): root's only, relative to the home.
+ENV_FILE = ".agentbuild-env.json"
 
 #: Kills every process whose environment holds ``$1`` (``NAME=value``): ``$3`` (TERM or
 #: KILL) first, then SIGKILL after ``$2`` milliseconds; prints ``KILL`` when it had to.
