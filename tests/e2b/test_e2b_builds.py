@@ -15,8 +15,9 @@ from .fake_envd import FakeEnvd
 
 
 async def test_steps_run_in_the_vm_with_the_workspace_and_exit_codes(
-    e2b_api: Api, fake_envd: FakeEnvd
+    fake_e2b_api: Api, fake_envd: FakeEnvd
 ) -> None:
+    e2b_api = fake_e2b_api
     build = await e2b_api.create(
         {
             "steps": [

@@ -13,7 +13,6 @@ import pytest
 from tests.conftest import Api, texts
 
 from .conftest import marked
-from .fake_envd import FakeEnvd
 
 
 def events(entries: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
@@ -157,13 +156,10 @@ async def test_a_debug_preview_without_port_never_reaches_the_host(
     assert code == 200
 
 
-async def test_the_debug_sandbox_is_clean_for_the_next_build(
-    e2b_api: Api, fake_envd: FakeEnvd
-) -> None:
+async def test_the_debug_sandbox_is_clean_for_the_next_build(e2b_api: Api) -> None:
     first = await e2b_api.create({"steps": ["echo left > leftover.txt"]})
     assert (await e2b_api.finish(first["id"]))["status"] == "succeeded"
     second = await e2b_api.create({"steps": ["test ! -e leftover.txt; ls -A"]})
     entries, _ = await e2b_api.stream(second["id"])
     assert (await e2b_api.get(second["id"]))["status"] == "succeeded"
     assert texts(entries) == []
-    assert not fake_envd.host("/home/user/work").exists()

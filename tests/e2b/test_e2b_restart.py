@@ -54,8 +54,9 @@ def test_a_restart_mid_build_loses_nothing(
         },
     )
     first.wait_for_text(build["id"], "line-20")
-    first.proc.kill()  # type: ignore[union-attr]  (SIGKILL: nothing is flushed or stopped)
-    first.proc.wait()  # type: ignore[union-attr]
+    assert first.proc is not None
+    first.proc.kill()  # SIGKILL: nothing is flushed or stopped
+    first.proc.wait()
     (vm,) = plane.vms.values()
     assert vm.state == "running"
 
