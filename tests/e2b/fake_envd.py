@@ -125,7 +125,10 @@ class ProcessRecord:
 class SandboxRoot:
     """The VM's filesystem as the fake's own RPCs see it: ``/home`` and ``/tmp`` map to
     ``<root>/home`` and ``<root>/tmp`` (what the commands' mount namespace shows), any
-    other path to this host's. Symlinks are resolved in the VM's view."""
+    other path to this host's. Symlinks are resolved in the VM's view.
+
+    Simplification: these RPCs act as this (root) process whatever user a request names;
+    envd acts as that user (its commands do run as the user, see ``_LAUNCH``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -362,6 +365,7 @@ class ProcessService(process_connect.Process):
         /,
     ) -> AsyncIterator[process_pb.StartResponse]:
         if request.pty is not None:
+            # Simplification: envd implements PTYs; the provider never asks for one.
             raise ConnectError(Code.UNIMPLEMENTED, "the fake envd has no PTY")
         config = request.process or process_pb.ProcessConfig()
         user = _user_from_auth(ctx.request_headers)
@@ -615,7 +619,7 @@ def vm_processes(holder_pid: int, *, kill: bool = False) -> list[int]:
 
 class FilesystemService(filesystem_connect.Filesystem):
     """``filesystem.Filesystem``: Stat, MakeDir, Move, ListDir, Remove (the watchers answer
-    ``unimplemented``)."""
+    ``unimplemented``: envd implements ``watch_dir``, the provider never uses it)."""
 
     def __init__(self, root: SandboxRoot) -> None:
         self._root = root
@@ -848,7 +852,10 @@ class FakeEnvdApp:
         return query.get("path", [None])[0], query.get("username", [DEFAULT_USER])[0]
 
     async def _download(self, scope: Scope, send: Send) -> None:
-        """``GET /files?path=&username=``: the raw bytes, gzipped if the client asks."""
+        """``GET /files?path=&username=``: the raw bytes, gzipped if the client asks.
+
+        Simplification: read by this (root) process whatever ``username`` says; envd reads
+        as that user, so a file its user may not read is refused there."""
         path, user = self._query(scope)
         with _http_errors():
             _, host = self.root.host_path(path or "", user)
