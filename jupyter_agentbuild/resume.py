@@ -88,15 +88,17 @@ async def claim(store: Store, row: BuildRow, fields: dict[str, Any]) -> bool:
         return bool((await conn.execute(stmt)).rowcount == 1)
 
 
-async def take_over(runner: Runner, row: BuildRow) -> bool:
+async def take_over(runner: Runner, row: BuildRow) -> bool | None:
     """Resume ``row`` (a dead server's build) in ``runner`` when its sandbox can be
-    reattached; False when it cannot (the caller reconciles it as before)."""
+    reattached: True when it runs here now, None when another server claimed it first
+    (the caller leaves it alone), False when it cannot be resumed (the caller reconciles
+    it as before: ``interrupted``, its sandbox reaped)."""
     provider = runner.providers.get(row.provider)
     reattach = getattr(provider, "reattach", None)
     if reattach is None or row.status != "running" or not row.sandbox_state:
         return False
     if not await claim(runner.store, row, runner.runner_fields()):
-        return False
+        return None
     try:
         full = await runner.store.get_build(row.id)
         if full is None or full.status != "running":

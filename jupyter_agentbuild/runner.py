@@ -493,7 +493,7 @@ class Runner:
         for row in await self.store.active_builds(ACTIVE):
             if not self._is_dead(row, now):
                 continue
-            if await resume.take_over(self, row):  # its sandbox lives on: carry on there
+            if await resume.take_over(self, row) is not False:  # resumed here or elsewhere
                 continue
             await resume.reap_unrecorded(self, row)
             # A sandbox that cannot be reaped from here (another host) stays recorded:

@@ -23,6 +23,15 @@ KEY = "e2b_" + "k3Y9fQ2xLm8RtV7wZp4NcB6hJd1sGa5uEy0TiOq"
 REAL_ENVD = os.environ.get("AGENTBUILD_TEST_ENVD_URL", "")
 
 
+def _need_root() -> None:
+    """The fake envd makes a mount namespace and setuids (as envd does): root only. A
+    developer's unprivileged run skips its tests; CI (as root) never does."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the fake envd needs root (mount namespace, setuid)")
+        pytest.skip("the fake envd needs root (mount namespace, setuid)")
+
+
 def _debug_mode(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """Make a bare ``AsyncSandbox.create()`` use the envd at ``url`` (code under test need
     not know): ``E2B_DEBUG`` skips the E2B API (sandbox id ``debug_sandbox_id``) and
@@ -36,6 +45,7 @@ def _debug_mode(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 @pytest.fixture
 def fake_envd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEnvd]:
     """A started fake envd whose VM directories are under ``tmp_path/sandbox``."""
+    _need_root()
     envd = FakeEnvd(tmp_path / "sandbox")
     envd.start()
     _debug_mode(monkeypatch, envd.url)
@@ -57,6 +67,7 @@ def envd_url(
         _debug_mode(monkeypatch, REAL_ENVD)
         yield REAL_ENVD
         return
+    _need_root()
     envd = FakeEnvd(tmp_path / "sandbox")
     envd.start()
     _debug_mode(monkeypatch, envd.url)
@@ -104,6 +115,7 @@ def fake_cloud(
     """E2B outside debug mode: the fake control plane (create, connect, kill, timeouts,
     list) in front of the fake envd. ``E2B_API_URL`` and ``E2B_SANDBOX_URL`` point the
     SDK at them; the key is checked on every API call, each VM's token on every envd one."""
+    _need_root()
     envd = FakeEnvd(tmp_path / "vm")
     envd.start()
     api = FakeE2BApi(envd, KEY)
