@@ -271,6 +271,9 @@ class E2BSandbox:
         """Keep the build's environment in the VM, readable by root only, for a server
         that re-attaches (the store never holds secret values)."""
         data = json.dumps(self._base_env)
+        # made root's and 0600 before anything is written into it
+        protect = f"install -m 600 -o root -g root /dev/null {ENV_FILE}"
+        await self.sdk.commands.run(protect, cwd=HOME, user="root")
         await self.sdk.files.write(f"{HOME}/{ENV_FILE}", data, user="root")
         await self.sdk.commands.run(
             f"chown root:root {ENV_FILE} && chmod 600 {ENV_FILE}", cwd=HOME, user="root"
