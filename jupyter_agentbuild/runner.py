@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import resume
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
 from .retry import every, with_backoff
@@ -156,6 +157,14 @@ class Runner:
         """Take a freshly inserted ``queued`` build and run it in a task of its own."""
         if self._closing:
             raise RuntimeError("the runner is shutting down")
+        pipe = self._new_pipe(row, spec.secret_values)
+        job = _Job(row=row, spec=spec, workspace=workspace, pipe=pipe)
+        self._jobs[row.id] = job
+        job.task = asyncio.create_task(self._run(job), name=f"build-{row.id}")
+        log.info("agentbuild: build %s of %s queued (%s)", row.id, row.owner, row.provider)
+        self.on_activity()
+
+    def _new_pipe(self, row: BuildRow, secrets: list[str]) -> LogPipe:
         pipe = LogPipe(
             row.id,
             self.store.append_chunks,
@@ -165,15 +174,11 @@ class Runner:
             max_pending=self.config.max_log_buffer,
             max_pending_bytes=self.config.max_log_buffer_bytes,
             retry_timeout=self.config.store_retry_timeout,
-            secrets=spec.secret_values,
+            secrets=secrets,
             max_log_bytes=self.config.max_log_bytes,
         )
         pipe.start()
-        job = _Job(row=row, spec=spec, workspace=workspace, pipe=pipe)
-        self._jobs[row.id] = job
-        job.task = asyncio.create_task(self._run(job), name=f"build-{row.id}")
-        log.info("agentbuild: build %s of %s queued (%s)", row.id, row.owner, row.provider)
-        self.on_activity()
+        return pipe
 
     async def cancel(self, build_id: str, reason: str = "cancelled", message: str = "") -> bool:
         """Stop a build running here; returns False when it does not run in this process."""
@@ -285,14 +290,19 @@ class Runner:
                 deadline_handle.cancel()
             await self._finish(job, status, exit_code, error)
 
-    async def _run_steps(self, job: _Job) -> int:
+    async def _run_steps(self, job: _Job, first: int = 0, announced: bool = False) -> int:
+        """Steps from ``first`` on (``announced``: its ``step_started`` is stored already,
+        a resumed build's); the first non-zero exit code, else 0."""
         assert job.sandbox is not None
         pipe = job.pipe
         for index, step in enumerate(job.spec.steps):
+            if index < first:
+                continue
             self._check_stopped(job)
-            await pipe.event(
-                "step_started", {"step": index, "name": step.name or f"step {index + 1}"}
-            )
+            if not (announced and index == first):
+                await pipe.event(
+                    "step_started", {"step": index, "name": step.name or f"step {index + 1}"}
+                )
             began = time.monotonic()
             job.step_started = False
 
@@ -637,6 +647,9 @@ class Runner:
         for row in await self.store.active_builds(ACTIVE):
             if not self._is_dead(row, now):
                 continue
+            if await resume.take_over(self, row) is not False:  # resumed here or elsewhere
+                continue
+            await resume.reap_unrecorded(self, row)
             # A sandbox that cannot be reaped from here (another host) stays recorded:
             # the next server starting there reaps it (PreviewManager.start).
             keep = None
@@ -667,6 +680,64 @@ class Runner:
                     row.owner,
                     "left recorded" if keep else "reaped" if row.sandbox_state else "none",
                 )
+
+    # -- builds taken over from a dead server (see resume.py) -------------------
+
+    def adopt(
+        self,
+        row: BuildRow,
+        spec: BuildSpec,
+        sandbox: Sandbox,
+        *,
+        first_step: int,
+        announced: bool,
+        secrets: list[str],
+    ) -> None:
+        """Run a dead server's build on in this process, from ``first_step``, in its
+        sandbox (already reattached) and its ``seq`` space."""
+        job = _Job(row=row, spec=spec, workspace=None, pipe=self._new_pipe(row, secrets))
+        job.sandbox = sandbox
+        self._jobs[row.id] = job
+        job.task = asyncio.create_task(
+            self._run_adopted(job, first_step, announced), name=f"build-{row.id}"
+        )
+        self.on_activity()
+
+    async def _run_adopted(self, job: _Job, first_step: int, announced: bool) -> None:
+        """:meth:`_run` from the steps on; the build's timeout counts from its start."""
+        row, spec = job.row, job.spec
+        status, exit_code, error = "failed", None, None
+        timeout = spec.timeout or self.config.default_timeout
+        elapsed = time.time() - (row.started_at or row.created_at).timestamp()
+        deadline_handle = asyncio.get_running_loop().call_later(
+            max(0.0, timeout - elapsed),
+            self._stop,
+            job,
+            "timed_out",
+            f"the build exceeded its timeout of {timeout:g}s",
+        )
+        try:
+            exit_code = await self._run_steps(job, first_step, announced)
+            self._check_stopped(job)
+            await self._after_steps(job, succeeded=exit_code == 0)
+            self._check_stopped(job)
+            status = "succeeded" if exit_code == 0 else "failed"
+            if exit_code != 0:
+                error = f"step failed with exit code {exit_code}"
+        except BuildStopped:
+            status = job.stop_reason or "cancelled"
+            error = job.stop_message
+            exit_code = job.last_exit_code
+        except StoreUnavailable as exc:
+            status, error = "failed", f"the build database stopped accepting logs: {exc}"
+        except asyncio.CancelledError:
+            status, error = "interrupted", "the Jupyter server stopped while the build ran"
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("agentbuild: resumed build %s failed", row.id)
+        finally:
+            deadline_handle.cancel()
+            await self._finish(job, status, exit_code, error)
 
 
 def pid_alive(pid: int) -> bool:

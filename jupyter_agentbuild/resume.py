@@ -1,0 +1,130 @@
+"""Taking over a build whose server died while its sandbox lives on (an E2B VM).
+
+A local build dies with its server (its processes are the server's children), but an E2B
+VM keeps running. A server that finds such a build, during reconciliation, takes it over
+instead of marking it ``interrupted``:
+
+1. it claims the build in one conditional UPDATE (status still ``running``, runner still
+   the dead one), so of two servers reconciling at once exactly one resumes it;
+2. it reads the stored entries to find where the build was: the step that started last
+   and, for it, how many line pieces of each stream reached the store;
+3. the provider reconnects to the VM (by id) and the runner continues the build in the
+   same ``seq`` space: the running step is followed from the copies of its output kept
+   in the VM, skipping what is stored, so every line is stored exactly once.
+
+A provider takes part by having ``reattach(build_id, state, step=, skip=)``; a build
+that cannot be resumed (no such provider, the VM gone) is reconciled as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from .entries import utcnow
+from .spec import parse_spec
+from .store.engine import transaction
+from .store.repository import BuildRow, Store
+from .store.schema import builds
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+_PAGE = 10_000
+
+
+@dataclass
+class ResumePoint:
+    """Where a build was when its server died."""
+
+    #: The next step to run: the one that started last (it may still run in the sandbox),
+    #: or the one after the last that finished.
+    step: int = 0
+    #: Whether ``step`` had started (its ``step_started`` entry is stored).
+    started: bool = False
+    #: Line pieces of ``step`` stored per stream.
+    stored: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+
+async def resume_point(store: Store, build_id: str) -> ResumePoint:
+    """Read the build's entries and find where it stood."""
+    point = ResumePoint()
+    after = 0
+    while True:
+        page = await store.read_entries(build_id, after=after, limit=_PAGE)
+        for text in page:
+            entry: dict[str, Any] = json.loads(text)
+            after = int(entry["seq"])
+            if entry.get("kind") == "log":
+                if point.started and entry.get("step") == point.step:
+                    stream = str(entry.get("stream"))
+                    point.stored[stream] = point.stored.get(stream, 0) + 1
+            elif entry.get("type") == "step_started":
+                point = ResumePoint(step=int(entry["data"]["step"]), started=True)
+            elif entry.get("type") == "step_finished":
+                point = ResumePoint(step=int(entry["data"]["step"]) + 1)
+        if len(page) < _PAGE:
+            return point
+
+
+async def claim(store: Store, row: BuildRow, fields: dict[str, Any]) -> bool:
+    """Make this server the build's runner, if it still is the dead one's."""
+    stmt = (
+        update(builds)
+        .where(
+            builds.c.id == row.id,
+            builds.c.status == "running",
+            builds.c.runner_id == row.runner_id,
+        )
+        .values(heartbeat_at=utcnow(), **fields)
+    )
+    async with transaction(store.engine) as conn:
+        return bool((await conn.execute(stmt)).rowcount == 1)
+
+
+async def take_over(runner: Runner, row: BuildRow) -> bool | None:
+    """Resume ``row`` (a dead server's build) in ``runner`` when its sandbox can be
+    reattached: True when it runs here now, None when another server claimed it first
+    (the caller leaves it alone), False when it cannot be resumed (the caller reconciles
+    it as before: ``interrupted``, its sandbox reaped)."""
+    provider = runner.providers.get(row.provider)
+    reattach = getattr(provider, "reattach", None)
+    if reattach is None or row.status != "running" or not row.sandbox_state:
+        return False
+    if not await claim(runner.store, row, runner.runner_fields()):
+        return None
+    try:
+        full = await runner.store.get_build(row.id)
+        if full is None or full.status != "running":
+            return False
+        spec = parse_spec(full.spec)
+        point = await resume_point(runner.store, row.id)
+        step = point.step if point.started else -1
+        sandbox = await reattach(row.id, full.sandbox_state or {}, step=step, skip=point.stored)
+    except Exception as exc:
+        log.warning("agentbuild: build %s cannot be resumed: %s", row.id, exc)
+        return False
+    env = getattr(sandbox, "build_env", {})
+    secrets = [env[key] for key in spec.secret_env if env.get(key)]
+    runner.adopt(
+        full, spec, sandbox, first_step=point.step, announced=point.started, secrets=secrets
+    )
+    log.info("agentbuild: build %s resumed at step %d (its server died)", row.id, point.step)
+    return True
+
+
+async def reap_unrecorded(runner: Runner, row: BuildRow) -> None:
+    """A build whose server died before recording its sandbox: a provider that can find
+    sandboxes by build (E2B's metadata) kills them."""
+    reap_build = getattr(runner.providers.get(row.provider), "reap_build", None)
+    if reap_build is not None and not row.sandbox_id:
+        try:
+            await reap_build(row.id)
+        except Exception as exc:
+            log.warning("agentbuild: reaping the sandboxes of %s failed: %s", row.id, exc)

@@ -1,0 +1,572 @@
+"""One build's E2B sandbox (a micro-VM), behind the same Protocol as the local one.
+
+What the local sandbox guarantees holds here too, by other means:
+
+- steps run under ``bash`` with ``set -eo pipefail`` in ``/home/user/work``; stdout and
+  stderr are split into lines as locally (UTF-8 with replacement, long lines cut and marked
+  ``continued``), and the SDK awaits our callbacks, so a slow consumer slows the stream;
+- a step ends when its shell exits, as locally, not when envd closes the command (which
+  waits for every background child holding the pipes): see :mod:`.scripts`;
+- nothing a step starts survives it: every process of a step carries a marker variable,
+  and after the step (and on timeout or cancel) every process in the VM carrying it is
+  sent SIGTERM, then SIGKILL after the grace period, while its output is still read; a
+  stopped step reports ``-signal`` of the last signal sent, as locally;
+- the VM is killed when the build (or its preview) ends, and by id after a crash
+  (:meth:`E2BSandboxProvider.reap`); E2B's own sandbox timeout is the last resort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import httpx
+
+from ...swallow import swallowed
+from ..base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
+from ..environment import command_environment
+from ..lines import LineSplitter
+from ..ports import _free_port, _port_open
+from .common import HOME, WORK_DIR, redacted
+from .scripts import (
+    ENV_FILE,
+    FOLLOW,
+    LIST_DIR,
+    PLUMB_MARKER,
+    RUNS_DIR,
+    STEP_MARKER,
+    SWEEP,
+    EndScanner,
+    parse_listing,
+    step_command,
+)
+
+log = logging.getLogger(__name__)
+
+_KINDS = {"f": "file", "d": "dir", "l": "symlink"}
+
+
+def _bash(command: str) -> str:
+    return "exec bash --noprofile --norc -c " + shlex.quote("set -eo pipefail\n" + command)
+
+
+class _Run:
+    """One command running in the VM: its handle, its end marks, its output splitters."""
+
+    def __init__(
+        self,
+        marker: str,
+        max_line_bytes: int,
+        on_output: OutputSink,
+        skip: Mapping[str, int] | None = None,
+    ) -> None:
+        self.marker = marker
+        self.on_output = on_output
+        self.splitters = {s: LineSplitter(max_line_bytes) for s in ("stdout", "stderr")}
+        self.scanners = {s: EndScanner(marker) for s in ("stdout", "stderr")}
+        #: Line pieces per stream already stored by a previous server (a re-attached step
+        #: replays its output from the start: the same bytes split into the same pieces).
+        self.skip = dict(skip or {})
+        #: Set once both streams carried the wrapper's end mark: the step's shell exited.
+        self.ended = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.handle: Any = None
+        self.waited: asyncio.Future[int] | None = None
+        #: What our own output sink raised (the store refusing logs, say): the SDK ends the
+        #: stream on it, and the step reports it rather than a lost connection.
+        self.error: BaseException | None = None
+        #: Set when ``run_step`` is over, however it ended (what ``cancel`` waits for: the
+        #: SDK's own wait can hang on a stalled stream).
+        self.done = asyncio.Event()
+
+    @property
+    def status(self) -> int | None:
+        """The step shell's exit status, from its end mark."""
+        return self.scanners["stdout"].status
+
+    async def emit(self, stream: str, text: str) -> None:
+        try:
+            text = self.scanners[stream].feed(text)
+            if all(s.status is not None for s in self.scanners.values()):
+                self.ended.set()
+            await self._send(stream, self.splitters[stream].feed(_bytes(text)))
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    async def _send(self, stream: str, batches: list[tuple[list[str], bool]]) -> None:
+        for lines, continued in batches:
+            skip = self.skip.get(stream, 0)
+            if skip:
+                self.skip[stream] = max(0, skip - len(lines))
+                lines = lines[skip:]
+                if not lines:
+                    continue
+            async with self.lock:
+                await self.on_output(stream, lines, continued)
+
+    async def flush(self) -> None:
+        for stream, splitter in self.splitters.items():
+            held = self.scanners[stream].finish()
+            await self._send(stream, splitter.feed(_bytes(held)) + splitter.finish())
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+async def _exit_code(handle: Any) -> int:
+    """The command's exit status (the SDK raises for a non-zero one)."""
+    from e2b import CommandExitException
+
+    try:
+        result = await handle.wait()
+    except CommandExitException as exc:
+        return int(exc.exit_code)
+    return int(result.exit_code)
+
+
+async def _discard(stream: str, lines: list[str], continued: bool) -> None:
+    return None
+
+
+class E2BSandbox:
+    """One build's E2B sandbox (see the module docstring)."""
+
+    def __init__(
+        self,
+        sdk_sandbox: Any,
+        *,
+        build_id: str,
+        base_env: Mapping[str, str],
+        max_line_bytes: int,
+        kill_grace: float,
+        keep_alive: int,
+        on_destroy: Callable[[], None] | None = None,
+    ) -> None:
+        self.sdk = sdk_sandbox
+        self.id = f"e2b-{sdk_sandbox.sandbox_id}"
+        self.build_id = build_id
+        self._base_env = dict(base_env)
+        self._max_line_bytes = max_line_bytes
+        self._kill_grace = kill_grace
+        self._keep_alive = keep_alive
+        self._on_destroy = on_destroy
+        self._steps: dict[str, _Run] = {}
+        self._cancel = asyncio.Event()
+        self._service: _Run | None = None
+        self._closed = False
+        self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
+        #: Set by a server re-attaching to this VM: the step that was running and the line
+        #: pieces per stream its predecessor stored (see :meth:`run_step`).
+        self.resume_step: int | None = None
+        self.resume_skip: dict[str, int] = {}
+
+    @property
+    def debug(self) -> bool:
+        """The SDK's debug mode: no VM, envd at ``localhost``, the preview on the host."""
+        return bool(getattr(self.sdk.connection_config, "debug", False))
+
+    def state(self) -> dict[str, Any]:
+        """What a later server needs to kill the VM or re-attach to it: its id (never the
+        key); each step's files in the VM are found by its marker."""
+        return {"sandbox_id": self.sdk.sandbox_id}
+
+    # ---- commands
+
+    async def _launch(
+        self, run: _Run, cmd: str, envs: Mapping[str, str], user: str | None = None
+    ) -> _Run:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        try:
+            run.handle = await self.sdk.commands.run(
+                cmd,
+                background=True,
+                envs=dict(envs),
+                cwd=WORK_DIR,
+                on_stdout=lambda text: run.emit("stdout", text),
+                on_stderr=lambda text: run.emit("stderr", text),
+                timeout=0,
+                retain_output=False,
+            )
+        except Exception as exc:
+            raise SandboxError(f"E2B could not start the command: {redacted(exc)}") from None
+        run.waited = asyncio.ensure_future(_exit_code(run.handle))
+        return run
+
+    async def _sweep(self, name: str, marker: str, first: str = "TERM") -> bool:
+        """Signal every process carrying ``name=marker`` (``first``, then SIGKILL after the
+        grace); True when SIGKILL was needed."""
+        grace = max(0, int(self._kill_grace * 1000)) if first == "TERM" else 0
+        args = f"{name}={marker} {grace} {first}"
+        try:
+            result = await self.sdk.commands.run(
+                f"bash -c {shlex.quote(SWEEP)} sweep {args}",
+                user="root",
+                cwd="/",
+                timeout=self._kill_grace + 30,
+            )
+        except Exception as exc:
+            log.warning("sandbox %s: cleaning up after a step failed: %s", self.id, redacted(exc))
+            return first == "KILL"
+        return first == "KILL" or "KILL" in (result.stdout or "")
+
+    async def run_step(
+        self,
+        command: str,
+        *,
+        step: int,
+        timeout: float | None,  # noqa: ASYNC109 (the Protocol's signature)
+        on_output: OutputSink,
+        env: Mapping[str, str] | None = None,
+    ) -> StepResult:
+        """Run ``command`` in the VM's workspace; see the module docstring for the rules.
+
+        On a re-attached VM, the step that was running when the previous server died is
+        followed instead of started again: its output is read back from the copies the
+        wrapper keeps in the VM, from the start, skipping the line pieces already stored
+        (the same bytes split the same way), then followed live until the step ends."""
+        self._cancel.clear()
+        await self._extend()
+        marker = self.step_marker(step)
+        if step == self.resume_step:
+            self.resume_step = None
+            followed = await self._reattach(marker, on_output)
+            if followed is not None:
+                return await self._follow(followed, timeout)
+        envs = command_environment(command, self._base_env, env)
+        envs[PLUMB_MARKER] = marker
+        run = _Run(marker, self._max_line_bytes, on_output)
+        await self._launch(run, step_command(marker, command), envs)
+        return await self._follow(run, timeout)
+
+    async def _extend(self) -> None:
+        """Give the VM its full lifetime again (E2B's timeout is a last resort against a
+        lost server, not a limit on a long build: the build's own timeout is that)."""
+        if not self.debug:
+            try:
+                await self.sdk.set_timeout(self._keep_alive)
+            except Exception as exc:
+                log.warning("sandbox %s: extending its lifetime failed: %s", self.id, redacted(exc))
+
+    async def _reattach(self, marker: str, on_output: OutputSink) -> _Run | None:
+        """Follow the copies of a step started by a previous server (None when it never
+        started: its wrapper wrote no pid)."""
+        run_dir = f"{HOME}/{RUNS_DIR}/{marker}"
+        try:
+            pid = int(await self.sdk.files.read(f"{run_dir}/pid"))
+        except Exception:
+            return None
+        run = _Run(marker, self._max_line_bytes, on_output, skip=self.resume_skip)
+        command = f"bash -c {shlex.quote(FOLLOW)} follow {shlex.quote(run_dir)} {pid}"
+        return await self._launch(run, command, {})
+
+    async def save_env(self) -> None:
+        """Keep the build's environment in the VM, readable by root only, for a server
+        that re-attaches (the store never holds secret values)."""
+        data = json.dumps(self._base_env)
+        # made root's and 0600 before anything is written into it
+        protect = f"install -m 600 -o root -g root /dev/null {ENV_FILE}"
+        await self.sdk.commands.run(protect, cwd=HOME, user="root")
+        await self.sdk.files.write(f"{HOME}/{ENV_FILE}", data, user="root")
+        await self.sdk.commands.run(
+            f"chown root:root {ENV_FILE} && chmod 600 {ENV_FILE}", cwd=HOME, user="root"
+        )
+
+    async def load_env(self) -> None:
+        """The build's environment as :meth:`save_env` kept it."""
+        data = await self.sdk.files.read(f"{HOME}/{ENV_FILE}", user="root")
+        loaded = json.loads(data)
+        if not isinstance(loaded, dict):
+            raise SandboxError("the build's environment in the VM is not readable")
+        self._base_env = {str(k): str(v) for k, v in loaded.items()}
+
+    @property
+    def build_env(self) -> dict[str, str]:
+        """The build's environment (secret values included: for a re-attaching runner's
+        log masking, never shown)."""
+        return dict(self._base_env)
+
+    def step_marker(self, step: int) -> str:
+        """A step's marker: the same for any server, so a successor finds its files."""
+        return f"{self.build_id}.{step}"
+
+    async def _follow(self, run: _Run, timeout: float | None) -> StepResult:  # noqa: ASYNC109
+        """Wait for the step's end (or stop it), sweep what it left, drain its output."""
+        self._steps[run.marker] = run
+        assert run.waited is not None
+        cancelled: asyncio.Future[Any] = asyncio.ensure_future(self._cancel.wait())
+        ended: asyncio.Future[Any] = asyncio.ensure_future(run.ended.wait())
+        waited: asyncio.Future[Any] = run.waited
+        signal = 0
+        try:
+            done, _ = await asyncio.wait(
+                {waited, ended, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopped = not ({waited, ended} & done)
+            reason = "cancel" if cancelled in done else "timeout"
+            # the step's processes: background children after an exit, all of them on a
+            # stop (SIGTERM, the grace, SIGKILL; the plumbing keeps reading meanwhile)
+            killed = await self._sweep(STEP_MARKER, run.marker)
+            if stopped:
+                signal = 9 if killed else 15
+            try:
+                code = await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
+            except Exception as exc:
+                if run.error is not None:
+                    raise run.error from None
+                # the pipes stay open (a process out of the marker's reach holds them)
+                await self._sweep(PLUMB_MARKER, run.marker, "KILL")
+                with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
+                    await run.handle.kill()
+                if not stopped and run.status is None:
+                    raise SandboxError(
+                        f"lost the step's connection to E2B: {redacted(exc)}"
+                    ) from None
+                code = -9
+            await run.flush()
+        except asyncio.CancelledError:
+            # the caller was cancelled (server shutdown): stop the step in the VM first
+            with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
+                await asyncio.wait_for(
+                    asyncio.shield(self._sweep(STEP_MARKER, run.marker)), self._kill_grace + 5
+                )
+            raise
+        finally:
+            cancelled.cancel()
+            ended.cancel()
+            self._steps.pop(run.marker, None)
+            run.done.set()
+        if signal:
+            code = -signal
+        elif run.status is not None:
+            code = run.status
+        return StepResult(
+            exit_code=code,
+            timed_out=bool(signal) and reason == "timeout",
+            cancelled=bool(signal) and reason == "cancel",
+        )
+
+    async def cancel(self) -> None:
+        """Stop the running step; returns once it is gone (``run_step`` then returns)."""
+        self._cancel.set()
+        for run in list(self._steps.values()):
+            await run.done.wait()
+
+    async def close(self) -> None:
+        self._closed = True  # first, as the local sandbox does: no step starts meanwhile
+        await self.stop_service()
+        await self.cancel()
+
+    async def destroy(self) -> None:
+        """Kill the VM (with it, its files: artifacts were collected before). The kill
+        happens whatever becomes of the polite stop before it (a slow envd, or the caller's
+        time limit cancelling us): a VM nobody kills would run until E2B's own timeout.
+        In debug mode there is no VM to kill (envd runs on this host): its workspace and
+        step files are removed instead, so the next build starts clean."""
+        try:
+            await asyncio.wait_for(self.close(), self._kill_grace + 10)
+        except Exception as exc:
+            log.warning("sandbox %s: stopping its commands failed: %s", self.id, redacted(exc))
+        finally:
+            try:
+                if self.debug:
+                    await asyncio.shield(self._wipe())
+                else:
+                    await asyncio.shield(self.sdk.kill())
+            except Exception as exc:
+                log.warning(
+                    "sandbox %s: killing the E2B sandbox failed: %s", self.id, redacted(exc)
+                )
+            finally:
+                if self._on_destroy is not None:
+                    self._on_destroy()
+
+    async def _wipe(self) -> None:
+        """Remove the workspace and the step files (the debug sandbox is reused)."""
+        await self.sdk.commands.run(
+            f"rm -rf work {RUNS_DIR.split('/')[0]} {ENV_FILE}", cwd=HOME, user="root", timeout=60
+        )
+
+    # ---- the port primitive
+
+    async def start_service(
+        self,
+        command: str,
+        *,
+        port: int | None = None,
+        ready_timeout: float = 60.0,
+        ready_path: str | None = None,
+        on_output: OutputSink | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start the preview server in the VM and wait until E2B's edge reaches it
+        (an HTTP GET of ``ready_path``, else ``/``, answered by the app itself); return
+        its public URL, ``https://{port}-{id}.{domain}`` (``http://localhost:{port}`` in
+        the SDK's debug mode, where the "VM" is this host: there, no port is a default,
+        ``None`` picks a free one and a port already in use is refused, as locally)."""
+        if self.service_running():
+            raise SandboxError("a service is already running in this sandbox")
+        await self.stop_service()
+        debug = self.debug
+        if debug and port is None:
+            port = _free_port()
+        elif debug and await _port_open(port or 0):
+            raise SandboxError(f"port {port} is already in use on this host")
+        port = port or 8000  # in a VM of its own, nothing else listens there
+        extra = {"PORT": str(port), **(env or {})}
+        marker = f"{self.build_id}.service"
+        envs = command_environment(command, self._base_env, extra)
+        envs[STEP_MARKER] = marker
+        run = _Run(marker, self._max_line_bytes, on_output or _discard)
+        await self._launch(run, _bash(command), envs)
+        self._service = run
+        url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
+        await self._extend()  # the preview outlives the build's timeout
+        assert run.waited is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        answer = "no answer"
+        async with httpx.AsyncClient(timeout=5.0, headers=self.preview_headers()) as client:
+            while True:
+                try:
+                    response = await client.get(url + (ready_path or "/"))
+                    # E2B's edge answers 502 while nothing listens on the port
+                    if response.status_code < (500 if ready_path else 502):
+                        break
+                    answer = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    answer = type(exc).__name__
+                if run.waited.done():
+                    code = run.waited.result() if not run.waited.exception() else None
+                    await self.stop_service()
+                    raise ServiceFailed(
+                        f"the service exited with status {code} before it was ready on port {port}",
+                        exit_code=code,
+                    )
+                if loop.time() >= deadline:
+                    await self.stop_service()
+                    raise ServiceFailed(
+                        f"the service did not answer on port {port} within "
+                        f"{ready_timeout:g}s ({answer})"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(run.waited), 0.2)
+        return url
+
+    def preview_headers(self) -> dict[str, str]:
+        """E2B's traffic token: the VM was created without public traffic, so its URL
+        answers only requests bearing it (the proxy's, after Jupyter's checks)."""
+        token = getattr(self.sdk, "traffic_access_token", None)
+        return {"e2b-traffic-access-token": token} if isinstance(token, str) and token else {}
+
+    def service_running(self) -> bool:
+        run = self._service
+        return run is not None and run.waited is not None and not run.waited.done()
+
+    async def wait_service(self) -> int | None:
+        run = self._service
+        if run is None or run.waited is None:
+            return None
+        try:
+            return await asyncio.shield(run.waited)
+        except Exception:
+            return None
+
+    async def stop_service(self) -> None:
+        run, self._service = self._service, None
+        if run is None:
+            return
+        await self._sweep(STEP_MARKER, run.marker)
+        if run.waited is not None:
+            with swallowed(log, f"waiting for E2B service {run.marker}", describe=redacted):
+                await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
+        with swallowed(log, f"flushing E2B service {run.marker}", describe=redacted):
+            await run.flush()
+
+    # ---- workspace files
+
+    async def list_files(
+        self, *, prune: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[WorkspaceEntry]:
+        """Walk ``/home/user/work`` in the VM, directory by directory, sorted, never
+        following symlinks. ``find`` in the VM reports each entry as stored: a link's own
+        text (envd would give its resolved target), dangling links and fifos (which the
+        SDK's ``files.list`` drops), names that are not UTF-8 (as the local walk does)."""
+        pending = [""]
+        while pending:
+            rel = pending.pop(0)
+            try:
+                result = await self.sdk.commands.run(
+                    f"bash -c {shlex.quote(LIST_DIR)} list {shlex.quote(rel or '.')}",
+                    cwd=WORK_DIR,
+                    timeout=600,
+                )
+                listed = parse_listing(result.stdout or "")
+            except Exception as exc:
+                raise SandboxError(
+                    f"cannot list {rel or 'the workspace'}: {redacted(exc)}"
+                ) from None
+            subdirs = []
+            for kind, size, raw_name, raw_target in sorted(listed, key=lambda e: e[2]):
+                name = raw_name.decode("utf-8", "surrogateescape")
+                path = f"{rel}/{name}" if rel else name
+                entry_kind = _KINDS.get(kind, "other")
+                if entry_kind == "symlink":
+                    target = raw_target.decode("utf-8", "surrogateescape")
+                    yield WorkspaceEntry(path, "symlink", target=target)
+                elif entry_kind == "dir":
+                    yield WorkspaceEntry(path, "dir")
+                    if prune is None or not prune(path):
+                        subdirs.append(path)
+                else:
+                    yield WorkspaceEntry(path, entry_kind, size=size if kind == "f" else 0)
+            pending[0:0] = subdirs
+
+    async def read_file(self, path: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """A regular file of the workspace, streamed; never through a symlink (E2B's read
+        would follow one). Each directory on the way is checked once per sandbox."""
+        parts = PurePosixPath(path).parts
+        if not path or path.startswith("/") or ".." in parts or "\x00" in path:
+            raise SandboxError(f"not a workspace path: {path!r}")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        current = WORK_DIR
+        for index, part in enumerate(parts):
+            current = f"{current}/{part}"
+            last = index == len(parts) - 1
+            if not last and current in self._checked_dirs:
+                continue
+            try:
+                info = await self.sdk.files.get_info(current)
+            except Exception as exc:
+                raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
+            if info.symlink_target:
+                raise SandboxError(f"{path} goes through a symlink")
+            if not last:
+                self._checked_dirs.add(current)
+        try:
+            stream = await self.sdk.files.read(current, format="stream")
+        except Exception as exc:
+            raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
+        buffer = bytearray()
+        try:
+            async for piece in stream:
+                buffer += piece
+                while len(buffer) >= chunk_size:
+                    yield bytes(buffer[:chunk_size])
+                    del buffer[:chunk_size]
+            if buffer:
+                yield bytes(buffer)
+        finally:  # also when the reader stops early: the SDK has no GC safety net
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with swallowed(log, "closing an E2B file stream", describe=redacted):
+                    await close()
