@@ -27,7 +27,8 @@ from jupyter_core.paths import (
 )
 from jupyter_server.extension.application import ExtensionApp
 from sqlalchemy import make_url
-from traitlets import Bool, Float, Int, List, Unicode, default, validate
+from tornado.routing import HostMatches, Rule
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 
 from .artifacts.blobs import LocalArtifactStore
 from .artifacts.collect import ArtifactCollector, Limits
@@ -37,9 +38,11 @@ from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
+from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .preview.origin import PreviewOrigins, TemplateError
 from .providers import ProviderCatalog, ProviderSettings
 from .runner import Runner, RunnerConfig
 from .sandbox.isolation import StepLimits, python_prefixes
@@ -72,6 +75,8 @@ class AgentBuildState:
     max_request_bytes: int = 16 * 1024**2
     #: The sandbox providers, what each can do here, which builds may use (info endpoint).
     catalog: ProviderCatalog | None = None
+    #: Which host names are previews' own origins, and the URL a client is given.
+    preview_origins: PreviewOrigins = PreviewOrigins()
 
 
 class AgentBuild(ExtensionApp):
@@ -254,10 +259,11 @@ class AgentBuild(ExtensionApp):
     ).tag(config=True)
     preview_csp = Unicode(
         PREVIEW_CSP,
-        help=f"""Appended to Jupyter's Content-Security-Policy on every preview response.
-        The default, '{PREVIEW_CSP}', runs the preview in an opaque origin, so its scripts
-        can never act as the Jupyter origin. Weaken it (e.g. add allow-same-origin) only when
-        previews are served from a separate origin (see the README).""",
+        help=f"""Appended to Jupyter's Content-Security-Policy on every response of the path
+        proxy ({{base_url}}agentbuild/preview/ID/, on Jupyter's origin). The default,
+        '{PREVIEW_CSP}', runs a page seen there in an opaque origin, so its scripts can never
+        act as the Jupyter origin; never add allow-same-origin. (Previews on their own origin,
+        the URL browsers are given, need none: that origin is another site.)""",
     ).tag(config=True)
     preview_connect_timeout = Float(
         10.0, help="Seconds to wait for a preview to accept a connection (else 504)."
@@ -272,14 +278,31 @@ class AgentBuild(ExtensionApp):
         help="Largest request body (bytes) the proxy streams to a preview (default 1 GiB).",
     ).tag(config=True)
 
+    preview_origin_template = Unicode(
+        "",
+        help="""The own origin of each preview in a deployment: a URL with {label} in its
+        host name, e.g. 'https://{label}.previews.example.org', where a wildcard DNS name
+        and TLS in front send every such host to this server (see the README). Use a
+        registrable domain of its own, not a sub-domain of Jupyter's. Empty (default):
+        previews get '{label}.localhost' origins when Jupyter is opened at localhost,
+        127.0.0.1 or [::1]; elsewhere their URL is the path proxy's.""",
+    ).tag(config=True)
+
+    @validate("preview_origin_template")
+    def _check_preview_origin_template(self, proposal: Any) -> str:
+        try:
+            return PreviewOrigins.check_template(str(proposal["value"]))
+        except TemplateError as exc:
+            raise TraitError(f"AgentBuild.preview_origin_template: {exc}") from None
+
     @validate("preview_csp")
     def _check_preview_csp(self, proposal: Any) -> str:
         value = str(proposal["value"]).strip().rstrip(";")
         tokens = value.lower().split()
         if "sandbox" not in tokens or "allow-same-origin" in tokens:
             self.log.warning(
-                "agentbuild: preview_csp %r does not confine previews to an opaque origin; "
-                "only safe when previews are served from a separate origin",
+                "agentbuild: preview_csp %r does not confine the path proxy's pages to an "
+                "opaque origin: a page there could act as the user in Jupyter",
                 value,
             )
         return value
@@ -435,6 +458,7 @@ class AgentBuild(ExtensionApp):
             preview_max_request_size=self.preview_max_request_size,
             max_request_bytes=self.max_request_bytes,
             catalog=catalog,
+            preview_origins=PreviewOrigins(self.preview_origin_template),
         )
         self.settings.update({"agentbuild": self.state})
         self._stop_on_sigint()
@@ -491,6 +515,27 @@ class AgentBuild(ExtensionApp):
                 (r"/agentbuild/(.*)", NotFoundHandler),
             ]
         )
+        self._route_preview_hosts()
+
+    def _route_preview_hosts(self) -> None:
+        """Every request to a preview host goes to :class:`OwnOriginHandler`, whatever its
+        path: the rule is put first, ahead of Jupyter's and every extension's, so nothing
+        of Jupyter is ever served at such a host (its host check would otherwise be all
+        that stood in the way, and ``allow_remote_access`` turns that off)."""
+        assert self.serverapp is not None
+        web_app: Any = self.serverapp.web_app
+        pattern = PreviewOrigins(self.preview_origin_template).host_pattern
+        web_app.add_handlers(pattern, [(r".*", OwnOriginHandler)])
+        rules = web_app.default_router.rules
+        rule = next(
+            r
+            for r in reversed(rules)
+            if isinstance(r, Rule)
+            and isinstance(r.matcher, HostMatches)
+            and r.matcher.host_pattern.pattern == pattern
+        )
+        rules.remove(rule)
+        rules.insert(0, rule)
 
     def _record_activity(self) -> None:
         """A running build is server activity, so idle cullers leave the server alone."""

@@ -573,6 +573,8 @@ def _within(entries: list[str], budget: int, *, first: bool) -> list[str]:
             return entries[:i]
         budget -= size
     return entries
+
+
 #: Characters of specs read in one query when a list asks for them transformed.
 _SPEC_BATCH = 4 * 1024 * 1024
 
