@@ -22,10 +22,12 @@ from jupyter_agentbuild.client import (
     Forbidden,
     NotFound,
     QuotaExceeded,
+    ServerInfo,
     ServerUnreachable,
     SpecError,
     Unauthorized,
 )
+from jupyter_agentbuild.client.aio import preview_url_of
 from jupyter_agentbuild.client.exceptions import error_from_response, retry_after
 
 
@@ -67,6 +69,36 @@ def test_build_attribute_access() -> None:
     with pytest.raises(AttributeError, match="no field 'nope'"):
         _ = b.nope
     assert "b1" in repr(b)
+
+
+def test_preview_urls_own_origin_path_and_fallbacks() -> None:
+    server = ServerInfo("http://127.0.0.1:9999/user/alice/", "tok")
+    own = "http://p3-abcdefghijklmnopqrstuvwxyz.localhost:9999/"
+    path = "/user/alice/agentbuild/preview/b3/"
+    build = Build(id="b3", preview={"state": "ready", "url": own, "path_url": path})
+    assert (build.preview_url, build.preview_path_url, build.preview_own_origin) == (
+        own,
+        path,
+        True,
+    )
+    assert preview_url_of(build, server) == own
+    assert preview_url_of(build, server, path=True) == "http://127.0.0.1:9999" + path
+    # No usable origin (url left out), or an older server (the path as ``url``): the path.
+    for preview in ({"state": "ready", "path_url": path}, {"state": "ready", "url": path}):
+        old = Build(id="b3", preview=preview)
+        assert not old.preview_own_origin and old.preview_path_url == path
+        assert preview_url_of(old, server) == "http://127.0.0.1:9999" + path
+    # A server that sends neither: the client knows where the path proxy is.
+    bare = Build(id="b3", preview={"state": "starting"})
+    assert preview_url_of(bare, server) == "http://127.0.0.1:9999" + path
+    # The URL dies with the preview; no preview at all is a Conflict too.
+    stopped = Build(id="b3", preview={"state": "stopped", "url": None, "path_url": path})
+    with pytest.raises(Conflict, match="stopped") as info:
+        preview_url_of(stopped, server)
+    assert info.value.code == "no_preview"
+    assert preview_url_of(stopped, server, path=True) == "http://127.0.0.1:9999" + path
+    with pytest.raises(Conflict, match="has no preview"):
+        preview_url_of(Build(id="b3", preview=None), server, path=True)
 
 
 async def test_unreachable_server_is_a_typed_error() -> None:
