@@ -17,7 +17,8 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Enum, Float, Int, Unicode, default, validate
+from tornado.routing import HostMatches, Rule
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from .artifacts.blobs import LocalArtifactStore
 from .artifacts.collect import ArtifactCollector, Limits
@@ -26,9 +27,11 @@ from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHa
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
+from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .preview.origin import PreviewOrigins, TemplateError
 from .providers import default_provider, looks_like_e2b_key
 from .runner import Runner, RunnerConfig
 from .sandbox.base import SandboxProvider
@@ -58,6 +61,8 @@ class AgentBuildState:
     #: What the preview proxy adds to every response's Content-Security-Policy.
     preview_csp: str = ""
     preview_max_request_size: int = 1024**3
+    #: Which host names are previews' own origins, and the URL a client is given.
+    preview_origins: PreviewOrigins = PreviewOrigins()
 
 
 class AgentBuild(ExtensionApp):
@@ -197,6 +202,23 @@ class AgentBuild(ExtensionApp):
         1024**3,
         help="Largest request body (bytes) the proxy streams to a preview (default 1 GiB).",
     ).tag(config=True)
+
+    preview_origin_template = Unicode(
+        "",
+        help="""The own origin of each preview in a deployment: a URL with {label} in its
+        host name, e.g. 'https://{label}.previews.example.org', where a wildcard DNS name
+        and TLS in front send every such host to this server (see the README). Use a
+        registrable domain of its own, not a sub-domain of Jupyter's. Empty (default):
+        previews get '{label}.localhost' origins when Jupyter is opened at localhost,
+        127.0.0.1 or [::1]; elsewhere their URL is the path proxy's.""",
+    ).tag(config=True)
+
+    @validate("preview_origin_template")
+    def _check_preview_origin_template(self, proposal: Any) -> str:
+        try:
+            return PreviewOrigins.check_template(str(proposal["value"]))
+        except TemplateError as exc:
+            raise TraitError(f"AgentBuild.preview_origin_template: {exc}") from None
 
     @validate("preview_csp")
     def _check_preview_csp(self, proposal: Any) -> str:
@@ -349,6 +371,7 @@ class AgentBuild(ExtensionApp):
             previews=previews,
             preview_csp=self.preview_csp,
             preview_max_request_size=self.preview_max_request_size,
+            preview_origins=PreviewOrigins(self.preview_origin_template),
         )
         self.settings.update({"agentbuild": self.state})
 
@@ -369,6 +392,27 @@ class AgentBuild(ExtensionApp):
                 (r"/agentbuild/(.*)", NotFoundHandler),
             ]
         )
+        self._route_preview_hosts()
+
+    def _route_preview_hosts(self) -> None:
+        """Every request to a preview host goes to :class:`OwnOriginHandler`, whatever its
+        path: the rule is put first, ahead of Jupyter's and every extension's, so nothing
+        of Jupyter is ever served at such a host (its host check would otherwise be all
+        that stood in the way, and ``allow_remote_access`` turns that off)."""
+        assert self.serverapp is not None
+        web_app: Any = self.serverapp.web_app
+        pattern = PreviewOrigins(self.preview_origin_template).host_pattern
+        web_app.add_handlers(pattern, [(r".*", OwnOriginHandler)])
+        rules = web_app.default_router.rules
+        rule = next(
+            r
+            for r in reversed(rules)
+            if isinstance(r, Rule)
+            and isinstance(r.matcher, HostMatches)
+            and r.matcher.host_pattern.pattern == pattern
+        )
+        rules.remove(rule)
+        rules.insert(0, rule)
 
     def _record_activity(self) -> None:
         """A running build is server activity, so idle cullers leave the server alone."""

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .entries import iso
 from .store.repository import BuildRow
 
+_LIVE = ("starting", "ready")
 
-def build_json(row: BuildRow, *, base_url: str = "/") -> dict[str, Any]:
-    """Every field of the contract, ``null`` until it becomes true."""
+
+def build_json(
+    row: BuildRow,
+    *,
+    base_url: str = "/",
+    preview_origin: Callable[[str], str | None] | None = None,
+) -> dict[str, Any]:
+    """Every field of the contract, ``null`` until it becomes true.
+
+    ``preview.url`` is what a browser opens: the preview's own origin, made from its
+    capability label by ``preview_origin`` (which knows how the request reached this
+    server), or the path proxy's URL when there is no usable origin; null once the
+    preview has stopped (its URL died with it). ``preview.path_url`` is the path proxy,
+    for token clients. The label itself is never a field of its own.
+    """
     preview = row.preview
     if preview is not None:
         preview = dict(preview)
-        preview.setdefault("url", f"{base_url}agentbuild/preview/{row.id}/")
+        label = preview.pop("label", None)
+        path_url = f"{base_url}agentbuild/preview/{row.id}/"
+        preview["path_url"] = path_url
+        if preview.get("state") in _LIVE:
+            own = preview_origin(label) if preview_origin is not None and label else None
+            preview["url"] = own or path_url
+        else:
+            preview["url"] = None
     return {
         "id": row.id,
         "name": row.name,

@@ -16,7 +16,13 @@ class BuildHandlerBase(AgentBuildHandler):
     other verb is a 405 (a subclass of a handler would inherit, and misroute, its verbs)."""
 
     def _build(self, row: Any) -> dict[str, Any]:
-        return build_json(row, base_url=self.base_url)
+        return build_json(row, base_url=self.base_url, preview_origin=self._preview_origin)
+
+    def _preview_origin(self, label: str) -> str | None:
+        """The own-origin URL of a preview for a browser that reached us as this request
+        did (the template of a deployment, or ``{label}.localhost`` on a loopback name)."""
+        origins = self.agentbuild.preview_origins
+        return origins.url(label, scheme=self.request.protocol, request_host=self.request.host)  # type: ignore[no-any-return]
 
     def _url(self, build_id: str) -> str:
         return f"{self.base_url}agentbuild/api/builds/{build_id}"

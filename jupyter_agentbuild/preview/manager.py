@@ -41,6 +41,8 @@ from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
 from ..store.repository import BuildRow, Store
+from .origin import mint_label, parse_label, same_label
+from .readiness import check_path
 from .upstream import UpstreamLimits, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,9 @@ class Preview:
     #: The public path, with its trailing slash: ``{base_url}agentbuild/preview/{id}/``.
     prefix: str
     sandbox: Sandbox
+    #: The capability in the host name of the preview's own origin (``p{id}-{secret}``),
+    #: minted at this start; the URL dies with it when the preview stops.
+    label: str | None = None
     state: str = "starting"
     #: Connections to the sandbox's target: the only address the proxy connects to for
     #: this preview.
@@ -144,6 +149,17 @@ class PreviewManager:
         preview = self._previews.get(build_id)
         return preview if preview is not None and preview.state == "ready" else None
 
+    def by_label(self, label: str) -> Preview | None:
+        """The ready preview whose own origin carries exactly ``label`` (compared in
+        constant time), or None: an unknown, altered or stopped label reaches nothing."""
+        parsed = parse_label(label)
+        if parsed is None:
+            return None
+        preview = self._previews.get(parsed[0])
+        if preview is None or preview.state != "ready" or preview.stopping:
+            return None
+        return preview if same_label(preview.label, label) else None
+
     async def stop(self, build_id: str) -> bool:
         """Stop the preview on request; False when this server runs none for the build."""
         return await self._end(build_id, "stopped by request", record=True)
@@ -175,6 +191,7 @@ class PreviewManager:
             step=len(ctx.spec.steps),
             prefix=self.prefix(ctx.build_id),
             sandbox=ctx.sandbox,
+            label=mint_label(ctx.build_id),
             on_activity=self.on_activity,
         )
         self._previews[ctx.build_id] = preview
@@ -197,11 +214,13 @@ class PreviewManager:
                     if joined:
                         await pipe.log(stream, step, lines, continued)
 
-        await self._record(preview, {"state": "starting", "step": step})
+        await self._record(preview, {"state": "starting", "step": step, "label": preview.label})
         await pipe.event(
             "preview_starting", {"step": step, "command": spec.command, "path": spec.path}
         )
-        env = {"AGENTBUILD_PREVIEW_BASE": preview.prefix}
+        # The app runs at "/" on its own origin, and the path proxy strips its prefix: the
+        # base it is told and the paths it receives agree (no redirect loop).
+        env = {"AGENTBUILD_PREVIEW_BASE": "/"}
         if "HOST" not in ctx.spec.env:
             env["HOST"] = "127.0.0.1"
         start = asyncio.create_task(
@@ -247,8 +266,13 @@ class PreviewManager:
                 exit_code=exit_code,
             )
             return
+        warning = await check_path(target, spec.path, ctx.sandbox.preview_headers())
         async with log_lock:
             joined = False
+            if warning is not None:
+                # Ready all the same (the app answers), but a browser would see nothing.
+                with contextlib.suppress(Exception):
+                    await pipe.log("stderr", step, [f"agentbuild: warning: {warning}"], False)
         parts = urlsplit(target)
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else None)
@@ -273,7 +297,13 @@ class PreviewManager:
         preview.touch()
         ctx.keep_sandbox()
         try:
-            await self._record(preview, {"state": "ready", "step": step, "ready_at": iso(utcnow())})
+            ready = {
+                "state": "ready",
+                "step": step,
+                "ready_at": iso(utcnow()),
+                "label": preview.label,
+            }
+            await self._record(preview, ready)
             await pipe.event("preview_ready", {"step": step, "url": preview.prefix})
         except BaseException:
             # The build cannot report the preview: it does not outlive the build.

@@ -8,6 +8,7 @@ It listens on 127.0.0.1:$PORT (keep-alive, pipelining not needed) and answers:
     ANY  /echo[...]            JSON: method, target, path, query, headers (pairs), body size+sha256
     ANY  /status/NNN           that status (with a short body unless 1xx/204/304)
     GET  /redirect?to=X        302 to X ("{self}" in X: http://127.0.0.1:PORT); &code=NNN
+    GET  /loop                 302 to /loop (an app that redirects forever)
     GET  /cookies              sets its own cookies and tries to set Jupyter's
     GET  /hop                  a response carrying hop-by-hop headers
     GET  /big?size=N           N bytes (Content-Length), written 1 MiB at a time
@@ -139,6 +140,8 @@ async def route(req: Request, reader: asyncio.StreamReader, writer: asyncio.Stre
     elif path == "/redirect":
         to = args.get("to", "/").replace("{self}", f"http://127.0.0.1:{PORT}")
         await send(writer, req, int(args.get("code", "302")), b"", [("Location", to)])
+    elif path == "/loop":
+        await send(writer, req, 302, b"", [("Location", "/loop")])
     elif path == "/cookies":
         cookies = [
             "app_session=abc123; Path=/; HttpOnly",

@@ -118,6 +118,41 @@ class Previews:
         assert response.code == 200, (response.code, response.body[:500])
         return json.loads(response.body)  # type: ignore[no-any-return]
 
+    @staticmethod
+    def own_host(build: dict[str, Any]) -> str:
+        """The ``host:port`` of a build's own-origin preview URL."""
+        url = build["preview"]["url"]
+        assert url.startswith("http://") and ".localhost:" in url, url
+        return str(url[len("http://") :].split("/", 1)[0])
+
+    async def own(
+        self,
+        host: str,
+        target: str = "/",
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = None,
+        **kwargs: Any,
+    ) -> HTTPResponse:
+        """A request to the preview's own origin: this server's port, ``Host: host``
+        (what a browser sends for ``http://{label}.localhost:PORT``), no Jupyter auth
+        unless ``headers`` add it."""
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        response: HTTPResponse = await self.client.fetch(
+            target,
+            method=method,
+            headers={"Host": host, **(headers or {})},
+            body=body,
+            follow_redirects=False,
+            raise_error=False,
+            request_timeout=WAIT,
+            allow_nonstandard_methods=True,
+            **kwargs,
+        )
+        return response
+
     def target(self, build_id: str) -> tuple[str, int]:
         preview = self.manager.get(build_id)
         assert preview is not None and preview.pool is not None

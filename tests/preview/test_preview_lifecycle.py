@@ -56,7 +56,8 @@ async def test_stop_endpoint_stops_it_and_frees_the_port(
     assert stopped["status"] == "succeeded"  # the build's own result does not change
     preview = stopped["preview"]
     assert preview["state"] == "stopped" and preview["reason"] == "stopped by request"
-    assert preview["stopped_at"] and preview["url"]
+    assert preview["stopped_at"] and preview["url"] is None  # the URL died with it
+    assert preview["path_url"] == previews.path(bid)
     assert "exit_code" not in preview
     assert preview_pids(bid) == [] and not port_open(port)
     assert not (tmp_path / "sandboxes" / bid).exists()

@@ -37,7 +37,8 @@ async def test_build_with_preview_streams_its_start_then_ends(previews: Previews
     assert build["status"] == "succeeded" and build["exit_code"] == 0
     assert build["preview"]["state"] == "ready"
     prefix = f"{previews.base_url}agentbuild/preview/{build['id']}/"
-    assert build["preview"]["url"] == prefix
+    assert build["preview"]["path_url"] == prefix
+    assert build["preview"]["url"].endswith(f".localhost:{previews.port}/")  # its own origin
     entries = await previews.api.all_logs(build["id"])
     kinds = [e.get("type") or e["kind"] for e in entries]
     # the preview's own step: its output, then preview_ready, then the terminal status (last)
@@ -46,7 +47,8 @@ async def test_build_with_preview_streams_its_start_then_ends(previews: Previews
     ready = next(e for e in entries if e.get("type") == "preview_ready")
     assert ready["data"] == {"step": 1, "url": prefix}
     preview_lines = [e for e in entries if e["kind"] == "log" and e["step"] == 1]
-    assert [e["text"] for e in preview_lines][-1] == f"base {prefix}"  # AGENTBUILD_PREVIEW_BASE
+    # AGENTBUILD_PREVIEW_BASE: the app runs at its root, which is what the proxy sends it
+    assert [e["text"] for e in preview_lines][-1] == "base /"
     assert "built" in texts(entries)
     host, port = previews.target(build["id"])
     assert host == "127.0.0.1" and port_open(port)

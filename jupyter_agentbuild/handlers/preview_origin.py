@@ -1,0 +1,145 @@
+"""A preview on its own origin: ``{label}.localhost`` (or the deployment's template).
+
+Every request whose host name is a preview host (:class:`..preview.origin.PreviewOrigins`)
+comes here, whatever its path: the rule is placed ahead of all of Jupyter's, so none of
+Jupyter's pages or APIs is ever served at such a host. The capability in the host name is
+the only authentication: a live preview whose label is exactly this one gets the request,
+path and query as they are (the app runs at ``/``, unmodified: its own ``?token=`` such as
+Vite's reaches it); anything else (an unknown or altered label, a stopped preview) is a
+404 with nothing of the app or of Jupyter in it. This handler is not a JupyterHandler: no
+Jupyter login, cookie, XSRF check or host check applies, and none of Jupyter's security
+headers either (its ``frame-ancestors 'self'`` would forbid JupyterLab to embed the page,
+which is on another site). Jupyter's cookies and ``Authorization`` still never reach the
+app (:func:`..preview.headers.request_headers`), and the app cannot set cookies named
+like Jupyter's, nor for a parent domain (``Domain=`` is removed: a cookie set here stays
+on this host).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from tornado import web
+
+from ..preview.headers import ResponseRewriter
+from .preview_relay import TARGET_SAFE, PreviewRelay, http_error
+
+log = logging.getLogger(__name__)
+
+NOTHING = "no preview here"
+
+
+class OwnOriginRewriter(ResponseRewriter):
+    """Redirects to the upstream's address become paths of this origin; cookies keep
+    their path but lose any ``Domain`` (host-only: a preview cannot toss a cookie to a
+    sibling or parent domain, where Jupyter may live)."""
+
+    def set_cookie(self, value: str) -> str | None:
+        kept = super().set_cookie(value)
+        if kept is None:
+            return None
+        attrs = kept.split(";")
+        return ";".join(
+            [attrs[0]] + [a for a in attrs[1:] if a.split("=", 1)[0].strip().lower() != "domain"]
+        )
+
+
+@web.stream_request_body
+class OwnOriginHandler(PreviewRelay):
+    """Every method and WebSocket upgrades, at any path of a preview host."""
+
+    @property
+    def agentbuild(self) -> Any:
+        return self.settings["agentbuild"]
+
+    async def prepare(self) -> None:
+        self._start_request()
+        self.set_header("X-Content-Type-Options", "nosniff")
+        agentbuild = self.agentbuild
+        previews = agentbuild.previews
+        label = agentbuild.preview_origins.label_of(self.request.host_name)
+        preview = previews.by_label(label) if previews is not None and label else None
+        if preview is None:
+            raise http_error(404, NOTHING)
+        self.preview = preview
+        preview.touch()
+        await self._open_body(agentbuild.preview_max_request_size, None)
+
+    async def get(self, *args: Any) -> None:
+        if self._upgrade:
+            await self._relay_websocket(None, NOTHING)
+        else:
+            await self._relay_http(None)
+
+    async def head(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    async def post(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    async def put(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    async def patch(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    async def delete(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    async def options(self, *args: Any) -> None:
+        await self._relay_http(None)
+
+    # -- the hooks of the relay ------------------------------------------------------------
+
+    def _public_prefix(self) -> str:
+        return ""
+
+    def _make_rewriter(self, cookie_names: frozenset[str]) -> ResponseRewriter:
+        return OwnOriginRewriter(
+            prefix="", upstream_netlocs=self._upstream_netlocs(), cookie_names=cookie_names
+        )
+
+    def _origin_allowed(self, origin: str) -> bool:
+        """A browser's upgrade from a page of this very origin (or a client sending none):
+        another site cannot drive the preview's sockets with the visitor's cookies."""
+        if not origin:
+            return True
+        try:
+            host = urlsplit(origin).hostname
+        except ValueError:
+            return False
+        return host is not None and host == self.request.host_name.lower()
+
+    def _target(self, path: str | None) -> str:
+        """The path and query exactly as the browser sent them."""
+        uri = self.request.uri or "/"
+        if not uri.startswith("/"):  # absolute-form: keep only path and query
+            parts = urlsplit(uri)
+            uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not uri.isascii():
+            uri = quote(uri.encode("latin-1", "replace"), safe=TARGET_SAFE)
+        return uri
+
+    # -- errors: a short text, never a traceback, never cached ---------------------------
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        message = NOTHING if status_code == 404 else self._reason
+        if isinstance(exc, web.HTTPError) and exc.log_message and status_code != 404:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        self.clear_header("Set-Cookie")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(f"{status_code} {message}\n")
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            return  # 403/404: the answer says it all
+        super().log_exception(typ, value, tb)
+
+
+__all__ = ["NOTHING", "OwnOriginHandler", "OwnOriginRewriter"]

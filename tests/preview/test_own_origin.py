@@ -1,0 +1,181 @@
+"""A preview on its own origin (``{label}.localhost:PORT``), against a real server and a
+real preview process: raw requests with the ``Host`` a browser would send."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.conftest import texts
+from tests.preview.conftest import Previews
+
+LABEL = re.compile(r"p(?P<id>[0-9a-f]+)-(?P<secret>[a-z2-7]{26})")
+
+
+def pairs(echo: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+async def test_the_url_is_an_origin_of_its_own_and_the_path_url_stays(previews: Previews) -> None:
+    build = await previews.start()
+    preview = build["preview"]
+    match = re.fullmatch(rf"http://(?P<label>[^./]+)\.localhost:{previews.port}/", preview["url"])
+    assert match, preview["url"]
+    label = LABEL.fullmatch(match["label"])
+    assert label and label["id"] == build["id"]
+    assert preview["path_url"] == previews.path(build["id"])
+    assert "label" not in preview  # the capability is in the URL, not a field of its own
+
+
+async def test_the_app_runs_at_root_unmodified(previews: Previews) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    page = await previews.own(host, "/")
+    assert page.code == 200 and page.body == b"<h1>hello preview</h1>"
+    # no sandbox CSP: a separate site may keep its own origin; nosniff stays
+    assert "sandbox" not in page.headers.get("Content-Security-Policy", "")
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    echo = await previews.own(
+        host,
+        "/echo/a%20b/c?token=vite-own&x=1&x=2",
+        headers={
+            "Cookie": "app=1; _xsrf=jx; username-127-0-0-1-8888=login; jupyterhub-session-id=h",
+            "Authorization": f"token {previews.token}",
+        },
+    )
+    assert echo.code == 200, echo.body
+    got = json.loads(echo.body)
+    assert got["target"] == "/echo/a%20b/c?token=vite-own&x=1&x=2"  # path and query as sent
+    headers = pairs(got)
+    assert headers["cookie"] == ["app=1"]
+    assert "authorization" not in headers
+    assert headers["x-forwarded-host"] == [host]
+    assert "x-forwarded-prefix" not in headers
+    assert previews.token not in echo.body.decode()
+
+
+async def test_redirects_and_cookies_belong_to_the_own_origin(previews: Previews) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    moved = await previews.own(host, "/redirect?to={self}/after%3Fx=1")
+    assert moved.code == 302 and moved.headers["Location"] == "/after?x=1"
+    rooted = await previews.own(host, "/redirect?to=/x")
+    assert rooted.headers["Location"] == "/x"
+    cookies = (await previews.own(host, "/cookies")).headers.get_list("Set-Cookie")
+    assert cookies == [
+        "app_session=abc123; Path=/; HttpOnly",
+        "theme=dark; Path=/settings",
+        "plain=1",
+    ]
+
+
+async def test_jupyter_is_never_served_at_a_preview_host(previews: Previews) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    auth = {"Authorization": f"token {previews.token}"}
+    for target in ("/api/status", "/api/contents", "/lab", "/login", "/agentbuild/api/builds"):
+        answer = await previews.own(host, target, headers=auth)
+        # the app's own answer (its 404 page for paths it does not have), never Jupyter's
+        assert b"jupyter" not in answer.body.lower(), (target, answer.body[:200])
+        assert answer.code == 404 and answer.body == b"not found", (target, answer.code)
+    api = await previews.own(host, "/echo", headers=auth)
+    assert "authorization" not in pairs(json.loads(api.body))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "secret",  # one character of the secret
+        "build",  # another build's id, same secret
+        "shorter",  # a secret cut short
+        "nothing",  # a host that is no label at all
+        "case",  # the same label, one letter upper-case (host names are case-insensitive)
+    ],
+)
+async def test_an_altered_label_serves_nothing(previews: Previews, change: str) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    label, rest = host.split(".", 1)
+    match = LABEL.fullmatch(label)
+    assert match
+    secret = match["secret"]
+    if change == "secret":
+        flipped = "a" if secret[-1] != "a" else "b"
+        bad = f"p{match['id']}-{secret[:-1]}{flipped}"
+    elif change == "build":
+        bad = f"p{'0' * len(match['id'])}-{secret}"
+    elif change == "shorter":
+        bad = f"p{match['id']}-{secret[:-1]}"
+    elif change == "case":
+        same = await previews.own(f"{label.upper()}.{rest}", "/tiny")
+        assert same.code == 200 and same.body == b"ok"
+        return
+    else:
+        bad = "www"
+    for target in ("/", "/echo", "/api/status"):
+        answer = await previews.own(f"{bad}.{rest}", target)
+        assert b"hello preview" not in answer.body and b'"target"' not in answer.body
+        if change == "nothing" or change == "shorter":
+            # not a preview host: Jupyter's own host check refuses it
+            assert answer.code == 403, (bad, target, answer.code)
+        else:
+            assert answer.code == 404 and answer.body == b"404 no preview here\n"
+
+
+async def test_the_url_dies_when_the_preview_stops(previews: Previews) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    assert (await previews.own(host, "/tiny")).body == b"ok"
+    code, stopped, _ = await previews.api.call("POST", f"builds/{build['id']}/preview/stop")
+    assert code == 200, stopped
+    assert stopped["preview"]["state"] == "stopped"
+    assert stopped["preview"]["url"] is None
+    assert stopped["preview"]["path_url"] == previews.path(build["id"])
+    dead = await previews.own(host, "/tiny")
+    assert dead.code == 404 and dead.body == b"404 no preview here\n"
+    assert dead.headers["Cache-Control"] == "no-store"
+
+
+async def test_websocket_on_the_own_origin(previews: Previews) -> None:
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    build = await previews.start()
+    host = previews.own_host(build)
+    url = f"ws://127.0.0.1:{previews.port}/ws?token=app-own"
+    request = HTTPRequest(url, headers={"Host": host, "Origin": f"http://{host}"})
+    ws = await websocket_connect(request)
+    try:
+        await ws.write_message("__headers__")
+        handshake = json.loads(await ws.read_message())  # type: ignore[arg-type]
+        await ws.write_message("hi")
+        assert await ws.read_message() == "hi"
+    finally:
+        ws.close()
+    assert handshake["target"] == "/ws?token=app-own"
+    evil = HTTPRequest(url, headers={"Host": host, "Origin": "http://evil.example"})
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(evil)
+    assert refused.value.code == 403
+
+
+async def test_readiness_warns_of_a_404_at_the_spec_path(previews: Previews) -> None:
+    build = await previews.start(preview={"path": "/status/404"})
+    entries = await previews.api.all_logs(build["id"])
+    assert any(
+        "agentbuild: warning: the preview answers 404 Not Found at '/status/404'" in t
+        for t in texts(entries)
+    ), texts(entries)[-5:]
+    assert build["preview"]["state"] == "ready"
+
+
+async def test_readiness_warns_of_a_redirect_loop(previews: Previews) -> None:
+    build = await previews.start(preview={"path": "/loop"})
+    lines = texts(await previews.api.all_logs(build["id"]))
+    assert any("redirects in a loop" in t for t in lines), lines[-5:]
