@@ -44,7 +44,9 @@ SCREENSHOT = REPO / "docs" / "preview-widget.png"
 NPM_CACHE = Path(
     os.environ.get("AGENTBUILD_TEST_NPM_CACHE", Path.home() / ".cache" / "agentbuild-npm")
 )
-NPM_CI = "npm ci --prefer-offline --no-audit --no-fund --loglevel=error"
+#: What the test adds to its copy of each npm app: the shared cache, no network when the
+#: cache has it all, no audit or funding requests.
+NPMRC = "prefer-offline=true\naudit=false\nfund=false\nloglevel=error\n"
 PY_CHECKS = ("module", "get", "post", "ws", "storage", "cookie")
 #: Inside a cross-site iframe, a browser that blocks third-party storage (a fresh Chromium
 #: profile) refuses the app's cookies and localStorage: the widget says so and offers a tab.
@@ -57,22 +59,22 @@ def cell(source: str, kind: str = "code") -> dict[str, Any]:
 
 
 def notebook() -> dict[str, Any]:
-    env = f"--env npm_config_cache={NPM_CACHE}"
+    """The cells a user would write: no base path or proxy flag anywhere."""
     cells = [
         cell("%load_ext jupyter_agentbuild"),
         cell(
-            "%%agentbuild --name pyapp --workspace apps/pyapp --preview 'exec python3 app.py'\n"
+            "%%agentbuild --name pyapp --workspace apps/pyapp --preview 'python3 app.py'\n"
             'python3 -c "import tornado"'
         ),
         cell(
-            f"%%agentbuild --name vite-build --workspace apps/vite {env} "
-            "--preview 'exec npx vite preview --host 127.0.0.1 --port $PORT --strictPort'\n"
-            f"{NPM_CI}\nnpx vite build"
+            "%%agentbuild --name vite-build --workspace apps/vite "
+            "--preview 'npx vite preview --host 127.0.0.1 --port $PORT'\n"
+            "npm ci\nnpx vite build"
         ),
         cell(
-            f"%%agentbuild --name vite-dev --workspace apps/vite {env} "
-            "--preview 'exec npx vite --host 127.0.0.1 --port $PORT --strictPort'\n"
-            f"{NPM_CI}"
+            "%%agentbuild --name vite-dev --workspace apps/vite "
+            "--preview 'npx vite --host 127.0.0.1 --port $PORT'\n"
+            "npm ci"
         ),
     ]
     return {
@@ -123,8 +125,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
             shutil.copytree(
                 APPS / name, apps / name, ignore=shutil.ignore_patterns("node_modules", "dist")
             )
-        (root / "notebooks" / "previews.ipynb").write_text(json.dumps(notebook()))
         NPM_CACHE.mkdir(parents=True, exist_ok=True)
+        (apps / "vite" / ".npmrc").write_text(f"cache={NPM_CACHE}\n{NPMRC}")
+        (root / "notebooks" / "previews.ipynb").write_text(json.dumps(notebook()))
         yield server
 
 
