@@ -50,6 +50,13 @@ class NotFound(AgentBuildError):
     code = "not_found"
 
 
+class Forbidden(AgentBuildError):
+    """Authenticated, but this request may not be made (e.g. from another site)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class Conflict(AgentBuildError):
     """The build is in the wrong state for this request."""
 

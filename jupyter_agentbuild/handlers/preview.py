@@ -24,9 +24,9 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
-from ..errors import NotFound, Unavailable
+from ..errors import Forbidden, NotFound, Unavailable
 from ..identity import owner_of
-from ..preview.headers import ResponseRewriter, strip_credentials
+from ..preview.headers import ResponseRewriter, cross_site_request, strip_credentials
 from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, JsonErrors, error_body
 from .builds import BuildHandlerBase
@@ -71,6 +71,18 @@ class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
                 web.authenticated(_nothing)(self)  # a page: to the login page, as Jupyter does
                 return
             raise http_error(403, "the preview needs Jupyter authentication")
+        if not self.token_authenticated and cross_site_request(
+            self.request.method or "GET",
+            self.request.headers,
+            host=self.request.host,
+        ):
+            # The browser attached Jupyter's cookies to a page of another site's request:
+            # forwarding it would let that site act on the preview as the user.
+            raise Forbidden(
+                "a state-changing request from another site with Jupyter's cookies is "
+                "refused; send a token (Authorization header) instead",
+                code="cross_site_request",
+            )
         method = "WEBSOCKET" if self._upgrade else (self.request.method or "GET")
         action = HTTP_METHOD_TO_AUTH_ACTION.get(method, "write")
         if not await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)):

@@ -18,12 +18,14 @@ on this host).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from tornado import httputil, web
+from tornado import web
+from tornado.httputil import HTTPHeaders
 
-from ..preview.headers import ResponseRewriter
+from ..preview.headers import ResponseRewriter, _connection_tokens, response_header_allowed
 from .preview_relay import TARGET_SAFE, PreviewRelay, http_error
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,50 @@ log = logging.getLogger(__name__)
 NOTHING = "no preview here"
 
 
+#: Response headers refused on Jupyter's origin (where they would act on Jupyter) that an
+#: app may send on its own origin, where they only concern the app: CORS for its API,
+#: clearing its own storage, its service worker's scope.
+OWN_ORIGIN_ALLOW = frozenset(
+    {
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+        "access-control-max-age",
+        "timing-allow-origin",
+        "clear-site-data",
+        "service-worker-allowed",
+        "origin-agent-cluster",
+    }
+)
+
+
 class OwnOriginRewriter(ResponseRewriter):
     """Redirects to the upstream's address become paths of this origin; cookies keep
     their path but lose any ``Domain`` (host-only: a preview cannot toss a cookie to a
-    sibling or parent domain, where Jupyter may live)."""
+    sibling or parent domain, where Jupyter may live). The response header allow-list is
+    the path proxy's plus :data:`OWN_ORIGIN_ALLOW`."""
+
+    def headers(self, upstream: HTTPHeaders) -> Iterable[tuple[str, str]]:
+        drop = _connection_tokens(upstream)
+        for name, value in upstream.get_all():
+            lname = name.lower()
+            if lname in drop:
+                continue
+            if lname in OWN_ORIGIN_ALLOW:
+                yield name, value
+                continue
+            if not response_header_allowed(lname, value):
+                continue
+            if lname in ("location", "content-location"):
+                value = self.location(value)
+            elif lname == "set-cookie":
+                rewritten = self.set_cookie(value)
+                if rewritten is None:
+                    continue
+                value = rewritten
+            yield name, value
 
     def set_cookie(self, value: str) -> str | None:
         kept = super().set_cookie(value)
@@ -93,7 +135,7 @@ class OwnOriginHandler(PreviewRelay):
 
     # -- the hooks of the relay ------------------------------------------------------------
 
-    def _upstream_headers(self, *, websocket: bool = False) -> httputil.HTTPHeaders:
+    def _upstream_headers(self, *, websocket: bool = False) -> HTTPHeaders:
         """The upstream gets ``Host: 127.0.0.1:PORT``; a request from a page of this very
         origin gets the matching ``Origin`` too, so the app sees what a direct visit at
         ``http://127.0.0.1:PORT/`` would send. Apps that compare the two (tornado's and

@@ -5,7 +5,10 @@ test: hop-by-hop headers never cross; the user's Jupyter credentials (``Authoriz
 the ``token`` query argument, the ``_xsrf``, login and JupyterHub cookies, Jupyter's XSRF
 header) never reach the sandbox, and the sandbox cannot set those cookies; the
 ``X-Forwarded-*`` headers are the same for plain requests and WebSocket upgrades; a
-redirect to the upstream's own address comes back under the public prefix.
+redirect to the upstream's own address comes back under the public prefix; a response
+header crosses only when it is on the allow-list (nothing that acts on Jupyter's origin:
+``Clear-Site-Data``, ``Access-Control-*``...); a state-changing request from another site
+with Jupyter's cookies is told apart from one with a token.
 """
 
 from __future__ import annotations
@@ -50,11 +53,129 @@ _DROP_REQUEST = frozenset(
         "x-csrftoken",
     }
 )
-#: Response headers the proxy sets itself (``Content-Security-Policy`` is *added to*).
-_DROP_RESPONSE = frozenset({"x-content-type-options"})
+#: Response headers a preview may send, by name: what real apps (Vite, Next.js, Django,
+#: Flask, FastAPI, static servers) need to be shown and cached. Everything else is dropped
+#: (an allow-list, so a header a browser learns to obey tomorrow does not cross by default).
+#: Never here: headers whose effect reaches beyond the preview's own responses, to the
+#: Jupyter origin or host: ``Clear-Site-Data`` (wipes Jupyter's cookies and storage),
+#: ``Access-Control-*`` / ``Timing-Allow-Origin`` (open Jupyter's origin to other sites),
+#: ``Strict-Transport-Security``, ``Alt-Svc``, ``NEL`` / ``Report-To``, ``Accept-CH``,
+#: ``Origin-Agent-Cluster``, ``Service-Worker-Allowed`` (origin- or host-wide state),
+#: ``WWW-Authenticate`` (a credentials prompt in Jupyter's name), ``Refresh``.
+_ALLOW_RESPONSE = frozenset(
+    {
+        # the representation
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "content-language",
+        "content-disposition",
+        "content-range",
+        "content-location",  # rewritten like Location
+        "accept-ranges",
+        "digest",
+        "repr-digest",
+        "content-digest",
+        # caching and validation
+        "cache-control",
+        "expires",
+        "pragma",
+        "age",
+        "etag",
+        "last-modified",
+        "vary",
+        # redirects (rewritten), cookies (confined to the prefix), retries
+        "location",
+        "set-cookie",
+        "retry-after",
+        "allow",
+        # what only describes the response or restricts the page further
+        "date",
+        "server",
+        "link",
+        "server-timing",
+        "sourcemap",
+        "content-security-policy",  # the app's own: added to ours, both apply
+        "content-security-policy-report-only",
+        "permissions-policy",
+        "feature-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-embedder-policy",
+        "cross-origin-resource-policy",
+        "referrer-policy",  # only its restrictive values (_REFERRER_POLICIES)
+        # a WebSocket upgrade's answer (the proxy sets Upgrade and Connection itself)
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+#: ``X-*`` fields are the apps' own (``X-Request-Id``, ``X-Total-Count``, ``X-Nextjs-Cache``,
+#: ``X-Frame-Options``): browsers give no new powers to such names (RFC 6648). They cross,
+#: except ours (``X-Content-Type-Options`` is set by the proxy) and those a front proxy in
+#: front of Jupyter (nginx, Apache, lighttpd, LiteSpeed, Envoy) would obey: an
+#: ``X-Accel-Redirect`` from a preview must never make nginx serve a file of the host.
+_DENY_X_PREFIXES = (
+    "x-content-type-options",
+    "x-accel-",
+    "x-sendfile",
+    "x-lighttpd-",
+    "x-litespeed-",
+    "x-envoy-",
+)
+#: ``Referrer-Policy`` values that send no more than the browser's default does.
+_REFERRER_POLICIES = frozenset(
+    {"no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
+)
 # What is dropped whatever ``Connection`` names: one set lookup per header.
 _NEVER_REQUEST = HOP_BY_HOP | _DROP_REQUEST
-_NEVER_RESPONSE = HOP_BY_HOP | _DROP_RESPONSE
+_CACHE_ALLOWED: dict[str, bool] = {}
+
+
+def response_header_allowed(name: str, value: str = "") -> bool:
+    """May a preview's response header ``name: value`` reach the browser? (Hop-by-hop
+    fields are not: the proxy frames its own response.)"""
+    lname = name.lower()
+    if lname == "referrer-policy":
+        tokens = {t.strip().lower() for t in value.split(",") if t.strip()}
+        return bool(tokens) and tokens <= _REFERRER_POLICIES
+    allowed = _CACHE_ALLOWED.get(lname)
+    if allowed is None:
+        allowed = lname not in HOP_BY_HOP and (
+            lname in _ALLOW_RESPONSE
+            or (lname.startswith("x-") and not lname.startswith(_DENY_X_PREFIXES))
+        )
+        if len(_CACHE_ALLOWED) < 4096:  # names come from previews: the cache stays bounded
+            _CACHE_ALLOWED[lname] = allowed
+    return allowed
+
+
+#: Methods that change state. A browser may send them with Jupyter's cookies from another
+#: site (a form, a ``fetch`` with credentials): on the path-proxied preview, which lives
+#: on Jupyter's own origin, such a request is refused unless it carries a token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site_request(method: str, headers: HTTPHeaders, *, host: str) -> bool:
+    """Does this state-changing request come from a page of another site or origin?
+    ``Sec-Fetch-Site`` says so when the browser sends it (anything but ``same-origin`` or
+    ``none``: a same-site subdomain is another origin too); otherwise an ``Origin`` whose
+    host is not ``host`` (``null`` included: a sandboxed page). The scheme is not compared:
+    behind a TLS-terminating front proxy the server sees ``http`` for an ``https`` page.
+    Without either header the client is not a browser page (curl with a cookie jar)."""
+    if method.upper() in SAFE_METHODS:
+        return False
+    site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site:
+        return site not in ("same-origin", "none")
+    origin = headers.get("Origin")
+    if origin is None:
+        return False
+    try:
+        netloc = urlsplit(origin.strip()).netloc
+    except ValueError:
+        return True
+    return not netloc or netloc.lower() != host.lower()
+
 
 #: Query arguments that carry Jupyter credentials.
 CREDENTIAL_ARGS = frozenset({"token"})
@@ -171,7 +292,7 @@ class ResponseRewriter:
         drop = _connection_tokens(upstream)
         for name, value in upstream.get_all():
             lname = name.lower()
-            if lname in _NEVER_RESPONSE or lname in drop:
+            if lname in drop or not response_header_allowed(lname, value):
                 continue
             if lname in ("location", "content-location"):
                 value = self.location(value)
@@ -232,10 +353,13 @@ class ResponseRewriter:
 __all__ = [
     "CREDENTIAL_ARGS",
     "HOP_BY_HOP",
+    "SAFE_METHODS",
     "ResponseRewriter",
+    "cross_site_request",
     "filter_cookie_header",
     "forwarded_headers",
     "is_jupyter_cookie",
     "request_headers",
+    "response_header_allowed",
     "strip_credentials",
 ]

@@ -83,7 +83,7 @@ class PreviewOrigins:
             raise TemplateError(f"it is not a URL: {exc}") from None
         if parts.scheme not in ("http", "https"):
             raise TemplateError("it must start with http:// or https://")
-        host = parts.hostname or ""
+        host = re.sub(r":\d*$", "", parts.netloc)  # as written (hostname lowercases)
         if "plabel" not in host or "@" in parts.netloc:
             raise TemplateError("{label} must be in the host name")
         if parts.path not in ("", "/") or parts.query or parts.fragment:

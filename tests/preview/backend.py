@@ -11,6 +11,7 @@ It listens on 127.0.0.1:$PORT (keep-alive, pipelining not needed) and answers:
     GET  /loop                 302 to /loop (an app that redirects forever)
     GET  /cookies              sets its own cookies and tries to set Jupyter's
     GET  /hop                  a response carrying hop-by-hop headers
+    GET  /headers?h=N:V&h=...  a response carrying the headers given (each ``h``, in order)
     GET  /big?size=N           N bytes (Content-Length), written 1 MiB at a time
     GET  /random?size=N        N pseudo-random bytes (Content-Length), the same for the same
                                N: random.Random(N).randbytes(N), written 1 MiB at a time
@@ -165,6 +166,9 @@ async def route(req: Request, reader: asyncio.StreamReader, writer: asyncio.Stre
             ("Content-Security-Policy", "default-src 'self'"),
         ]
         await send(writer, req, 200, b"hop", hop)
+    elif path == "/headers":
+        given = [v.partition(":") for k, v in parse_qsl(req.query) if k == "h"]
+        await send(writer, req, 200, b"headers", [(n.strip(), v.strip()) for n, _, v in given])
     elif path == "/big":
         size = int(args.get("size", "0"))
         writer.write(

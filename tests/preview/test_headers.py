@@ -7,10 +7,12 @@ from tornado.httputil import HTTPHeaders
 
 from jupyter_agentbuild.preview.headers import (
     ResponseRewriter,
+    cross_site_request,
     filter_cookie_header,
     forwarded_headers,
     is_jupyter_cookie,
     request_headers,
+    response_header_allowed,
     strip_credentials,
 )
 
@@ -195,3 +197,106 @@ def test_the_sandboxs_own_headers_are_added_and_cannot_be_forged() -> None:
     assert out.get_list("E2b-Traffic-Access-Token") == ["the-real-token"]
     plain = request_headers(incoming, upstream_host="h", forwarded={}, websocket=True, extra=extra)
     assert plain.get_list("E2b-Traffic-Access-Token") == ["the-real-token"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Clear-Site-Data",
+        "Access-Control-Allow-Origin",
+        "access-control-allow-credentials",
+        "Timing-Allow-Origin",
+        "Strict-Transport-Security",
+        "Alt-Svc",
+        "NEL",
+        "Report-To",
+        "Reporting-Endpoints",
+        "Accept-CH",
+        "Origin-Agent-Cluster",
+        "Service-Worker-Allowed",
+        "WWW-Authenticate",
+        "Refresh",
+        "X-Accel-Redirect",
+        "X-Accel-Buffering",
+        "X-Sendfile",
+        "X-LiteSpeed-Location",
+        "X-Content-Type-Options",
+        "Transfer-Encoding",
+        "Connection",
+        "A-Header-Browsers-Learn-Tomorrow",
+    ],
+)
+def test_response_headers_off_the_allow_list_never_cross(name: str) -> None:
+    headers = HTTPHeaders()
+    headers.add(name, "x")
+    headers.add("ETag", '"1"')
+    assert list(REWRITER.headers(headers)) == [("Etag", '"1"')]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Content-Disposition",
+        "Cache-Control",
+        "Expires",
+        "ETag",
+        "Last-Modified",
+        "Vary",
+        "Link",
+        "Content-Security-Policy",
+        "X-Frame-Options",
+        "X-Request-Id",
+        "Sec-WebSocket-Accept",
+        "Sec-WebSocket-Protocol",
+    ],
+)
+def test_what_apps_need_crosses(name: str) -> None:
+    assert response_header_allowed(name, "x")
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("no-referrer", True),
+        ("same-origin, strict-origin-when-cross-origin", True),
+        ("unsafe-url", False),
+        ("no-referrer-when-downgrade", False),
+        ("no-referrer, unsafe-url", False),
+        ("", False),
+    ],
+)
+def test_referrer_policy_may_only_restrict(value: str, allowed: bool) -> None:
+    assert response_header_allowed("Referrer-Policy", value) is allowed
+
+
+OWN = {"host": "jupyter.example:8888"}
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "cross"),
+    [
+        ("POST", {"Origin": "https://evil.example"}, True),
+        ("POST", {"Origin": "null"}, True),
+        ("DELETE", {"Origin": "http://jupyter.example:9999"}, True),  # another port
+        ("DELETE", {"Origin": "http://jupyter.example"}, True),
+        ("POST", {"Origin": "not a url"}, True),
+        # the scheme is not compared (a TLS-terminating front proxy)
+        ("POST", {"Origin": "https://jupyter.example:8888"}, False),
+        ("PUT", {"Sec-Fetch-Site": "cross-site", "Origin": "http://jupyter.example:8888"}, True),
+        ("PATCH", {"Sec-Fetch-Site": "same-site"}, True),
+        ("POST", {"Origin": "http://JUPYTER.example:8888"}, False),
+        ("POST", {"Sec-Fetch-Site": "same-origin"}, False),
+        ("POST", {"Sec-Fetch-Site": "none"}, False),
+        ("POST", {}, False),
+        ("GET", {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, False),
+        ("HEAD", {"Origin": "null"}, False),
+        ("OPTIONS", {"Origin": "https://evil.example"}, False),
+    ],
+)
+def test_cross_site_requests_are_told_apart(
+    method: str, headers: dict[str, str], cross: bool
+) -> None:
+    assert cross_site_request(method, HTTPHeaders(headers), **OWN) is cross

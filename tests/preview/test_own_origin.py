@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -179,3 +180,46 @@ async def test_readiness_warns_of_a_redirect_loop(previews: Previews) -> None:
     build = await previews.start(preview={"path": "/loop"})
     lines = texts(await previews.api.all_logs(build["id"]))
     assert any("redirects in a loop" in t for t in lines), lines[-5:]
+
+
+async def test_response_headers_on_the_own_origin(previews: Previews) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    given = [
+        "Access-Control-Allow-Origin: *",
+        'Clear-Site-Data: "cookies"',
+        "X-Accel-Redirect: /etc/passwd",
+        "Strict-Transport-Security: max-age=1",
+        "Set-Cookie: s=1; Domain=localhost; Path=/; HttpOnly",
+        "Set-Cookie: t=2; domain=.example.org",
+        "Content-Security-Policy: default-src 'self'",
+    ]
+    query = "&".join(f"h={quote(h)}" for h in given)
+    answer = await previews.own(host, f"/headers?{query}")
+    assert answer.code == 200
+    # the app's own CORS and storage headers concern only its own origin
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert answer.headers["Clear-Site-Data"] == '"cookies"'
+    # what a front proxy or the host would obey never crosses
+    assert "X-Accel-Redirect" not in answer.headers
+    assert "Strict-Transport-Security" not in answer.headers
+    # cookies stay on this host: no Domain (no tossing to a parent domain)
+    assert answer.headers.get_list("Set-Cookie") == ["s=1; Path=/; HttpOnly", "t=2"]
+    assert answer.headers["Content-Security-Policy"] == "default-src 'self'"  # the app's, alone
+
+
+async def test_a_post_from_the_page_reaches_the_app_without_jupyter(previews: Previews) -> None:
+    """The own origin has no Jupyter session to protect: the app's own forms and fetches
+    (its own CSRF defences included) reach it, from its own page or not."""
+    build = await previews.start()
+    host = previews.own_host(build)
+    answer = await previews.own(
+        host,
+        "/echo/form",
+        method="POST",
+        body=b"a=1",
+        headers={"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.code == 200
+    got = json.loads(answer.body)
+    assert got["method"] == "POST" and got["body_size"] == 3
