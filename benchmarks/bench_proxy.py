@@ -1,4 +1,5 @@
-"""Preview proxy benchmark: one backend, direct vs this proxy vs jupyter-server-proxy.
+"""Preview proxy benchmark: one backend, direct vs this proxy (its own origin and its
+path) vs jupyter-server-proxy.
 
 Run (about two minutes; prints a table, the ratios and the issue's targets):
 
@@ -16,7 +17,9 @@ real build (``tests/preview/backend.py``: stdlib asyncio HTTP/1.1 + WebSocket ec
 a fixed port), reached three ways in the same run:
 
 - direct: ``http://127.0.0.1:PORT/...``;
-- this proxy: ``{server}/agentbuild/preview/{id}/...``;
+- own origin: ``http://{label}.localhost:JPORT/...`` (the preview's own origin: the
+  client connects to the server's port with that ``Host``, no Jupyter cookie);
+- this proxy's path: ``{server}/agentbuild/preview/{id}/...``;
 - jupyter-server-proxy: ``{server}/proxy/PORT/...``;
 - and, for scale, a bare Jupyter handler (``/api/status``) with the same client.
 
@@ -98,7 +101,8 @@ class Connection:
     def __init__(self, port: int, headers: dict[str, str]) -> None:
         self.port = port
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.head = f"Host: 127.0.0.1:{port}\r\n{extra}\r\n"
+        host = "" if "Host" in headers else f"Host: 127.0.0.1:{port}\r\n"
+        self.head = f"{host}{extra}\r\n"
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -251,7 +255,7 @@ def rotations(names: list[str], rounds: int) -> list[list[str]]:
 # --------------------------------------------------------------------------- the run
 
 
-def start_backend(server: Server) -> tuple[str, int]:
+def start_backend(server: Server) -> tuple[str, int, str]:
     backend_port = free_port()
     build = server.api(
         "POST",
@@ -275,7 +279,8 @@ def start_backend(server: Server) -> tuple[str, int]:
         build = server.api("GET", f"builds/{build['id']}")
     if (build.get("preview") or {}).get("state") != "ready":
         raise RuntimeError(f"the backend preview is not ready: {build.get('preview')}")
-    return build["id"], backend_port
+    own = build["preview"]["url"]  # http://{label}.localhost:PORT/ (asked at 127.0.0.1)
+    return build["id"], backend_port, own.split("://", 1)[1].rstrip("/")
 
 
 def fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
@@ -287,12 +292,13 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     server = Server(tmp, with_jsp)
     try:
-        build_id, bport = start_backend(server)
+        build_id, bport, own_host = start_backend(server)
         jport = server.port
         auth = {"Cookie": server.cookie}
         targets: dict[str, tuple[int, str, dict[str, str]]] = {
             "direct": (bport, "", {}),
             "agentbuild": (jport, f"/agentbuild/preview/{build_id}", auth),
+            OWN: (jport, "", {"Host": own_host}),
         }
         if with_jsp:
             targets["jupyter-server-proxy"] = (jport, f"/proxy/{bport}", auth)
@@ -318,15 +324,17 @@ async def run(args: argparse.Namespace) -> int:
 
 
 Targets = dict[str, tuple[int, str, dict[str, str]]]
+OWN = "own origin"
+BARE = "bare Jupyter /api/status"
 
 
 async def part_small(
     args: argparse.Namespace, server: Server, targets: Targets, results: dict[str, Any]
 ) -> None:
     auth = {"Cookie": server.cookie}
-    runs = {**targets, "bare Jupyter /api/status": (server.port, "", auth)}
+    runs = {**targets, BARE: (server.port, "", auth)}
     paths = {name: prefix + "/tiny" for name, (_, prefix, _) in targets.items()}
-    paths["bare Jupyter /api/status"] = "/api/status"
+    paths[BARE] = "/api/status"
     per_round = args.seconds / args.rounds
     print(
         f"\n1. small responses, {args.connections} connections, {args.seconds:g}s per target "
@@ -341,8 +349,7 @@ async def part_small(
             )
     for name, sample in samples.items():
         r = sample.summary("rps")
-        if name in results:
-            results[name]["small"] = r
+        results.setdefault(name, {})["small"] = r
         print(
             f"   {name:26s} {r['rps']:9,.0f} req/s  p50 {r['p50']:6.1f} ms  "
             f"p99 {r['p99']:6.1f} ms  errors {r['errors']:.0f}"
@@ -471,7 +478,28 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_js
         p50 = ours["ws"]["p50"] / jsp["ws"]["p50"]
         print(f"   WebSocket: {rt:.2f}x round trips/s, {p50:.2f}x p50 latency")
         checks.append(("WebSocket p50 <= jupyter-server-proxy's", p50 <= 1.0))
-    print("\ntargets (issue 5)")
+    own, bare = results.get(OWN, {}), results.get(BARE, {})
+    if "small" in own and "small" in bare:
+        ratio = own["small"]["rps"] / bare["small"]["rps"]
+        print(f"   own origin vs bare Jupyter /api/status: {ratio:.2f}x req/s")
+        checks.append(("own origin: small req/s >= 1.0x bare Jupyter /api/status", ratio >= 1.0))
+    key = f"large-{args.large}"
+    if key in own and key in direct:
+        mine = own[key]
+        ratio = mine["mbps"] / direct[key]["mbps"] if mine["ok"] else 0.0
+        print(f"   own origin vs direct, {args.large / MiB:,.0f} MiB: {ratio:.2f}x throughput")
+        checks.append((f"own origin: {args.large / MiB:,.0f} MiB >= 0.5x direct", ratio >= 0.5))
+        checks.append(
+            (
+                f"own origin: {args.large / MiB:,.0f} MiB RSS growth < 64 MB",
+                mine["ok"] and mine["rss"] < limit,
+            )
+        )
+    if "ws" in own and "ws" in direct:
+        p50 = own["ws"]["p50"] / direct["ws"]["p50"]
+        print(f"   own origin vs direct, WebSocket: {p50:.2f}x p50 latency")
+        checks.append(("own origin: WebSocket p50 <= 1.5x direct", p50 <= 1.5))
+    print("\ntargets (issues 5 and 9)")
     for label, ok in checks:
         print(f"   [{'x' if ok else ' '}] {label}")
     return 0 if all(ok for _, ok in checks) else 1

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from tornado import web
 from tornado.httputil import HTTPHeaders
+from tornado.log import access_log
 
 from ..preview.headers import ResponseRewriter, _connection_tokens, response_header_allowed
 from .preview_relay import TARGET_SAFE, PreviewRelay, http_error
@@ -98,7 +99,6 @@ class OwnOriginHandler(PreviewRelay):
 
     async def prepare(self) -> None:
         self._start_request()
-        self.set_header("X-Content-Type-Options", "nosniff")
         agentbuild = self.agentbuild
         previews = agentbuild.previews
         label = agentbuild.preview_origins.label_of(self.request.host_name)
@@ -196,6 +196,19 @@ class OwnOriginHandler(PreviewRelay):
         if isinstance(value, web.HTTPError) and value.status_code < 500:
             return  # 403/404: the answer says it all
         super().log_exception(typ, value, tb)
+
+    def check_etag_header(self) -> bool:
+        """Never answer 304 on the app's behalf: its validators are its own business."""
+        return False
+
+    def _log(self) -> None:
+        """The app's successful requests are the app's traffic, not Jupyter's: Jupyter's
+        request log (which writes them at debug level, and counts them in its metrics)
+        gets them only when that level is on; the rest as always."""
+        status = self.get_status()
+        if (status < 300 or status == 304) and not access_log.isEnabledFor(logging.DEBUG):
+            return
+        super()._log()
 
 
 __all__ = ["NOTHING", "OwnOriginHandler", "OwnOriginRewriter"]
