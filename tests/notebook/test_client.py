@@ -7,10 +7,12 @@ here it would block the loop the test server runs on.)
 from __future__ import annotations
 
 import json
+import re
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jupyter_agentbuild.client import (
@@ -139,6 +141,31 @@ async def test_async_client_round_trip(api: Any, tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             async for _ in client.stream(build.id):
                 pass
+
+
+async def test_preview_url_from_the_server(api: Any) -> None:
+    """The own origin for browsers, the path proxy (with the token) for everyone else."""
+    serve = "exec python3 -m http.server $PORT --bind 127.0.0.1"
+    async with AsyncClient() as client:
+        build = await client.start(name="pv", steps=["echo hi > index.html"])
+        with pytest.raises(Conflict, match="has no preview"):
+            await client.preview_url(build.id)
+        build = await client.start(
+            name="pv", steps=["echo '<h1>pv</h1>' > index.html"], preview={"command": serve}
+        )
+        final = await client.wait(build.id, timeout=60)
+        assert final.get("preview", {}).get("state") == "ready", final.get("preview")
+        own = await client.preview_url(build.id)
+        assert re.fullmatch(rf"http://p{build.id}-[a-z2-7]{{26}}\.localhost:\d+/", own), own
+        path = await client.preview_url(build.id, path=True)
+        assert path == f"{client.server.url}agentbuild/preview/{build.id}/"
+        async with httpx.AsyncClient(headers=client.server.auth_headers()) as http:
+            page = await http.get(path)
+        assert page.status_code == 200 and "<h1>pv</h1>" in page.text
+        await client.preview_stop(build.id)
+        with pytest.raises(Conflict, match="stopped") as stopped:
+            await client.preview_url(build.id)
+        assert stopped.value.code == "no_preview"
 
 
 async def test_async_client_errors_from_the_server(api: Any) -> None:
