@@ -90,7 +90,7 @@ def config(hub: HubProcess, chp: Path) -> str:
         f"    {{'name': 'test-admin', 'api_token': {hub.admin_token!r}}},",
         f"    {{'name': {SERVICE!r}, 'url': 'http://127.0.0.1:{hub.service_port}',",
         f"     'command': [{sys.executable!r}, '-m', 'jupyter_agentbuild.hub.routes_service',",
-        f"                 '--domain', {PREVIEW_DOMAIN!r}],",
+        f"                 '--domain', {PREVIEW_DOMAIN!r}, '--sweep-interval', '0.5'],",
         f"     'environment': {{'CONFIGPROXY_AUTH_TOKEN': {hub.proxy_token!r},",
         f"                     'CONFIGPROXY_API_URL': 'http://127.0.0.1:{hub.proxy_api_port}',",
         f"                     'PYTHONPATH': {env_path!r}}}}},",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -216,3 +217,20 @@ def test_the_routes_service_refuses_bad_labels_and_strangers(hub: HubProcess) ->
     assert bad.status_code == 400 and bad.json()["error"]["message"] == "not a preview label"
     wrong = through.service("PUT", "pabc-x", "not-a-token", json={})
     assert wrong.status_code == 403, wrong.text
+
+
+def test_routes_of_a_stopped_server_are_swept(hub: HubProcess) -> None:
+    """Routes outlive nothing: when a server stops, the service removes its preview routes
+    (it checks every 0.5 s here), so a later server on the same port inherits none."""
+    through = Through(hub)
+    bob = hub.token("bob")
+    label = "pfeedface-" + "b" * 26
+    made = through.service("PUT", label, bob, json={})
+    assert made.status_code == 201, made.text
+    assert f"/{label}.{PREVIEW_DOMAIN}" in hub.routes()
+    hub.api("DELETE", "users/bob/server")
+    deadline = time.monotonic() + 30
+    while f"/{label}.{PREVIEW_DOMAIN}" in hub.routes():  # the proxy's table: no event to await
+        assert time.monotonic() < deadline, hub.routes()
+        time.sleep(0.2)
+    assert through.service("PUT", label, bob, json={}).status_code == 409  # no server now
