@@ -50,7 +50,7 @@ Run a notebook cell as a sandboxed build, and manage builds.
     cancel ID  stop a running build
     delete ID  remove a build, its logs, artifacts and sandbox
     artifacts ID  the files a build kept, with download links
-    preview ID    the build's preview (--stop: stop it)
+    preview ID    the build's preview: its URL and a frame (--stop: stop it)
     help       this text
 
 From Python: jupyter_agentbuild.Client (or AsyncClient).

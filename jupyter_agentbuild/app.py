@@ -40,6 +40,7 @@ from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
+from .hub.routes_client import HubRoutes
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .preview.origin import PreviewOrigins, TemplateError
@@ -418,6 +419,7 @@ class AgentBuild(ExtensionApp):
             base_url=self._server.base_url,
             runner=runner,
             on_activity=self._record_activity,
+            routes=HubRoutes.from_env(),
         )
         runner.hooks.append(previews)
         service = BuildService(

@@ -16,6 +16,7 @@ from IPython.display import display as _display
 
 from . import _magic_args as args
 from .client import AgentBuildError, BuildFailed, Client, Conflict
+from .client.aio import preview_url_of
 from .client.models import Build
 from .client.sync import LoopThread
 from .widgets.tables import ArtifactTable, BuildTable
@@ -170,6 +171,9 @@ class AgentBuildMagics(Magics):  # type: ignore[misc]
         panel = PreviewPanel(self.client.server, build.id)
         path = str(((build.get("spec") or {}).get("preview") or {}).get("path") or "/")
         panel.update(build.get("preview"), path)
+        if panel.state in ("starting", "ready"):
+            # The URL as text too (a plain-text front end, an agent reading the output).
+            print(f"preview of build {build.label}: {preview_url_of(build, self.client.server)}")
         display(panel)
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urljoin
 
 import httpx
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -18,7 +18,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .connection import ServerInfo, resolve_server
-from .exceptions import AgentBuildError, ServerUnreachable, error_from_response
+from .exceptions import AgentBuildError, Conflict, ServerUnreachable, error_from_response
 from .models import Build, Entry, Record
 
 # Aliases: inside the classes, ``list`` is a method name.
@@ -32,6 +32,19 @@ RECONNECT_ATTEMPTS = 6
 
 def _bid(build_id: str) -> str:
     return quote(str(build_id), safe="")
+
+
+def preview_url_of(build: Build, server: ServerInfo, *, path: bool = False) -> str:
+    """The absolute preview URL of ``build`` (see :meth:`AsyncClient.preview_url`)."""
+    preview = build.get("preview") or {}
+    state = preview.get("state")
+    if state not in ("starting", "ready") and not (path and state):
+        what = f"its preview is {state}" if state else "it has no preview"
+        raise Conflict(f"build {build.id}: {what}", code="no_preview")
+    if not path and build.preview_own_origin:
+        return str(preview["url"])
+    relative = build.preview_path_url or server.browser_path("preview", build.id) + "/"
+    return urljoin(server.url, relative)
 
 
 class AsyncClient:
@@ -151,6 +164,20 @@ class AsyncClient:
 
     async def preview_stop(self, build_id: str) -> None:
         await self._request("POST", f"builds/{_bid(build_id)}/preview/stop")
+
+    async def preview_url(self, build_id: str, *, path: bool = False) -> str:
+        """The absolute URL of the build's live preview.
+
+        By default the URL a browser opens: the preview on an origin of its own, served at
+        ``/`` and authenticated by the URL itself (anyone holding it can use the app; do not
+        share it). Servers without an own origin give the path URL instead. ``path=True``:
+        always the path proxy ``{base_url}agentbuild/preview/{id}/``, which needs Jupyter
+        credentials (send ``self.server.auth_headers()``), for curl-like clients and agents.
+        :class:`Conflict` when the build has no live preview (with ``path=True``: no preview
+        at all; the path then serves the build's artifacts, if any).
+        """
+        build = await self.get(build_id)
+        return preview_url_of(build, self.server, path=path)
 
     async def log_page(self, build_id: str, after: int = 0, limit: int = 1000) -> Record:
         """One page: ``{"entries", "last_seq", "done"}``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
 STATUSES = ("queued", "starting", "running", *sorted(TERMINAL))
@@ -64,6 +65,32 @@ class Build(Record):
         name = self.get("name")
         return f"{name} ({self.id})" if name else self.id
 
+    @property
+    def preview_url(self) -> str | None:
+        """Where a browser opens the preview: ``preview.url``, its own origin (the path URL
+        on servers without one); ``None`` without a live preview."""
+        preview = self.get("preview") or {}
+        url = preview.get("url") or preview.get("path_url")
+        return str(url) if url else None
+
+    @property
+    def preview_path_url(self) -> str | None:
+        """``{base_url}agentbuild/preview/{id}/``: the path proxy, for token clients."""
+        preview = self.get("preview") or {}
+        if not preview:
+            return None
+        path = preview.get("path_url")
+        if path:
+            return str(path)
+        url = preview.get("url")  # servers before own origins sent the path as ``url``
+        return str(url) if url and not is_own_origin(url) else None
+
+    @property
+    def preview_own_origin(self) -> bool:
+        """True when ``preview.url`` is an origin of its own (not Jupyter's)."""
+        preview = self.get("preview") or {}
+        return is_own_origin(preview.get("url"), preview.get("path_url"))
+
     def elapsed(self, now: datetime | None = None) -> float | None:
         """Seconds between start (or creation) and finish (or ``now``)."""
         start = parse_time(self.get("started_at")) or parse_time(self.get("created_at"))
@@ -74,6 +101,27 @@ class Build(Record):
 
     def __repr__(self) -> str:
         return f"Build(id={self.get('id')!r}, name={self.get('name')!r}, status={self.get('status')!r})"
+
+
+def is_own_origin(url: Any, path_url: Any = None) -> bool:
+    """An absolute http(s) URL at ``/`` that is not the path proxy's: a preview's own origin.
+
+    Anything else (a relative path, another scheme such as ``javascript:``) is not one.
+    """
+    if not isinstance(url, str) or not url or url == path_url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+    )
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -83,7 +83,8 @@ class Client:
     """Blocking client for the agentbuild API. ``Client()`` finds the server itself.
 
     Methods mirror :class:`AsyncClient`: ``start``, ``get``, ``list``, ``wait``, ``logs``,
-    ``cancel``, ``delete``, ``artifacts``, ``download``, ``download_all``, ``preview_stop``.
+    ``cancel``, ``delete``, ``artifacts``, ``download``, ``download_all``, ``preview_url``,
+    ``preview_stop``.
     """
 
     def __init__(
@@ -159,6 +160,10 @@ class Client:
         self, build_id: str, dest: str | os.PathLike[str], format: str = "zip"
     ) -> Path:
         return self._runner.run(self.aio.download_all(build_id, dest, format))
+
+    def preview_url(self, build_id: str, *, path: bool = False) -> str:
+        """The preview's absolute URL: its own origin, or ``path=True`` the path proxy."""
+        return self._runner.run(self.aio.preview_url(build_id, path=path))
 
     def preview_stop(self, build_id: str) -> None:
         self._runner.run(self.aio.preview_stop(build_id))

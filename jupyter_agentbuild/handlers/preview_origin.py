@@ -135,6 +135,20 @@ class OwnOriginHandler(PreviewRelay):
 
     # -- the hooks of the relay ------------------------------------------------------------
 
+    def _upstream_headers(self, *, websocket: bool = False) -> HTTPHeaders:
+        """The upstream gets ``Host: 127.0.0.1:PORT``; a request from a page of this very
+        origin gets the matching ``Origin`` too, so the app sees what a direct visit at
+        ``http://127.0.0.1:PORT/`` would send. Apps that compare the two (tornado's and
+        many frameworks' WebSocket origin check, CSRF origin checks) then accept their own
+        page; another site's ``Origin`` is passed on as it is, for the app to refuse."""
+        headers = super()._upstream_headers(websocket=websocket)
+        origin = headers.get("Origin")
+        if origin and self._origin_allowed(origin):
+            assert self.preview is not None and self.preview.pool is not None
+            scheme = "https" if self.preview.pool.tls else "http"
+            headers["Origin"] = f"{scheme}://{self._upstream_host()}"
+        return headers
+
     def _public_prefix(self) -> str:
         return ""
 

@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ..entries import TERMINAL, iso, utcnow
@@ -112,6 +112,15 @@ class Preview:
             self.on_activity()
 
 
+class PreviewRoutes(Protocol):
+    """Routes a preview host (``{label}.{domain}``) to this server in a front proxy that
+    routes by exact host (JupyterHub's): see :mod:`..hub.routes_client`."""
+
+    async def add(self, label: str) -> None: ...
+
+    async def remove(self, label: str) -> None: ...
+
+
 class PreviewManager:
     """Starts previews after successful builds and owns them until they stop."""
 
@@ -124,6 +133,7 @@ class PreviewManager:
         base_url: str = "/",
         runner: Runner | None = None,
         on_activity: Callable[[], None] | None = None,
+        routes: PreviewRoutes | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -131,6 +141,8 @@ class PreviewManager:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.runner = runner
         self.on_activity = on_activity or (lambda: None)
+        #: Under JupyterHub, what routes each preview's host to this server.
+        self.routes = routes
         self._previews: dict[str, Preview] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -196,11 +208,34 @@ class PreviewManager:
         )
         self._previews[ctx.build_id] = preview
         try:
+            await self._add_route(preview, ctx)
             await self._start(preview, ctx, spec)
         finally:
             if preview.state != "ready":
                 self._previews.pop(ctx.build_id, None)
                 preview.closed.set()
+                await self._remove_route(preview)
+
+    async def _add_route(self, preview: Preview, ctx: AfterSteps) -> None:
+        """Ask the hub's proxy to route the preview's host here (under JupyterHub). A
+        failure leaves the preview reachable by its path URL only, and says so."""
+        if self.routes is None or preview.label is None:
+            return
+        try:
+            await self.routes.add(preview.label)
+        except Exception as exc:
+            log.warning("agentbuild: no hub route for preview %s: %s", preview.build_id, exc)
+            with contextlib.suppress(Exception):
+                line = f"agentbuild: warning: the hub's proxy could not route this preview's origin: {exc}"
+                await ctx.pipe.log("stderr", preview.step, [line], False)
+
+    async def _remove_route(self, preview: Preview) -> None:
+        if self.routes is None or preview.label is None:
+            return
+        try:
+            await self.routes.remove(preview.label)
+        except Exception as exc:  # the hub's service sweeps routes of stopped servers
+            log.warning("agentbuild: removing the hub route of %s: %s", preview.build_id, exc)
 
     async def _start(self, preview: Preview, ctx: AfterSteps, spec: PreviewSpec) -> None:
         step, pipe = preview.step, ctx.pipe
@@ -415,6 +450,7 @@ class PreviewManager:
                     await preview.sandbox.destroy()
             except Exception as exc:
                 log.warning("agentbuild: stopping preview %s: %s", preview.build_id, exc)
+            await self._remove_route(preview)
             preview.state = state
             final = _final(state, error, exit_code, reason=reason)
             final["step"] = preview.step

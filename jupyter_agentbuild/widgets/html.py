@@ -1,7 +1,8 @@
 """HTML fragments for the build widget. Every value from the server or the build is escaped.
 
 Links are base-url-relative paths: the browser authenticates with Jupyter's cookie, and
-the kernel's token never appears in HTML.
+the kernel's token never appears in HTML. The one absolute URL is a preview's own origin,
+which carries its own capability (never a Jupyter credential).
 """
 
 from __future__ import annotations
@@ -27,9 +28,23 @@ PRE_STYLE = (
     "font-family:var(--jp-code-font-family, monospace);font-size:var(--jp-code-font-size, 13px);"
     "line-height:1.35;background:transparent"
 )
-# The preview is untrusted: scripts run in an opaque origin (no allow-same-origin), so
-# they can never act as the Jupyter origin.
+# The preview is untrusted. On its own origin (a separate site from Jupyter) it may keep
+# its origin: cookies, storage, module scripts, fetch and WebSockets then work as on the
+# app's own host, and it still cannot reach Jupyter's cookies or API.
+IFRAME_SANDBOX_OWN_ORIGIN = (
+    "allow-scripts allow-same-origin allow-forms allow-popups allow-modals allow-downloads"
+)
+# Served from Jupyter's origin (the path proxy), it must not: its scripts run in an opaque
+# origin so that they can never act as the Jupyter origin.
 IFRAME_SANDBOX = "allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+STORAGE_HINT = (
+    "Inside this frame a browser that blocks third-party storage refuses the app's own "
+    "cookies and localStorage: open it in a new tab for those."
+)
+SHARED_ORIGIN_HINT = (
+    "This preview is served under Jupyter's origin (no preview origin is configured: see "
+    "preview_origin_template); pages that call their own API or open WebSockets may not work."
+)
 MAX_ARTIFACT_ROWS = 200
 
 
@@ -136,9 +151,19 @@ def preview_bar(state: str, href: str | None) -> str:
     return " ".join(parts)
 
 
-def preview_iframe(src: str, height: str = "480px") -> str:
+def hint(text: str) -> str:
+    """One line of small print under the preview."""
     return (
-        f'<iframe src="{attr(src)}" sandbox="{IFRAME_SANDBOX}" referrerpolicy="no-referrer" '
+        '<span class="agentbuild-preview-hint" style="color:var(--jp-ui-font-color2, #757575);'
+        f'font-size:0.85em">{escape(text)}</span>'
+    )
+
+
+def preview_iframe(src: str, height: str = "480px", *, own_origin: bool = False) -> str:
+    """The preview in an iframe; ``allow-same-origin`` only when it has an origin of its own."""
+    sandbox = IFRAME_SANDBOX_OWN_ORIGIN if own_origin else IFRAME_SANDBOX
+    return (
+        f'<iframe src="{attr(src)}" sandbox="{sandbox}" referrerpolicy="no-referrer" '
         f'loading="lazy" style="width:100%;height:{attr(height)};border:1px solid '
         'var(--jp-border-color1, #ccc);border-radius:4px;background:#fff"></iframe>'
     )

@@ -1,4 +1,5 @@
-"""The preview panel: state, an "open in new tab" link, a stop button and a sandboxed iframe."""
+"""The preview panel: state, an "open in new tab" link, a stop button, a sandboxed iframe and
+a one-line hint about what the frame cannot do."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 import ipywidgets as w
 
 from ..client import AgentBuildError, Build, Client, Conflict, ServerInfo
+from ..client.models import is_own_origin
 from . import html
 
 
 class PreviewPanel(w.VBox):  # type: ignore[misc]
-    """Shows a build's ``preview`` (``{"state", "url"}``); empty while there is none."""
+    """Shows a build's ``preview`` (``{"state", "url", "path_url"}``); empty while there is none."""
 
     def __init__(self, server: ServerInfo, build_id: str, **kwargs: Any) -> None:
         self.server = server
@@ -23,31 +25,47 @@ class PreviewPanel(w.VBox):  # type: ignore[misc]
         )
         self._stop.on_click(self._on_stop)
         self._frame = w.HTML(layout=w.Layout(margin="0"))
+        self._hint = w.HTML(layout=w.Layout(margin="0"))
         self._message = w.HTML(layout=w.Layout(margin="0"))
+        self.src = ""
         self._header = w.HBox([self._bar, self._stop], layout=w.Layout(align_items="center"))
         super().__init__([], **kwargs)
         self.add_class("agentbuild-preview")
 
     @property
     def href(self) -> str:
-        """``{base_url}agentbuild/preview/{id}/`` plus the spec's preview path."""
+        """``{base_url}agentbuild/preview/{id}/``: the path proxy, on Jupyter's origin."""
         return self.server.browser_path("preview", self.build_id) + "/"
 
     def update(self, preview: dict[str, Any] | None, path: str = "/") -> None:
-        state = str((preview or {}).get("state") or "")
+        """Show ``preview`` (a Build's ``preview`` field) opened at ``path``.
+
+        The frame and the link use ``preview.url`` when it is an origin of its own (the app
+        at ``/``, its sandbox keeping that origin); otherwise (older servers, no usable
+        origin) the base-url-relative path proxy in an opaque-origin sandbox, with a hint.
+        """
+        preview = preview or {}
+        state = str(preview.get("state") or "")
         self.state = state
         children: tuple[Any, ...] = ()
         if not state:
             self.children = children
             return
-        src = self.href + path.lstrip("/")
+        own_origin = is_own_origin(preview.get("url"), preview.get("path_url"))
+        base = str(preview["url"]).rstrip("/") + "/" if own_origin else self.href
+        src = base + path.lstrip("/")
+        self.src = src
         self._bar.value = html.preview_bar(state, src)
         if state == "ready":
-            self._frame.value = html.preview_iframe(src)
-            children = (self._header, self._frame, self._message)
+            self._frame.value = html.preview_iframe(src, own_origin=own_origin)
+            self._hint.value = html.hint(
+                html.STORAGE_HINT if own_origin else html.SHARED_ORIGIN_HINT
+            )
+            children = (self._header, self._frame, self._hint, self._message)
             self._stop.disabled = False
         else:
             self._frame.value = ""
+            self._hint.value = ""
             children = (self._bar, self._message)
         self.children = children
 
@@ -67,6 +85,6 @@ class PreviewPanel(w.VBox):  # type: ignore[misc]
         self.update(preview)
 
     def close(self) -> None:
-        for child in (self._bar, self._stop, self._frame, self._message, self._header):
+        for child in (self._bar, self._stop, self._frame, self._hint, self._message, self._header):
             child.close()
         super().close()

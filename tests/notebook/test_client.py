@@ -7,10 +7,12 @@ here it would block the loop the test server runs on.)
 from __future__ import annotations
 
 import json
+import re
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jupyter_agentbuild.client import (
@@ -22,10 +24,12 @@ from jupyter_agentbuild.client import (
     Forbidden,
     NotFound,
     QuotaExceeded,
+    ServerInfo,
     ServerUnreachable,
     SpecError,
     Unauthorized,
 )
+from jupyter_agentbuild.client.aio import preview_url_of
 from jupyter_agentbuild.client.exceptions import error_from_response, retry_after
 
 
@@ -69,6 +73,36 @@ def test_build_attribute_access() -> None:
     assert "b1" in repr(b)
 
 
+def test_preview_urls_own_origin_path_and_fallbacks() -> None:
+    server = ServerInfo("http://127.0.0.1:9999/user/alice/", "tok")
+    own = "http://p3-abcdefghijklmnopqrstuvwxyz.localhost:9999/"
+    path = "/user/alice/agentbuild/preview/b3/"
+    build = Build(id="b3", preview={"state": "ready", "url": own, "path_url": path})
+    assert (build.preview_url, build.preview_path_url, build.preview_own_origin) == (
+        own,
+        path,
+        True,
+    )
+    assert preview_url_of(build, server) == own
+    assert preview_url_of(build, server, path=True) == "http://127.0.0.1:9999" + path
+    # No usable origin (url left out), or an older server (the path as ``url``): the path.
+    for preview in ({"state": "ready", "path_url": path}, {"state": "ready", "url": path}):
+        old = Build(id="b3", preview=preview)
+        assert not old.preview_own_origin and old.preview_path_url == path
+        assert preview_url_of(old, server) == "http://127.0.0.1:9999" + path
+    # A server that sends neither: the client knows where the path proxy is.
+    bare = Build(id="b3", preview={"state": "starting"})
+    assert preview_url_of(bare, server) == "http://127.0.0.1:9999" + path
+    # The URL dies with the preview; no preview at all is a Conflict too.
+    stopped = Build(id="b3", preview={"state": "stopped", "url": None, "path_url": path})
+    with pytest.raises(Conflict, match="stopped") as info:
+        preview_url_of(stopped, server)
+    assert info.value.code == "no_preview"
+    assert preview_url_of(stopped, server, path=True) == "http://127.0.0.1:9999" + path
+    with pytest.raises(Conflict, match="has no preview"):
+        preview_url_of(Build(id="b3", preview=None), server, path=True)
+
+
 async def test_unreachable_server_is_a_typed_error() -> None:
     async with AsyncClient("http://127.0.0.1:9/") as client:
         with pytest.raises(ServerUnreachable) as info:
@@ -107,6 +141,31 @@ async def test_async_client_round_trip(api: Any, tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             async for _ in client.stream(build.id):
                 pass
+
+
+async def test_preview_url_from_the_server(api: Any) -> None:
+    """The own origin for browsers, the path proxy (with the token) for everyone else."""
+    serve = "exec python3 -m http.server $PORT --bind 127.0.0.1"
+    async with AsyncClient() as client:
+        build = await client.start(name="pv", steps=["echo hi > index.html"])
+        with pytest.raises(Conflict, match="has no preview"):
+            await client.preview_url(build.id)
+        build = await client.start(
+            name="pv", steps=["echo '<h1>pv</h1>' > index.html"], preview={"command": serve}
+        )
+        final = await client.wait(build.id, timeout=60)
+        assert final.get("preview", {}).get("state") == "ready", final.get("preview")
+        own = await client.preview_url(build.id)
+        assert re.fullmatch(rf"http://p{build.id}-[a-z2-7]{{26}}\.localhost:\d+/", own), own
+        path = await client.preview_url(build.id, path=True)
+        assert path == f"{client.server.url}agentbuild/preview/{build.id}/"
+        async with httpx.AsyncClient(headers=client.server.auth_headers()) as http:
+            page = await http.get(path)
+        assert page.status_code == 200 and "<h1>pv</h1>" in page.text
+        await client.preview_stop(build.id)
+        with pytest.raises(Conflict, match="stopped") as stopped:
+            await client.preview_url(build.id)
+        assert stopped.value.code == "no_preview"
 
 
 async def test_async_client_errors_from_the_server(api: Any) -> None:

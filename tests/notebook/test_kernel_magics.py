@@ -182,8 +182,14 @@ async def test_artifacts_and_preview_magics(kernel: KernelSession, api: Any) -> 
     shown = await kernel.execute(f"%agentbuild preview {build_id}")
     assert shown.status == "ok", shown.error
     assert shown.displays
+    # The kernel reached the server at 127.0.0.1: the preview's own origin is a
+    # {label}.localhost host, printed and framed (keeping its origin there).
+    url = (await api.get(build_id))["preview"]["url"]
+    assert re.fullmatch(rf"http://p{build_id}-[a-z2-7]{{26}}\.localhost:\d+/", url), url
+    assert f"preview of build art ({build_id}): {url}" in shown.stdout
     frames = [s for s in kernel.comms.values() if "<iframe" in str(s.get("value", ""))]
-    assert frames and f"agentbuild/preview/{build_id}/" in str(frames[-1]["value"])
+    assert frames and f'src="{url}"' in str(frames[-1]["value"])
+    assert "allow-same-origin" in str(frames[-1]["value"])
     stopped = await kernel.execute(f"%agentbuild preview {build_id} --stop")
     assert stopped.status == "ok", stopped.error
     assert (await api.get(build_id))["preview"]["state"] == "stopped"

@@ -92,11 +92,13 @@ def test_terminal_status_hides_cancel_and_shows_badge() -> None:
 
 
 def test_artifacts_and_preview_links_are_relative_and_tokenless() -> None:
+    # A path-like or non-http ``url`` (an older server, or anything odd) is never an
+    # origin of its own: the frame falls back to the path proxy in an opaque origin.
     build = make_build(
         status="succeeded",
         finished_at="2026-01-01T00:00:05Z",
         artifacts={"count": 1, "total_size": 10},
-        preview={"state": "ready", "url": "http://evil.example/"},
+        preview={"state": "ready", "url": "javascript:alert(1)//http://evil.example/"},
     )
     widget = BuildWidget(build, SERVER)
     widget.show_artifacts([{"path": "dist/<a>.html", "size": 10, "sha256": "ab" * 32}], 10)
@@ -110,6 +112,50 @@ def test_artifacts_and_preview_links_are_relative_and_tokenless() -> None:
     assert "s3cret-token" not in html
     assert "token" not in html
     widget.close()
+
+
+OWN = "http://p7-abcdefghijklmnopqrstuvwxyz.localhost:9999/"
+
+
+def test_preview_on_its_own_origin_keeps_its_origin_and_hints_at_the_tab() -> None:
+    panel = PreviewPanel(SERVER, "b-7")
+    path_url = "/user/alice/agentbuild/preview/b-7/"
+    panel.update({"state": "ready", "url": OWN, "path_url": path_url}, "/app/index.html")
+    assert panel.src == OWN + "app/index.html"
+    frame = panel._frame.value
+    assert f'src="{OWN}app/index.html"' in frame
+    sandbox = frame.split('sandbox="', 1)[1].split('"', 1)[0].split()
+    assert sorted(sandbox) == sorted(
+        "allow-scripts allow-same-origin allow-forms allow-popups allow-modals "
+        "allow-downloads".split()
+    )
+    assert f'href="{OWN}app/index.html"' in panel._bar.value  # "open in new tab"
+    assert 'target="_blank"' in panel._bar.value
+    assert "third-party storage" in panel._hint.value and panel._hint in panel.children
+    assert "s3cret-token" not in frame + panel._bar.value
+    panel.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,  # no usable origin: the server leaves it out
+        "/user/alice/agentbuild/preview/b-7/",  # older servers: the path as ``url``
+        "http://127.0.0.1:9999/user/alice/agentbuild/preview/b-7/",  # not at ``/``
+        "http://user@p7-x.localhost:9999/",  # userinfo: not a plain origin
+        "javascript:alert(1)",
+    ],
+)
+def test_preview_without_an_own_origin_uses_the_path_proxy_in_an_opaque_origin(
+    url: str | None,
+) -> None:
+    panel = PreviewPanel(SERVER, "b-7")
+    panel.update({"state": "ready", "url": url, "path_url": "/user/alice/agentbuild/preview/b-7/"})
+    frame = panel._frame.value
+    assert 'src="/user/alice/agentbuild/preview/b-7/"' in frame
+    assert "allow-scripts" in frame and "allow-same-origin" not in frame
+    assert "Jupyter&#x27;s origin" in panel._hint.value
+    panel.close()
 
 
 def test_preview_states() -> None:

@@ -1,0 +1,2 @@
+// The HMR test rewrites this line while the dev server runs.
+export const message = "Hello from Vite";
