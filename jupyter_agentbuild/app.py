@@ -25,6 +25,7 @@ from .artifacts.service import ArtifactService, RetentionConfig
 from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHandler
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
+from .handlers.contract import ContractHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.stream import StreamHandler
 from .identity import server_user
@@ -356,6 +357,7 @@ class AgentBuild(ExtensionApp):
         api = "agentbuild/api/builds"
         self.handlers.extend(
             [
+                (r"/agentbuild/api/contract\.json", ContractHandler),
                 (rf"/{api}", BuildsHandler),
                 (rf"/{api}/{BUILD_ID}", BuildHandler),
                 (rf"/{api}/{BUILD_ID}/cancel", CancelHandler),
