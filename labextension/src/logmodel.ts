@@ -182,13 +182,13 @@ export class LogModel {
     this.offsets = null;
   }
 
-  /** Whether a step's lines are shown: the user's choice, else open while it runs or
-   * when it failed. */
+  /** Whether a step's lines are shown: the user's choice, else open while it runs, when
+   * it failed, and for the last step (where a finished build's outcome is). */
   isOpen(group: IStepGroup): boolean {
     if (group.open !== null) {
       return group.open;
     }
-    if (group.finishedAt === null) {
+    if (group.finishedAt === null || group === this.groups[this.groups.length - 1]) {
       return true;
     }
     return group.exitCode !== 0;
