@@ -82,6 +82,7 @@ export class BuildView extends Panel {
   private clock: number;
   private lastStatus: string | null = null;
   private lastState = '';
+  private settledAt = 0;
   private lastEvents = 0;
   private fetching = false;
   private refetch = false;
@@ -103,6 +104,9 @@ export class BuildView extends Panel {
       this.title.label = this.build.name || this.build.id;
       this.title.caption = `${this.build.name ?? ''} ${this.build.id}`.trim();
       this.options.onBuild?.(this.build);
+      if (!['queued', 'starting', 'running'].includes(this.build.status)) {
+        this.settle(this.build);
+      }
     } catch (error) {
       this.error = (error as Error).message;
     } finally {
@@ -119,6 +123,13 @@ export class BuildView extends Panel {
 
   private onStream(): void {
     this.log.refresh();
+    // the stream's bookkeeping, for people debugging a stream (and for tests)
+    const data = this.node.dataset;
+    data.lastSeq = String(this.model.lastSeq);
+    data.gaps = String(this.model.gaps);
+    data.lines = String(this.model.totalLines);
+    data.connections = String(this.stream.connections);
+    data.stream = this.stream.state;
     const trans = this.trans;
     const state = this.stream.state;
     this.log.setStreamState(
@@ -140,6 +151,26 @@ export class BuildView extends Panel {
       this.lastStatus = this.model.status;
       this.lastEvents = this.model.events.length;
       void this.fetch();
+    }
+  }
+
+  /** The build has ended but the stream has not said so yet. */
+  private settle(build: IBuild): void {
+    if (this.model.done || this.stream.state === 'done' || this.stream.state === 'disposed') {
+      return;
+    }
+    if (build.last_seq <= this.model.lastSeq) {
+      // Nothing more will ever come: the server has no entry after what was shown (a
+      // server that crashed can lose entries it had already streamed).
+      this.model.status = build.status;
+      this.stream.finish();
+      return;
+    }
+    // it ended while the stream was away: read its tail now, not after the backoff
+    // (at most every 2 s, so a server refusing the stream is not hammered)
+    if (Date.now() - this.settledAt > 2000) {
+      this.settledAt = Date.now();
+      this.stream.reconnectNow();
     }
   }
 

@@ -114,6 +114,15 @@ export class LogStream {
     }
   }
 
+  /** Stop following: the build ended and the server has nothing after ``lastSeq``. */
+  finish(): void {
+    this.cancelTimer();
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.setState('done');
+  }
+
   private cancelTimer(): void {
     if (this.timer !== null) {
       (this.options.clearTimer ?? (h => clearTimeout(h as any)))(this.timer);
