@@ -30,6 +30,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, TranslationBundle, nullTranslator } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { DockLayout } from '@lumino/widgets';
 import * as React from 'react';
 
 import { AgentBuildApi } from './api';
@@ -178,7 +179,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       id: string,
       seq?: number,
       tab?: 'log' | 'artifacts' | 'preview',
-      activate = true
+      activate = true,
+      mode?: DockLayout.InsertMode
     ) => {
       await settingsLoaded;
       let widget = findView(id);
@@ -209,7 +211,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           widget!.title.caption = content.title.caption;
         });
         void tracker.add(widget);
-        app.shell.add(widget, 'main');
+        app.shell.add(widget, 'main', { mode });
       }
       if (activate) {
         app.shell.activateById(widget.id);
@@ -263,7 +265,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         const seq = typeof args.seq === 'number' ? args.seq : undefined;
         const tab = args.tab as 'log' | 'artifacts' | 'preview' | undefined;
-        await openBuild(id, seq, tab, args.activate !== false);
+        const mode = (args.mode as DockLayout.InsertMode | undefined) ?? undefined;
+        await openBuild(id, seq, tab, args.activate !== false, mode);
       }
     });
 

@@ -216,3 +216,29 @@ describe('reconnect bookkeeping', () => {
     expect(sockets).toHaveLength(1);
   });
 });
+
+describe('settling a stream the server will not end', () => {
+  it('finish() stops reconnecting and says done', () => {
+    const model = new LogModel();
+    const sockets: FakeSocket[] = [];
+    const timers: { fn: () => void; ms: number }[] = [];
+    const stream = new LogStream({
+      model,
+      connect: after => {
+        const socket = new FakeSocket(after);
+        sockets.push(socket);
+        return socket;
+      },
+      setTimer: (fn, ms) => timers.push({ fn, ms }),
+      clearTimer: () => timers.splice(0)
+    });
+    stream.start();
+    sockets[0].send([log(0, 'a', 1)]);
+    sockets[0].drop();
+    expect(timers).toHaveLength(1);
+    stream.finish();
+    expect(stream.state).toBe('done');
+    expect(timers).toHaveLength(0);
+    expect(sockets).toHaveLength(1);
+  });
+});
