@@ -93,7 +93,7 @@ export class BuildsPanel extends ReactWidget {
             value={model.status}
             onChange={e => model.setStatus(e.target.value)}
           >
-            <option value="">{trans.__('All statuses')}</option>
+            <option value="">{trans.__('All')}</option>
             <option value="queued,starting,running">{trans.__('Active')}</option>
             {STATUSES.map(status => (
               <option key={status} value={status}>

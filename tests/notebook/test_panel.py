@@ -139,6 +139,7 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
         # prep-2, prep-20..29, prep-200..299: 111 lines
         expect(count).to_have_text("1 of 111", timeout=10_000)
         expect(view.locator(".jp-AgentBuild-line.jp-mod-current")).to_contain_text("prep-2")
+        screenshot(page, lab, "build-tab.png")
         search.press("Enter")
         expect(count).to_have_text("2 of 111")
         expect(view.locator(".jp-AgentBuild-line.jp-mod-current")).to_contain_text("prep-20")
@@ -149,7 +150,6 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
         expect(view.locator(".jp-AgentBuild-match").first).to_be_visible()
         # windowed: far fewer rows in the DOM than lines in the log
         assert view.locator(".jp-AgentBuild-row").count() < 150
-        screenshot(page, lab, "build-tab.png")
 
         # a line link: the URL opens the tab scrolled to that line
         link = view.locator(".jp-AgentBuild-line", has_text="prep-299").locator(
@@ -167,7 +167,7 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
 
         panel = open_lab(page, lab, expect)
         items = panel.locator(".jp-AgentBuild-item")
-        screenshot(panel, lab, "side-panel.png")
+        screenshot(panel.locator(".jp-AgentBuild-panelInner"), lab, "side-panel.png")
         # a running build is cancelled from its tab
         doomed_build = create(lab, {"name": "to-cancel", "steps": ["echo waiting; sleep 300"]})
         doomed = items.filter(has_text="to-cancel")
