@@ -6,6 +6,11 @@ resumes with no gap. Saves docs/build-form.png (tracked copy with UPDATE_SCREENS
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .serverproc import JupyterProcess
+from .serverproc import JupyterProcess, free_port
 from .test_browser import _accept_dialogs, lab_page, playwright_api
 from .test_panel import api_call, create, open_lab, screenshot, view_of
 
@@ -240,3 +245,49 @@ def all_entries(server: JupyterProcess, build_id: str) -> list[dict[str, Any]]:
         if not page["entries"] or page["done"]:
             return out
         after = page["entries"][-1]["seq"]
+
+
+def test_missing_server_extension_is_said_plainly(tmp_path: Path) -> None:
+    """JupyterLab with the labextension but without the server extension: the panel says
+    what is missing, instead of a JSON parse error."""
+    sync_api = playwright_api()
+    expect = sync_api.expect
+    config = tmp_path / ".config"
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    disabled = {"ServerApp": {"jpserver_extensions": {"jupyter_agentbuild": False}}}
+    (config / "jupyter_server_config.json").write_text(json.dumps(disabled))
+    (tmp_path / "notebooks").mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+        f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp_path / 'notebooks'}",
+    ]  # fmt: skip
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / ".runtime")}  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        log = []
+        for line in proc.stderr:  # wait for the server: no polling
+            log.append(line)
+            assert "jupyter_agentbuild | extension was successfully" not in line
+            if f"127.0.0.1:{port}/lab" in line:
+                break
+        else:
+            raise AssertionError("JupyterLab did not start:\n" + "".join(log[-30:]))
+        threading.Thread(target=lambda: [None for _ in proc.stderr or []], daemon=True).start()
+        server = JupyterProcess(tmp_path)  # only its url and token, for open_lab
+        server.url, server.token = f"http://127.0.0.1:{port}/", token
+        with lab_page(sync_api, server, height=700) as page:
+            panel = open_lab(page, server, expect)
+            message = panel.locator(".jp-AgentBuild-message")
+            expect(message).to_contain_text(
+                "jupyter_agentbuild server extension is not running", timeout=30_000
+            )
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -125,12 +125,30 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
         )
         # ANSI colours as classes, never as raw escapes
         expect(rows.locator(".jp-AgentBuild-fg2")).to_have_text("green")
+        # the status bar counts running builds
+        running = page.locator(".jp-AgentBuild-statusItem [data-running]")
+        expect(running).to_have_text("1 build running", timeout=30_000)
         go.write_text("")
         expect(rows).to_contain_text("live-2", timeout=30_000)
         header = view.locator(".jp-AgentBuild-viewHeader")
         expect(header.locator("[data-status=succeeded]")).to_be_visible(timeout=30_000)
         expect(header).to_contain_text("Exit code")
         expect(live.locator("[data-status=succeeded]")).to_be_visible(timeout=30_000)
+        # a notification says it finished, with an "Open" action
+        toast = page.locator(".jp-Notification-Toast-success", has_text="live-one succeeded")
+        expect(toast).to_be_visible(timeout=30_000)
+        expect(toast.locator("button", has_text="Open")).to_be_visible()
+        expect(running).to_have_attribute("data-running", "0", timeout=30_000)
+        # commands are in the palette
+        page.keyboard.press("Control+Shift+c")
+        palette = page.locator(".lm-CommandPalette-input")
+        expect(palette).to_be_visible(timeout=10_000)
+        palette.fill("New Build")
+        page.locator(".lm-CommandPalette-item", has_text="New Build…").click()
+        dialog = page.locator(".jp-Dialog")
+        expect(dialog.locator(".jp-AgentBuild-form")).to_be_visible(timeout=10_000)
+        dialog.locator(".jp-mod-reject").click()
+        expect(dialog).to_have_count(0)
 
         # search with next/previous: opens the closed step and shows the match
         search = view.locator(".jp-AgentBuild-search")
