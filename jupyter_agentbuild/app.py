@@ -37,6 +37,7 @@ from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHa
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.info import InfoHandler
+from .handlers.contract import ContractHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
@@ -503,6 +504,7 @@ class AgentBuild(ExtensionApp):
         api = "agentbuild/api/builds"
         self.handlers.extend(
             [
+                (r"/agentbuild/api/contract\.json", ContractHandler),
                 (rf"/{api}", BuildsHandler),
                 (rf"/{api}/{BUILD_ID}", BuildHandler),
                 (rf"/{api}/{BUILD_ID}/cancel", CancelHandler),

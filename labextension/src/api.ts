@@ -1,0 +1,122 @@
+/**
+ * The server extension's REST and WebSocket API, through Lab's own connection settings
+ * (``serviceManager.serverSettings``): its base URL, cookie/XSRF handling, token and
+ * WebSocket class. Errors are the contract's ``{"error": {...}}`` shape; anything else
+ * (an HTML 404 page: the server extension is not installed or not enabled) becomes a clear
+ * message instead of a JSON parse error.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { IArtifactList, IBuild, IBuildList } from './contract';
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly code: string,
+    readonly field?: string
+  ) {
+    super(message);
+  }
+}
+
+/** Shown when the server does not answer in the contract's shape at all. */
+export const MISSING_EXTENSION =
+  'The jupyter_agentbuild server extension is not running on this Jupyter server. ' +
+  'Install it (pip install jupyter_agentbuild), check `jupyter server extension list`, ' +
+  'then restart Jupyter.';
+
+export class AgentBuildApi {
+  constructor(readonly settings: ServerConnection.ISettings) {}
+
+  /** An absolute URL of ``agentbuild/api/...`` (for links and downloads too). */
+  url(...parts: string[]): string {
+    return URLExt.join(this.settings.baseUrl, 'agentbuild', 'api', ...parts.map(encodeURI));
+  }
+
+  async request<T>(path: string[], init: RequestInit = {}, query = ''): Promise<T> {
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(
+        this.url(...path) + query,
+        init,
+        this.settings
+      );
+    } catch (error) {
+      throw new ApiError(`Jupyter is unreachable: ${(error as Error).message}`, 0, 'network');
+    }
+    const text = await response.text();
+    let body: any = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      body = undefined;
+    }
+    if (!response.ok) {
+      const error = body?.error;
+      if (error && typeof error.message === 'string') {
+        throw new ApiError(error.message, response.status, error.code ?? 'error', error.field);
+      }
+      if (response.status === 404) {
+        throw new ApiError(MISSING_EXTENSION, 404, 'missing_extension');
+      }
+      throw new ApiError(`HTTP ${response.status} ${response.statusText}`, response.status, 'http');
+    }
+    if (body === undefined) {
+      throw new ApiError(MISSING_EXTENSION, response.status, 'missing_extension');
+    }
+    return body as T;
+  }
+
+  list(options: { status?: string; before?: number | null; limit?: number }): Promise<IBuildList> {
+    const params = new URLSearchParams();
+    params.set('limit', String(options.limit ?? 50));
+    if (options.status) {
+      params.set('status', options.status);
+    }
+    if (options.before) {
+      params.set('before', String(options.before));
+    }
+    return this.request<IBuildList>(['builds'], {}, '?' + params.toString());
+  }
+
+  get(id: string): Promise<IBuild> {
+    return this.request<IBuild>(['builds', id]);
+  }
+
+  create(spec: Record<string, any>): Promise<IBuild> {
+    return this.request<IBuild>(['builds'], { method: 'POST', body: JSON.stringify(spec) });
+  }
+
+  cancel(id: string): Promise<IBuild> {
+    return this.request<IBuild>(['builds', id, 'cancel'], { method: 'POST' });
+  }
+
+  stopPreview(id: string): Promise<unknown> {
+    return this.request(['builds', id, 'preview', 'stop'], { method: 'POST' });
+  }
+
+  remove(id: string): Promise<unknown> {
+    return this.request(['builds', id], { method: 'DELETE' });
+  }
+
+  artifacts(id: string): Promise<IArtifactList> {
+    return this.request<IArtifactList>(['builds', id, 'artifacts']);
+  }
+
+  /** The stream's URL for ``after``: the token appended only when Lab's settings say so. */
+  streamUrl(id: string, after: number): string {
+    let url =
+      URLExt.join(this.settings.wsUrl, 'agentbuild', 'api', 'builds', id, 'stream') +
+      `?after=${after}`;
+    if (this.settings.appendToken && this.settings.token) {
+      url += `&token=${encodeURIComponent(this.settings.token)}`;
+    }
+    return url;
+  }
+
+  openSocket(id: string, after: number): WebSocket {
+    return new this.settings.WebSocket(this.streamUrl(id, after));
+  }
+}

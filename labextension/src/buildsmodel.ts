@@ -1,0 +1,141 @@
+/**
+ * The user's builds as the panel, the status bar and the notifications see them: one list,
+ * refreshed by a ``Poll`` (@lumino/polling) that backs off on errors and stands by while
+ * the page is hidden. It pages backwards through the API's cursor, filters by status on
+ * the server, and reports transitions (finished, preview ready) to whoever listens.
+ */
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { AgentBuildApi } from './api';
+import { ACTIVE_STATUSES, IBuild } from './contract';
+
+const ACTIVE = new Set<string>(ACTIVE_STATUSES);
+
+export function isActive(build: IBuild): boolean {
+  return ACTIVE.has(build.status);
+}
+
+export interface ITransition {
+  build: IBuild;
+  kind: 'finished' | 'preview_ready';
+}
+
+const PAGE = 50;
+
+export class BuildsModel {
+  constructor(readonly api: AgentBuildApi, interval: number) {
+    this.poll = new Poll({
+      auto: true,
+      factory: () => this.refresh(),
+      frequency: { interval: interval * 1000, backoff: true, max: 300 * 1000 },
+      name: 'jupyter-agentbuild:builds',
+      standby: 'when-hidden'
+    });
+  }
+
+  readonly poll: Poll;
+  builds: IBuild[] = [];
+  /** the cursor of the next (older) page, or null when every page is loaded */
+  next: number | null = null;
+  status = '';
+  error: string | null = null;
+  loaded = false;
+  private pages = 1;
+  /** status and preview state as last seen, to report transitions */
+  private seen = new Map<string, string>();
+  private readonly changed_ = new Signal<this, void>(this);
+  private readonly transition_ = new Signal<this, ITransition>(this);
+
+  get changed(): ISignal<this, void> {
+    return this.changed_;
+  }
+
+  get transition(): ISignal<this, ITransition> {
+    return this.transition_;
+  }
+
+  get running(): number {
+    return this.builds.filter(isActive).length;
+  }
+
+  setInterval(seconds: number): void {
+    this.poll.frequency = { ...this.poll.frequency, interval: seconds * 1000 };
+  }
+
+  setStatus(status: string): void {
+    this.status = status;
+    this.pages = 1;
+    void this.poll.refresh();
+  }
+
+  /** Load one more (older) page. */
+  async more(): Promise<void> {
+    if (this.next === null) {
+      return;
+    }
+    const page = await this.api.list({ status: this.status, before: this.next, limit: PAGE });
+    this.pages++;
+    this.builds = [...this.builds, ...page.builds.filter(b => !this.builds.some(x => x.id === b.id))];
+    this.next = page.next;
+    this.changed_.emit();
+  }
+
+  /** Reload the loaded pages (one request); a failure is shown and rethrown (the poll
+   * backs off). */
+  async refresh(): Promise<void> {
+    try {
+      const page = await this.api.list({
+        status: this.status,
+        limit: Math.min(500, PAGE * this.pages)
+      });
+      this.error = null;
+      this.notice(page.builds);
+      this.builds = page.builds;
+      this.next = page.next;
+      this.loaded = true;
+    } catch (error) {
+      this.error = (error as Error).message;
+      this.changed_.emit();
+      throw error;
+    }
+    this.changed_.emit();
+  }
+
+  /** A build is known to have changed (created, cancelled): update it now. */
+  upsert(build: IBuild): void {
+    const at = this.builds.findIndex(b => b.id === build.id);
+    if (at >= 0) {
+      this.builds[at] = build;
+    } else {
+      this.builds = [build, ...this.builds];
+    }
+    this.notice([build]);
+    this.changed_.emit();
+  }
+
+  private notice(builds: IBuild[]): void {
+    const first = !this.loaded;
+    for (const build of builds) {
+      const key = `${build.status}|${build.preview?.state ?? ''}`;
+      const before = this.seen.get(build.id);
+      this.seen.set(build.id, key);
+      if (first || before === key) {
+        continue;
+      }
+      const [status, preview] = (before ?? '|').split('|');
+      const wasActive = before === undefined || ACTIVE.has(status);
+      if (wasActive && !isActive(build)) {
+        this.transition_.emit({ build, kind: 'finished' });
+      }
+      if (build.preview?.state === 'ready' && preview !== 'ready') {
+        this.transition_.emit({ build, kind: 'preview_ready' });
+      }
+    }
+  }
+
+  dispose(): void {
+    this.poll.dispose();
+    Signal.clearData(this);
+  }
+}

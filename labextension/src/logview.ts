@@ -1,0 +1,472 @@
+/**
+ * The log tab of a build: a windowed list (only the rows on screen, plus a margin, are in
+ * the DOM, whatever the log's length), steps as collapsible groups with their durations,
+ * ANSI colours, a link per line (by seq), search with next/previous, follow-tail, and the
+ * full log's download. Text is always set as text: logs are untrusted.
+ *
+ * Plain DOM rather than React: a flood of lines repaints at most once per animation frame,
+ * and a repaint touches only the ~100 rows on screen.
+ */
+import { TranslationBundle } from '@jupyterlab/translation';
+import { Widget } from '@lumino/widgets';
+
+import { IAnsiSegment, parseAnsi } from './ansi';
+import { IStepGroup, LogModel, Row, formatDuration, windowRange } from './logmodel';
+
+/** Height of a row, px (the CSS sets the same: one monospace line). */
+export const ROW_HEIGHT = 18;
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className = '',
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+export interface ILogViewOptions {
+  model: LogModel;
+  trans: TranslationBundle;
+  /** the link of line ``seq`` (a Lab URL that opens this tab scrolled to it) */
+  lineUrl: (seq: number) => string;
+  /** the full log, as text */
+  downloadUrl: string;
+  /** a line link was clicked (the view copies it) */
+  onLineLink?: (seq: number, url: string) => void;
+}
+
+export class LogView extends Widget {
+  constructor(options: ILogViewOptions) {
+    super();
+    this.options = options;
+    this.model = options.model;
+    const trans = options.trans;
+    this.addClass('jp-AgentBuild-logView');
+    this.title.label = trans.__('Log');
+
+    const bar = el('div', 'jp-AgentBuild-logToolbar');
+    this.searchInput.type = 'search';
+    this.searchInput.placeholder = trans.__('Search the log');
+    this.searchInput.className = 'jp-AgentBuild-search jp-mod-styled';
+    this.searchInput.setAttribute('aria-label', trans.__('Search the log'));
+    this.searchInput.addEventListener('input', () => this.scheduleSearch());
+    this.searchInput.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        event.preventDefault();
+        this.findNext(event.shiftKey ? -1 : 1);
+      }
+    });
+    const prev = el('button', 'jp-AgentBuild-searchPrev jp-mod-styled', '↑');
+    prev.title = trans.__('Previous match (Shift+Enter)');
+    prev.onclick = () => this.findNext(-1);
+    const next = el('button', 'jp-AgentBuild-searchNext jp-mod-styled', '↓');
+    next.title = trans.__('Next match (Enter)');
+    next.onclick = () => this.findNext(1);
+    const follow = el('label', 'jp-AgentBuild-follow');
+    this.followBox.type = 'checkbox';
+    this.followBox.checked = true;
+    this.followBox.onchange = () => this.setFollow(this.followBox.checked);
+    follow.append(this.followBox, document.createTextNode(' ' + trans.__('Follow')));
+    const download = el('a', 'jp-AgentBuild-download jp-mod-styled', trans.__('Download log'));
+    download.href = options.downloadUrl;
+    download.setAttribute('download', '');
+    const expand = el('button', 'jp-AgentBuild-expandAll jp-mod-styled', trans.__('Expand all'));
+    expand.onclick = () => this.setAllOpen(true);
+    const collapse = el('button', 'jp-AgentBuild-collapseAll jp-mod-styled', trans.__('Collapse all'));
+    collapse.onclick = () => this.setAllOpen(false);
+    bar.append(
+      this.searchInput,
+      prev,
+      next,
+      this.matchCount,
+      follow,
+      expand,
+      collapse,
+      download,
+      this.stateLabel
+    );
+    this.scroller.className = 'jp-AgentBuild-scroller';
+    this.scroller.tabIndex = 0;
+    this.sizer.className = 'jp-AgentBuild-sizer';
+    this.layer.className = 'jp-AgentBuild-rows';
+    this.scroller.append(this.sizer, this.layer);
+    this.scroller.addEventListener('scroll', () => this.onScroll());
+    this.layer.addEventListener('click', event => this.onClick(event));
+    this.node.append(bar, this.scroller);
+  }
+
+  readonly model: LogModel;
+  readonly searchInput = el('input');
+  readonly followBox = el('input');
+  private readonly options: ILogViewOptions;
+  private readonly matchCount = el('span', 'jp-AgentBuild-matchCount');
+  private readonly stateLabel = el('span', 'jp-AgentBuild-streamState');
+  private readonly scroller = el('div');
+  private readonly sizer = el('div');
+  private readonly layer = el('div');
+  private frame = 0;
+  private follow = true;
+  /** scroll events we caused (they must not switch follow off) */
+  private programmatic = 0;
+  private selectedSeq: number | null = null;
+  private pendingSeq: number | null = null;
+  private query = '';
+  private matches: number[] = [];
+  private matchIndex = -1;
+  private searchedAt = -1;
+  private searchTimer = 0;
+  private rendered = '';
+
+  /** Whether the view follows the tail. */
+  get following(): boolean {
+    return this.follow;
+  }
+
+  setFollow(on: boolean): void {
+    this.follow = on;
+    this.followBox.checked = on;
+    if (on) {
+      this.selectedSeq = null;
+    }
+    this.update();
+  }
+
+  setStreamState(text: string): void {
+    this.stateLabel.textContent = text;
+  }
+
+  /** Scroll to line ``seq`` once it is here (a line link), highlighting it. */
+  revealSeq(seq: number): void {
+    this.pendingSeq = seq;
+    this.follow = false;
+    this.followBox.checked = false;
+    this.tryReveal();
+  }
+
+  private tryReveal(): void {
+    if (this.pendingSeq === null) {
+      return;
+    }
+    const row = this.model.rowOfSeq(this.pendingSeq);
+    if (row < 0) {
+      if (this.model.done || this.model.lastSeq >= this.pendingSeq) {
+        this.pendingSeq = null; // not kept (or not a log line): nothing to show
+      }
+      return;
+    }
+    this.selectedSeq = this.pendingSeq;
+    this.pendingSeq = null;
+    this.scrollToRow(row);
+  }
+
+  private scrollToRow(row: number): void {
+    const height = this.scroller.clientHeight || 400;
+    this.renderNow();
+    this.setScrollTop(Math.max(0, row * ROW_HEIGHT - height / 3));
+    this.renderNow();
+  }
+
+  private setScrollTop(top: number): void {
+    if (Math.abs(this.scroller.scrollTop - top) >= 1) {
+      this.programmatic++;
+      this.scroller.scrollTop = top;
+    }
+  }
+
+  /** New entries (or a toggle): repaint at the next frame. */
+  refresh(): void {
+    this.tryReveal();
+    this.update();
+  }
+
+  /** Repaint at most once per animation frame. */
+  update(): void {
+    if (!this.frame) {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = 0;
+        this.renderNow();
+      });
+    }
+  }
+
+  private renderNow(): void {
+    const model = this.model;
+    model.invalidate();
+    const rows = model.rowCount;
+    this.sizer.style.height = `${rows * ROW_HEIGHT}px`;
+    if (this.follow) {
+      this.setScrollTop(Math.max(0, rows * ROW_HEIGHT - this.scroller.clientHeight));
+    }
+    const { start, end } = windowRange(
+      rows,
+      this.scroller.scrollTop,
+      this.scroller.clientHeight,
+      ROW_HEIGHT
+    );
+    const key = `${start}:${end}:${rows}:${model.lastSeq}:${this.selectedSeq}:${this.query}:${this.currentMatch()}`;
+    if (key === this.rendered) {
+      return;
+    }
+    this.rendered = key;
+    this.layer.style.transform = `translateY(${start * ROW_HEIGHT}px)`;
+    const nodes: HTMLElement[] = [];
+    for (let i = start; i < end; i++) {
+      nodes.push(this.renderRow(model.rowAt(i)));
+    }
+    this.layer.replaceChildren(...nodes);
+  }
+
+  private currentMatch(): number {
+    return this.matchIndex >= 0 ? this.matches[this.matchIndex] : -1;
+  }
+
+  private renderRow(row: Row): HTMLElement {
+    const trans = this.options.trans;
+    if (row.kind === 'dropped') {
+      const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-dropped');
+      node.textContent = trans.__(
+        '%1 earlier lines are not kept here; the full log is one download away.',
+        row.count.toLocaleString()
+      );
+      return node;
+    }
+    if (row.kind === 'header') {
+      return this.renderHeader(row.group);
+    }
+    const line = row.line;
+    const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-line');
+    node.dataset.seq = String(line.seq);
+    if (line.stream === 'stderr') {
+      node.classList.add('jp-mod-stderr');
+    }
+    if (line.seq === this.selectedSeq) {
+      node.classList.add('jp-mod-selected');
+    }
+    if (line.seq === this.currentMatch()) {
+      node.classList.add('jp-mod-current');
+    }
+    const link = el('a', 'jp-AgentBuild-lineno', String(line.seq));
+    link.href = this.options.lineUrl(line.seq);
+    link.dataset.seq = String(line.seq);
+    const text = el('span', 'jp-AgentBuild-text');
+    for (const segment of parseAnsi(line.text)) {
+      text.append(this.renderSegment(segment));
+    }
+    node.append(link, text);
+    return node;
+  }
+
+  private renderSegment(segment: IAnsiSegment): HTMLElement | Text {
+    const plain =
+      segment.fg === undefined &&
+      segment.bg === undefined &&
+      !segment.bold &&
+      !segment.dim &&
+      !segment.italic &&
+      !segment.underline;
+    const node: HTMLElement | null = plain ? null : el('span');
+    if (node) {
+      if (typeof segment.fg === 'number') {
+        node.classList.add(`jp-AgentBuild-fg${segment.fg}`);
+      } else if (segment.fg) {
+        node.style.color = segment.fg;
+      }
+      if (typeof segment.bg === 'number') {
+        node.classList.add(`jp-AgentBuild-bg${segment.bg}`);
+      } else if (segment.bg) {
+        node.style.backgroundColor = segment.bg;
+      }
+      for (const flag of ['bold', 'dim', 'italic', 'underline'] as const) {
+        if (segment[flag]) {
+          node.classList.add(`jp-AgentBuild-${flag}`);
+        }
+      }
+    }
+    const children = this.highlight(segment.text);
+    if (!node && children.length === 1) {
+      return children[0];
+    }
+    const holder = node ?? el('span');
+    holder.append(...children);
+    return holder;
+  }
+
+  /** The text with each occurrence of the query in a <mark>. */
+  private highlight(text: string): (HTMLElement | Text)[] {
+    const query = this.query.toLowerCase();
+    if (!query) {
+      return [document.createTextNode(text)];
+    }
+    const lower = text.toLowerCase();
+    const out: (HTMLElement | Text)[] = [];
+    let at = 0;
+    for (let i = lower.indexOf(query); i >= 0; i = lower.indexOf(query, at)) {
+      if (i > at) {
+        out.push(document.createTextNode(text.slice(at, i)));
+      }
+      out.push(el('mark', 'jp-AgentBuild-match', text.slice(i, i + query.length)));
+      at = i + query.length;
+    }
+    if (at < text.length) {
+      out.push(document.createTextNode(text.slice(at)));
+    }
+    return out;
+  }
+
+  private renderHeader(group: IStepGroup): HTMLElement {
+    const trans = this.options.trans;
+    const model = this.model;
+    const open = model.isOpen(group);
+    const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-stepHeader');
+    node.dataset.step = String(group.step);
+    node.setAttribute('role', 'button');
+    node.setAttribute('aria-expanded', String(open));
+    const running = model.isRunning(group);
+    const failed = group.exitCode !== null && group.exitCode !== 0;
+    node.classList.add(
+      open ? 'jp-mod-open' : 'jp-mod-closed',
+      running ? 'jp-mod-running' : failed ? 'jp-mod-failed' : 'jp-mod-ok'
+    );
+    const caret = el('span', 'jp-AgentBuild-caret', open ? '▾' : '▸');
+    const mark = el('span', 'jp-AgentBuild-stepMark', running ? '●' : failed ? '✗' : '✓');
+    const name = el('span', 'jp-AgentBuild-stepName', group.name);
+    let detail = '';
+    if (group.duration !== null) {
+      detail = formatDuration(group.duration);
+    } else if (running && group.startedAt) {
+      detail = trans.__('running');
+    }
+    if (failed) {
+      detail += ' · ' + trans.__('exit %1', group.exitCode);
+    }
+    const lines = group.lines.length + group.dropped;
+    const count = el('span', 'jp-AgentBuild-stepLines', trans._n('%1 line', '%1 lines', lines));
+    node.append(caret, mark, name, el('span', 'jp-AgentBuild-stepDuration', detail), count);
+    return node;
+  }
+
+  private onClick(event: MouseEvent): void {
+    const target = event.target as HTMLElement;
+    const link = target.closest('a.jp-AgentBuild-lineno') as HTMLAnchorElement | null;
+    if (link && !event.ctrlKey && !event.metaKey && event.button === 0) {
+      event.preventDefault();
+      const seq = Number(link.dataset.seq);
+      this.selectedSeq = seq;
+      this.setFollow(false);
+      this.options.onLineLink?.(seq, link.href);
+      return;
+    }
+    const header = target.closest('.jp-AgentBuild-stepHeader') as HTMLElement | null;
+    if (header) {
+      this.model.toggle(Number(header.dataset.step));
+      this.follow = false;
+      this.followBox.checked = false;
+      this.renderNow();
+    }
+  }
+
+  private setAllOpen(open: boolean): void {
+    for (const group of this.model.groups) {
+      this.model.toggle(group.step, open);
+    }
+    this.follow = false;
+    this.followBox.checked = false;
+    this.renderNow();
+  }
+
+  private onScroll(): void {
+    if (this.programmatic > 0) {
+      this.programmatic--;
+    } else {
+      const bottom =
+        this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - 2;
+      if (bottom !== this.follow) {
+        this.follow = bottom;
+        this.followBox.checked = bottom;
+      }
+    }
+    this.update();
+  }
+
+  private scheduleSearch(): void {
+    window.clearTimeout(this.searchTimer);
+    this.searchTimer = window.setTimeout(() => this.runSearch(), 150);
+  }
+
+  private runSearch(): void {
+    this.query = this.searchInput.value;
+    this.matches = this.model.search(this.query);
+    this.searchedAt = this.model.lastSeq;
+    this.matchIndex = -1;
+    if (this.matches.length) {
+      this.findNext(1);
+    } else {
+      this.showCount();
+      this.update();
+    }
+  }
+
+  /** Go to the next (1) or previous (-1) match. */
+  findNext(direction: 1 | -1): void {
+    if (this.searchInput.value !== this.query || this.searchedAt !== this.model.lastSeq) {
+      const current = this.currentMatch();
+      this.query = this.searchInput.value;
+      this.matches = this.model.search(this.query);
+      this.searchedAt = this.model.lastSeq;
+      this.matchIndex = current >= 0 ? this.matches.indexOf(current) : -1;
+    }
+    if (!this.matches.length) {
+      this.showCount();
+      return;
+    }
+    const n = this.matches.length;
+    this.matchIndex =
+      this.matchIndex < 0 ? (direction > 0 ? 0 : n - 1) : (this.matchIndex + direction + n) % n;
+    this.follow = false;
+    this.followBox.checked = false;
+    this.showCount();
+    const row = this.model.rowOfSeq(this.matches[this.matchIndex]);
+    if (row >= 0) {
+      this.scrollToRow(row);
+    }
+  }
+
+  private showCount(): void {
+    const trans = this.options.trans;
+    this.matchCount.textContent = this.query
+      ? this.matches.length
+        ? trans.__('%1 of %2', this.matchIndex + 1, this.matches.length)
+        : trans.__('no match')
+      : '';
+  }
+
+  focusSearch(): void {
+    this.searchInput.focus();
+    this.searchInput.select();
+  }
+
+  protected onAfterShow(): void {
+    this.rendered = '';
+    this.update();
+  }
+
+  protected onResize(): void {
+    this.rendered = '';
+    this.update();
+  }
+
+  dispose(): void {
+    if (this.frame) {
+      cancelAnimationFrame(this.frame);
+    }
+    window.clearTimeout(this.searchTimer);
+    super.dispose();
+  }
+}

@@ -1,0 +1,114 @@
+import { BuildsModel } from '../src/buildsmodel';
+import { IBuild } from '../src/contract';
+
+function build(id: number, status = 'succeeded', preview: IBuild['preview'] = null): IBuild {
+  return {
+    id: `b${id}`,
+    name: `build ${id}`,
+    owner: 'me',
+    status: status as IBuild['status'],
+    provider: 'local',
+    sandbox_id: null,
+    created_at: '2026-01-01T00:00:00Z',
+    started_at: null,
+    finished_at: null,
+    exit_code: null,
+    error: null,
+    spec: {},
+    last_seq: 0,
+    preview,
+    artifacts: null
+  };
+}
+
+/** The API's list, over a fixed set of builds (newest first), paged by ``before``. */
+class FakeApi {
+  builds: IBuild[] = [];
+  calls: { status?: string; before?: number | null; limit?: number }[] = [];
+  fail: Error | null = null;
+  async list(options: { status?: string; before?: number | null; limit?: number }) {
+    this.calls.push(options);
+    if (this.fail) {
+      throw this.fail;
+    }
+    const statuses = options.status ? options.status.split(',') : null;
+    const matching = this.builds
+      .map((b, i) => ({ b, pk: this.builds.length - i }))
+      .filter(({ b, pk }) => (!statuses || statuses.includes(b.status)) && (!options.before || pk < options.before));
+    const limit = options.limit ?? 50;
+    const page = matching.slice(0, limit);
+    return {
+      builds: page.map(x => x.b),
+      next: matching.length > limit ? page[page.length - 1].pk : null
+    };
+  }
+}
+
+function model(api: FakeApi): BuildsModel {
+  const m = new BuildsModel(api as any, 3600);
+  m.poll.stop();
+  return m;
+}
+
+describe('the builds list', () => {
+  it('pages backwards through the cursor, without duplicates', async () => {
+    const api = new FakeApi();
+    for (let i = 120; i >= 1; i--) {
+      api.builds.push(build(i));
+    }
+    const m = model(api);
+    await m.refresh();
+    expect(m.builds).toHaveLength(50);
+    expect(m.next).toBe(71);
+    await m.more();
+    expect(m.builds).toHaveLength(100);
+    expect(api.calls[api.calls.length - 1].before).toBe(71);
+    await m.more();
+    expect(m.builds).toHaveLength(120);
+    expect(m.next).toBeNull();
+    expect(new Set(m.builds.map(b => b.id)).size).toBe(120);
+    // a refresh reloads what is loaded, in one request
+    await m.refresh();
+    expect(api.calls[api.calls.length - 1].limit).toBe(150);
+    expect(m.builds).toHaveLength(120);
+    m.dispose();
+  });
+
+  it('filters by status on the server', async () => {
+    const api = new FakeApi();
+    api.builds = [build(3, 'running'), build(2, 'failed'), build(1, 'succeeded')];
+    const m = model(api);
+    m.setStatus('failed');
+    await m.refresh();
+    expect(api.calls[api.calls.length - 1].status).toBe('failed');
+    expect(m.builds.map(b => b.id)).toEqual(['b2']);
+    m.dispose();
+  });
+
+  it('reports builds that finish and previews that become ready, once', async () => {
+    const api = new FakeApi();
+    api.builds = [build(2, 'running'), build(1, 'succeeded')];
+    const m = model(api);
+    const seen: string[] = [];
+    m.transition.connect((_, t) => seen.push(`${t.build.id}:${t.kind}`));
+    await m.refresh();
+    expect(seen).toEqual([]); // what was already there on the first load is not news
+    expect(m.running).toBe(1);
+    api.builds = [build(3, 'failed'), build(2, 'succeeded', { state: 'ready', url: 'http://x/' }), build(1)];
+    await m.refresh();
+    expect(seen).toEqual(['b3:finished', 'b2:finished', 'b2:preview_ready']);
+    await m.refresh();
+    expect(seen).toHaveLength(3);
+    expect(m.running).toBe(0);
+    m.dispose();
+  });
+
+  it('shows an error and rethrows it, so the poll backs off', async () => {
+    const api = new FakeApi();
+    api.fail = new Error('The jupyter_agentbuild server extension is not running');
+    const m = model(api);
+    await expect(m.refresh()).rejects.toThrow('not running');
+    expect(m.error).toContain('not running');
+    m.dispose();
+  });
+});
