@@ -36,8 +36,8 @@ from .artifacts.service import ArtifactService, RetentionConfig
 from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHandler
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
-from .handlers.info import InfoHandler
 from .handlers.contract import ContractHandler
+from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler

@@ -225,7 +225,7 @@ class PreviewManager:
             await self.routes.add(preview.label)
         except Exception as exc:
             log.warning("agentbuild: no hub route for preview %s: %s", preview.build_id, exc)
-            with contextlib.suppress(Exception):
+            with swallowed(log, "writing a hub-route warning into the build log"):
                 line = f"agentbuild: warning: the hub's proxy could not route this preview's origin: {exc}"
                 await ctx.pipe.log("stderr", preview.step, [line], False)
 
