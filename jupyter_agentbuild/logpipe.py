@@ -274,8 +274,11 @@ class LogPipe:
             if len(self._pending) < self.chunk_size and waiting < self.chunk_bytes:
                 # Let a batch build up, but never hold entries longer than the interval,
                 # nor at all once someone awaits them.
+                # (asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow
+                # close()'s cancel when the event is set at the same moment.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._urgent.wait()
             self._wake_flusher.clear()
             self._urgent.clear()
             if self._pending:
