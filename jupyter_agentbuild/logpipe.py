@@ -87,6 +87,8 @@ class LogPipe:
         self.last_seq = last_seq
         self.stored_seq = last_seq
         self.closed = False
+        #: Set once the last entry is stored with the terminal row (:meth:`end`).
+        self.ended = False
         #: Set while the store has refused writes for longer than ``retry_timeout``.
         self.stalled: BaseException | None = None
         # Sizes are kept as end offsets in the byte stream of every entry accepted (its
@@ -251,6 +253,7 @@ class LogPipe:
         start, self._offset = self._offset, self._offset + size_of(text)
         self._stored_offset = self._offset
         self._keep([_Chunk(seq, [text], [self._offset], start)])
+        self.ended = True
         self._notify()
         return True
 
