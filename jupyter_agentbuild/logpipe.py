@@ -87,6 +87,8 @@ class LogPipe:
         self.last_seq = last_seq
         self.stored_seq = last_seq
         self.closed = False
+        #: Set once the last entry is stored with the terminal row (:meth:`end`).
+        self.ended = False
         #: Set while the store has refused writes for longer than ``retry_timeout``.
         self.stalled: BaseException | None = None
         # Sizes are kept as end offsets in the byte stream of every entry accepted (its
@@ -251,6 +253,7 @@ class LogPipe:
         start, self._offset = self._offset, self._offset + size_of(text)
         self._stored_offset = self._offset
         self._keep([_Chunk(seq, [text], [self._offset], start)])
+        self.ended = True
         self._notify()
         return True
 
@@ -274,8 +277,11 @@ class LogPipe:
             if len(self._pending) < self.chunk_size and waiting < self.chunk_bytes:
                 # Let a batch build up, but never hold entries longer than the interval,
                 # nor at all once someone awaits them.
+                # (asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow
+                # close()'s cancel when the event is set at the same moment.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._urgent.wait()
             self._wake_flusher.clear()
             self._urgent.clear()
             if self._pending:

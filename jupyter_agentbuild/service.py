@@ -246,7 +246,10 @@ class BuildService:
         pipe = self.runner.pipe(build_id)
         entries = await self._read(build_id, after, limit, self.config.max_page_bytes)
         if pipe is not None:
-            return LogPage(entries, pipe.last_seq, False)
+            # Once the pipe has ended, its last entry and the terminal row are stored.
+            return LogPage(
+                entries, pipe.last_seq, pipe.ended and after + len(entries) >= pipe.last_seq
+            )
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)
 

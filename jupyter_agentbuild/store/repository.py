@@ -402,9 +402,17 @@ class Store:
         """
         out: list[str] = []
         budget = max_bytes
-        async for first_seq, _last, body in self._chunks_for(build_id, after, limit):
+        async for first_seq, last, body in self._chunks_for(build_id, after, limit):
             start = max(0, after + 1 - first_seq)
             got = body.split("\n")[start : start + limit - len(out)]
+            if budget is not None and start == 0 and len(got) == last - first_seq + 1:
+                size = size_of(body) - (len(got) - 1)  # the whole chunk, without a loop
+                if size <= budget:
+                    budget -= size
+                    out.extend(got)
+                    if len(out) >= limit:
+                        break
+                    continue
             if budget is not None:
                 fit = _within(got, budget, first=not out)
                 budget -= sum(map(size_of, fit))
@@ -434,7 +442,8 @@ class Store:
             if take <= 0:
                 break
             if start == 0 and take == last_seq - first_seq + 1:
-                size = size_of(body) if budget is not None else 0
+                # the whole chunk: its entries' size without a loop (minus the newlines)
+                size = size_of(body) - (take - 1) if budget is not None else 0
                 if budget is None or size <= budget:
                     parts.append(body.replace("\n", ","))
                     count += take

@@ -205,3 +205,48 @@ def test_reads_are_per_build_and_deleting_a_build_deletes_its_entries(
         assert seqs(await store.read_entries(two.id, after=0, limit=100)) == [1]
 
     run(main())
+
+
+def test_reads_stop_at_a_byte_budget_after_at_least_one_entry(
+    store: Store, make_build: MakeBuild, run: Run
+) -> None:
+    """``max_bytes`` cuts a read early (whole entries; the first always fits), on chunk
+    edges and mid-chunk, the same for read_entries and read_joined."""
+    rng = random.Random(11)
+    total = 200
+    texts = {s: "é" * rng.choice([0, 5, 40, 300, 2000]) for s in range(1, total + 1)}
+
+    def big(seq: int) -> str:
+        return json.dumps({"seq": seq, "text": texts[seq]}, ensure_ascii=False)
+
+    chunks, seq = [], 1
+    while seq <= total:
+        size = min(rng.choice([1, 3, 17, 60]), total + 1 - seq)
+        chunks.append((seq, [big(s) for s in range(seq, seq + size)]))
+        seq += size
+
+    def want(after: int, limit: int, budget: int) -> list[str]:
+        out: list[str] = []
+        for s in range(after + 1, min(total, after + limit) + 1):
+            size = len(big(s).encode())
+            if out and size > budget:
+                break
+            out.append(big(s))
+            budget -= size
+        return out
+
+    async def main() -> None:
+        build = await make_build()
+        await store.append_chunks(build.id, chunks)
+        for _ in range(400):
+            after = rng.randint(0, total)
+            limit = rng.choice([1, 5, 50, 1000])
+            budget = rng.choice([0, 100, 4000, 20000, 10**6])
+            got = await store.read_entries(build.id, after=after, limit=limit, max_bytes=budget)
+            assert got == want(after, limit, budget), (after, limit, budget)
+            text, count = await store.read_joined(
+                build.id, after=after, limit=limit, max_bytes=budget
+            )
+            assert count == len(got) and text == ",".join(got), (after, limit, budget)
+
+    run(main())

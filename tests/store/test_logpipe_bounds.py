@@ -1,0 +1,102 @@
+"""The log pipe on a real store: memory reads cut at a byte budget exactly as the store's,
+chunks bounded in bytes, and the pending buffer bounded in bytes (back-pressure)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_agentbuild.logpipe import LogPipe
+from jupyter_agentbuild.store import BuildRow, Store
+
+Run = Callable[[Awaitable[Any]], Any]
+MakeBuild = Callable[..., Awaitable[BuildRow]]
+
+
+def test_memory_and_store_reads_agree_under_a_byte_budget(
+    store: Store, make_build: MakeBuild, run: Run
+) -> None:
+    rng = random.Random(5)
+
+    async def main() -> None:
+        build = await make_build()
+        written: list[list[str]] = []
+
+        async def write(build_id: str, chunks: Any) -> None:
+            written.extend(list(entries) for _, entries in chunks)
+            await store.append_chunks(build_id, chunks)
+
+        pipe = LogPipe(build.id, write, flush_interval=0.01, chunk_bytes=3000, retain_bytes=20_000)
+        pipe.start()
+        for step in range(60):
+            lines = ["é" * rng.choice([0, 10, 200, 1500]) for _ in range(rng.randint(1, 9))]
+            await pipe.log("stdout", step, lines)
+            if step % 7 == 0:
+                await pipe.flush()
+        await pipe.event("note", {"x": 1})
+        half = pipe.last_seq
+        await pipe.flush()
+        for _ in range(5):  # some still pending when read
+            await pipe.log("stderr", 99, ["y" * rng.randint(1, 500)])
+        assert all(sum(len(e.encode()) for e in c) <= 3000 or len(c) == 1 for c in written)
+        assert pipe.memory_start > 1  # the oldest entries are only in the store now
+        for _ in range(300):
+            after = rng.randint(pipe.memory_start - 1, pipe.last_seq)
+            limit = rng.choice([1, 4, 30, 1000])
+            budget = rng.choice([0, 500, 5000, 10**6])
+            got = pipe.read(after, limit, budget)
+            assert got is not None
+            if after < half:  # what is stored for sure: the same cut from the store
+                stored = await store.read_entries(
+                    build.id, after=after, limit=min(limit, half - after), max_bytes=budget
+                )
+                assert got[: len(stored)] == stored and len(got) >= len(stored)
+            sizes = [len(e.encode()) for e in got]
+            assert len(got) <= limit and (len(got) <= 1 or sum(sizes) <= budget)
+            if got and after + len(got) < min(pipe.last_seq, after + limit):
+                following = pipe.read(after + len(got), 1)
+                assert following is not None
+                assert sum(sizes) + len(following[0].encode()) > budget  # it stopped for bytes
+        await pipe.close()
+
+    run(main())
+
+
+def test_the_pending_buffer_is_bounded_in_bytes(
+    store: Store, make_build: MakeBuild, run: Run
+) -> None:
+    """While the store does not take writes, ``log`` waits once ``max_pending_bytes`` is
+    reached: the sandbox reader is paused, memory does not grow."""
+
+    async def main() -> None:
+        build = await make_build()
+        gate = asyncio.Event()
+
+        async def slow_write(build_id: str, chunks: Any) -> None:
+            await gate.wait()
+            await store.append_chunks(build_id, chunks)
+
+        pipe = LogPipe(build.id, slow_write, max_pending_bytes=100_000, chunk_bytes=10_000)
+        pipe.start()
+        line = "z" * 10_000
+        accepted = 0
+        while pipe.pending_bytes < 100_000:  # each call returns at once: there is room
+            await pipe.log("stdout", 0, [line])
+            accepted += 1
+        assert accepted == 10
+        # Full: the next line waits (the sandbox reader stops) while the store is stuck.
+        try:
+            await asyncio.wait_for(pipe.log("stdout", 0, [line]), 0.3)
+            raise AssertionError("log() accepted a line beyond max_pending_bytes")
+        except TimeoutError:
+            pass
+        assert pipe.pending_bytes < 100_000 + 10_200
+        gate.set()
+        for _ in range(40):
+            await pipe.log("stdout", 0, [line])
+        await pipe.close()
+        assert pipe.stored_seq == 50
+
+    run(main())
