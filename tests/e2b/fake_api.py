@@ -204,6 +204,11 @@ class FakeE2BApi:
         vm.timer = self._loop.call_later(timeout, self._kill, sandbox_id, "timeout")
         return 204, None
 
+    def kill(self, sandbox_id: str, by: str) -> None:
+        """Kill a sandbox as E2B would on its own (its timeout, a failure)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._kill, sandbox_id, by)
+
     def _kill(self, sandbox_id: str, by: str) -> tuple[int, Any]:
         vm = self.vms.get(sandbox_id)
         if vm is None or vm.state != "running":

@@ -105,6 +105,31 @@ def test_a_restart_mid_build_loses_nothing(
     assert marked(build["id"]) == []
 
 
+def test_a_dead_servers_build_whose_vm_is_gone_is_interrupted(
+    tmp_path: Path, fake_cloud: tuple[FakeE2BApi, FakeEnvd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane, _ = fake_cloud
+    monkeypatch.setenv("AGENTBUILD_PROVIDER", "e2b")
+    monkeypatch.setenv("E2B_API_KEY", KEY)
+    first = ServerProcess(tmp_path)
+    first.start()
+    build = first.call("POST", "builds", {"steps": ["echo started; sleep 300"]})
+    first.wait_for_text(build["id"], "started")
+    assert first.proc is not None
+    first.proc.kill()
+    first.proc.wait()
+    (vm,) = plane.vms.values()
+    plane.kill(vm.sandbox_id, "test")  # E2B lost it (its timeout, say)
+    second = ServerProcess(tmp_path)
+    second.start()
+    try:
+        final = wait_for_end(second, build["id"])
+    finally:
+        second.stop()
+    assert final["status"] == "interrupted", final
+    assert marked(build["id"]) == []
+
+
 def test_the_build_env_kept_in_the_vm_is_roots_only(fake_envd: FakeEnvd) -> None:
     """What a resuming server reads back (secrets are never in the store) is not readable
     by the steps' user."""
