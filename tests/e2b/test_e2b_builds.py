@@ -139,3 +139,15 @@ async def test_a_store_that_stays_down_fails_the_build_clearly(e2b_api: Api) -> 
     assert final["status"] == "failed"
     assert "database" in final["error"], final["error"]
     assert marked(build["id"]) == []
+
+
+async def test_a_step_whose_wrapper_dies_fails_clearly(e2b_api: Api) -> None:
+    """Without its end mark a step's status is unknown: the build fails saying so, never
+    succeeds by accident."""
+    build = await e2b_api.create({"steps": ["kill -9 $PPID; echo still-here", "echo never"]})
+    entries, _ = await e2b_api.stream(build["id"])
+    final = await e2b_api.get(build["id"])
+    assert final["status"] == "failed", final
+    assert "without its exit status" in final["error"]
+    assert "never" not in texts(entries)
+    assert marked(build["id"]) == []

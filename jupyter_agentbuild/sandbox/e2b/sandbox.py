@@ -347,6 +347,10 @@ class E2BSandbox:
             code = -signal
         elif run.status is not None:
             code = run.status
+        else:  # the wrapper died before the shell (killed in the VM, out of memory)
+            raise SandboxError(
+                f"the step ended without its exit status (its wrapper ended with {code})"
+            )
         return StepResult(
             exit_code=code,
             timed_out=bool(signal) and reason == "timeout",
