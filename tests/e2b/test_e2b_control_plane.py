@@ -3,6 +3,7 @@ create, connect, kill, set_timeout and list, then to the fake envd with each VM'
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -53,14 +54,32 @@ async def test_a_build_creates_and_kills_its_vm_through_the_api(
 
 async def test_each_step_extends_the_vms_lifetime(cloud_api: Api, fake_cloud: Cloud) -> None:
     """E2B's own timeout (5 s here) is a last resort, not a limit on a long build: each
-    step gives the VM its full lifetime again, so this 6 s build is not killed at 5 s
-    (each step, 3 s, stays well within one lifetime)."""
-    plane, _ = fake_cloud
-    build = await cloud_api.create({"steps": ["sleep 3; echo one", "sleep 3; echo two"]})
-    entries, _ = await cloud_api.stream(build["id"])
+    step gives the VM its full lifetime again. The VMs' clock is moved by hand (4 s while
+    each step runs): 8 s in all, past 5 s, and the VM lives on; without the extension it
+    would be killed at the second move."""
+    plane, envd = fake_cloud
+    plane.manual_clock = True
+    build = await cloud_api.create(
+        {
+            "steps": [
+                "echo one; until [ -e /tmp/1 ]; do sleep 0.02; done",
+                "echo two; until [ -e /tmp/2 ]; do sleep 0.02; done",
+            ]
+        }
+    )
+    ws = await cloud_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    for step, started in (("1", "one"), ("2", "two")):
+
+        def running(seen: list[dict[str, Any]], line: str = started) -> bool:
+            return line in texts(seen)
+
+        await read_until(ws, running)
+        await asyncio.to_thread(plane.advance, 4)
+        (envd.root / "tmp" / step).touch()
+    while await ws.read_message() is not None:
+        pass
     final = await cloud_api.get(build["id"])
     assert final["status"] == "succeeded", final
-    assert texts(entries) == ["one", "two"]
     (vm,) = plane.vms.values()
     assert vm.timeouts == [5, 5, 5] and vm.killed_by == "api"
 
