@@ -25,7 +25,9 @@ def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def cloud_api(fake_cloud: Cloud, api: Api) -> Api:
-    """The server, started once the fakes are up (the SDK reads their URLs per call)."""
+    """The server, started once the fakes are up (the SDK reads their URLs per call). The
+    VMs' 5 s lifetime passes only when a test moves their clock (never by the load)."""
+    fake_cloud[0].manual_clock = True
     return api
 
 
@@ -58,7 +60,6 @@ async def test_each_step_extends_the_vms_lifetime(cloud_api: Api, fake_cloud: Cl
     each step runs): 8 s in all, past 5 s, and the VM lives on; without the extension it
     would be killed at the second move."""
     plane, envd = fake_cloud
-    plane.manual_clock = True
     build = await cloud_api.create(
         {
             "steps": [
