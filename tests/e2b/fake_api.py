@@ -85,6 +85,10 @@ class FakeE2BApi:
         self._started = threading.Event()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        #: Seconds added to the sandboxes' clock by :meth:`advance`: with ``manual_clock``
+        #: their timeouts pass only then (a test's load cannot make one pass early).
+        self.manual_clock = False
+        self._offset = 0.0
         envd.app.gate = self._gate
 
     # ---- what the fake envd asks: is this request for a live sandbox, with its token?
@@ -197,12 +201,34 @@ class FakeE2BApi:
         if vm is None or vm.state != "running":
             return 404, ApiError(code=404, message=f"sandbox {sandbox_id} not found").to_dict()
         vm.timeouts.append(timeout)
-        vm.end_at = datetime.now(UTC) + timedelta(seconds=timeout)
+        vm.end_at = self._now() + timedelta(seconds=timeout)
         if vm.timer is not None:
             vm.timer.cancel()
         assert self._loop is not None
-        vm.timer = self._loop.call_later(timeout, self._kill, sandbox_id, "timeout")
+        if not self.manual_clock:
+            vm.timer = self._loop.call_later(timeout, self._kill, sandbox_id, "timeout")
         return 204, None
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._offset)
+
+    def advance(self, seconds: float) -> None:
+        """Move the manual clock on and kill the sandboxes whose time is up by then (as
+        E2B does at their ``end_at``); returns once that is done."""
+        assert self._loop is not None
+
+        def tick() -> None:
+            self._offset += seconds
+            for vm in list(self.vms.values()):
+                if vm.state == "running" and vm.end_at <= self._now():
+                    self._kill(vm.sandbox_id, "timeout")
+
+        asyncio.run_coroutine_threadsafe(_call(tick), self._loop).result(10)
+
+    def kill(self, sandbox_id: str, by: str) -> None:
+        """Kill a sandbox as E2B would on its own (its timeout, a failure)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._kill, sandbox_id, by)
 
     def _kill(self, sandbox_id: str, by: str) -> tuple[int, Any]:
         vm = self.vms.get(sandbox_id)
@@ -276,6 +302,10 @@ class FakeE2BApi:
 
     def running(self) -> list[FakeVm]:
         return [vm for vm in self.vms.values() if vm.state == "running"]
+
+
+async def _call(function: Callable[[], None]) -> None:
+    function()
 
 
 def _wipe(envd: FakeEnvd) -> None:

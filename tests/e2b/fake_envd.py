@@ -663,7 +663,7 @@ class FilesystemService(filesystem_connect.Filesystem):
         with _connect_errors():
             _, source = self._root.host_path(request.source, user, follow=False)
             spath, dest = self._root.host_path(request.destination, user, follow=False)
-            self._root.check_writable(request.source if request.source.startswith("/") else spath)
+            self._root.check_writable(self._root.sandbox_path(request.source, user))
             self._root.check_writable(spath)
             made = _missing_parents(dest.parent)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -34,15 +34,15 @@ async def test_steps_run_in_the_vm_with_the_workspace_and_exit_codes(
     assert code == 1000
     assert final["status"] == "failed" and final["exit_code"] == 1
     assert final["sandbox_id"] == "e2b-debug_sandbox_id" and final["started_at"]
-    assert texts(entries) == [
-        "hi from the workspace",
-        "to-err",
-        "no newline",
-        "secret=***",
-        "ci=true",
-    ]
-    streams = {e["text"]: e["stream"] for e in entries if e["kind"] == "log"}
-    assert streams["to-err"] == "stderr" and streams["hi from the workspace"] == "stdout"
+    # stdout and stderr are two pipes: each keeps its order, not their interleaving
+    by_stream = {
+        name: [e["text"] for e in entries if e.get("stream") == name]
+        for name in ("stdout", "stderr")
+    }
+    assert by_stream == {
+        "stdout": ["hi from the workspace", "no newline", "secret=***", "ci=true"],
+        "stderr": ["to-err"],
+    }
     assert "hunter2-secret" not in json.dumps(entries) + json.dumps(final)
     assert KEY not in json.dumps(final)
     # the debug sandbox (envd on this host, reused by the next build) is wiped afterwards
@@ -145,4 +145,16 @@ async def test_a_store_that_stays_down_fails_the_build_clearly(e2b_api: Api) -> 
         settings.store.append_chunks = real_append
     assert final["status"] == "failed"
     assert "database" in final["error"], final["error"]
+    assert marked(build["id"]) == []
+
+
+async def test_a_step_whose_wrapper_dies_fails_clearly(e2b_api: Api) -> None:
+    """Without its end mark a step's status is unknown: the build fails saying so, never
+    succeeds by accident."""
+    build = await e2b_api.create({"steps": ["kill -9 $PPID; echo still-here", "echo never"]})
+    entries, _ = await e2b_api.stream(build["id"])
+    final = await e2b_api.get(build["id"])
+    assert final["status"] == "failed", final
+    assert "without its exit status" in final["error"]
+    assert "never" not in texts(entries)
     assert marked(build["id"]) == []

@@ -3,6 +3,7 @@ create, connect, kill, set_timeout and list, then to the fake envd with each VM'
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -19,12 +20,14 @@ Cloud = tuple[FakeE2BApi, FakeEnvd]
 
 @pytest.fixture
 def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
-    return {**agentbuild_config, "e2b_template": "agentbuild-node", "e2b_sandbox_timeout": 3}
+    return {**agentbuild_config, "e2b_template": "agentbuild-node", "e2b_sandbox_timeout": 5}
 
 
 @pytest.fixture
 def cloud_api(fake_cloud: Cloud, api: Api) -> Api:
-    """The server, started once the fakes are up (the SDK reads their URLs per call)."""
+    """The server, started once the fakes are up (the SDK reads their URLs per call). The
+    VMs' 5 s lifetime passes only when a test moves their clock (never by the load)."""
+    fake_cloud[0].manual_clock = True
     return api
 
 
@@ -44,7 +47,7 @@ async def test_a_build_creates_and_kills_its_vm_through_the_api(
     assert vm.template == "agentbuild-node"
     assert vm.metadata == {"agentbuild_build": build["id"]}
     assert vm.env_vars == {"CI": "true"}  # the build's own env goes per command only
-    assert vm.timeouts[0] == 3
+    assert vm.timeouts[0] == 5
     assert vm.network == {"allowPublicTraffic": False}
     # the build's end killed the VM, through the API
     assert (vm.state, vm.killed_by) == ("killed", "api")
@@ -52,16 +55,34 @@ async def test_a_build_creates_and_kills_its_vm_through_the_api(
 
 
 async def test_each_step_extends_the_vms_lifetime(cloud_api: Api, fake_cloud: Cloud) -> None:
-    """E2B's own timeout (3 s here) is a last resort, not a limit on a long build: each
-    step gives the VM its full lifetime again, so this 4 s build is not killed at 3 s."""
-    plane, _ = fake_cloud
-    build = await cloud_api.create({"steps": ["sleep 2; echo one", "sleep 2; echo two"]})
-    entries, _ = await cloud_api.stream(build["id"])
+    """E2B's own timeout (5 s here) is a last resort, not a limit on a long build: each
+    step gives the VM its full lifetime again. The VMs' clock is moved by hand (4 s while
+    each step runs): 8 s in all, past 5 s, and the VM lives on; without the extension it
+    would be killed at the second move."""
+    plane, envd = fake_cloud
+    build = await cloud_api.create(
+        {
+            "steps": [
+                "echo one; until [ -e /tmp/1 ]; do sleep 0.02; done",
+                "echo two; until [ -e /tmp/2 ]; do sleep 0.02; done",
+            ]
+        }
+    )
+    ws = await cloud_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
+    for step, started in (("1", "one"), ("2", "two")):
+
+        def running(seen: list[dict[str, Any]], line: str = started) -> bool:
+            return line in texts(seen)
+
+        await read_until(ws, running)
+        await asyncio.to_thread(plane.advance, 4)
+        (envd.root / "tmp" / step).touch()
+    while await ws.read_message() is not None:
+        pass
     final = await cloud_api.get(build["id"])
     assert final["status"] == "succeeded", final
-    assert texts(entries) == ["one", "two"]
     (vm,) = plane.vms.values()
-    assert vm.timeouts == [3, 3, 3] and vm.killed_by == "api"
+    assert vm.timeouts == [5, 5, 5] and vm.killed_by == "api"
 
 
 async def test_another_server_kills_the_vm_by_id(cloud_api: Api, fake_cloud: Cloud) -> None:
@@ -72,7 +93,7 @@ async def test_another_server_kills_the_vm_by_id(cloud_api: Api, fake_cloud: Clo
     ws = await cloud_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     await read_until(ws, lambda seen: "started" in texts(seen))
     (vm,) = plane.vms.values()
-    other = E2BSandboxProvider(KEY, sandbox_timeout=3)
+    other = E2BSandboxProvider(KEY, sandbox_timeout=5)
     assert await other.reap(f"e2b-{vm.sandbox_id}", {"sandbox_id": vm.sandbox_id}) is True
     assert (vm.state, vm.killed_by) == ("killed", "api")
     while await ws.read_message() is not None:

@@ -29,28 +29,37 @@ def wait_for_end(server: ServerProcess, build_id: str, timeout: float = 120) -> 
     raise AssertionError(f"build {build_id} did not end")
 
 
-@pytest.mark.parametrize("secret", ["s3cr3t-value-for-resume"])
+SECRET = "s3cr3t-value-for-resume"
+
+
+@pytest.mark.parametrize("case", ["step-still-running", "step-ended-while-down"])
 def test_a_restart_mid_build_loses_nothing(
     tmp_path: Path,
     fake_cloud: tuple[FakeE2BApi, FakeEnvd],
     monkeypatch: pytest.MonkeyPatch,
-    secret: str,
+    case: str,
 ) -> None:
-    plane, _ = fake_cloud
+    """SIGKILL of the server mid-step; lines go on being printed while no server listens
+    (envd drops them: nobody follows the command). The next server resumes the build:
+    either the step still runs (it waits for a file the test makes only once the new
+    server has caught up, so the rest arrives live) or it ended meanwhile."""
+    plane, envd = fake_cloud
     monkeypatch.setenv("AGENTBUILD_PROVIDER", "e2b")
     monkeypatch.setenv("E2B_API_KEY", KEY)
+    gate = case == "step-still-running"
     first = ServerProcess(tmp_path)
     first.start()
     step = (
-        f"for i in $(seq 1 {LINES}); do echo line-$i; echo err-$i >&2; sleep 0.02; done; "
-        'echo "token=$TOKEN"'
+        f"for i in $(seq 1 {LINES}); do echo line-$i; echo err-$i >&2; sleep 0.005; done; "
+        + ("until [ -e /tmp/go ]; do sleep 0.05; done; " if gate else "")
+        + 'echo "token=$TOKEN"'
     )
     build = first.call(
         "POST",
         "builds",
         {
             "steps": [step, 'echo "after $TOKEN"'],
-            "env": {"TOKEN": {"value": secret, "secret": True}},
+            "env": {"TOKEN": {"value": SECRET, "secret": True}},
             "timeout": 300,
         },
     )
@@ -60,10 +69,20 @@ def test_a_restart_mid_build_loses_nothing(
     first.proc.wait()
     (vm,) = plane.vms.values()
     assert vm.state == "running"
+    copy = envd.root / "home" / "user" / ".agentbuild" / "runs" / f"{build['id']}.0" / "out"
+    if not gate:  # the step's shell exits while no server listens
+        deadline = time.monotonic() + 60
+        while b"\x1eagentbuild-end" not in copy.read_bytes():
+            assert time.monotonic() < deadline, "the step did not end"
+            time.sleep(0.05)  # polling a file another process writes
 
     second = ServerProcess(tmp_path)
     second.start()
     try:
+        if gate:
+            second.wait_for_text(build["id"], f"err-{LINES}")
+            second.wait_for_text(build["id"], f"line-{LINES}")
+            (envd.root / "tmp" / "go").touch()
         final = wait_for_end(second, build["id"])
         entries = second.logs(build["id"])
     finally:
@@ -81,8 +100,33 @@ def test_a_restart_mid_build_loses_nothing(
     assert [entry for entry in logs if entry[0] == 1] == [(1, "stdout", "after ***")]
     events = [e.get("type") for e in entries if e["kind"] == "event"]
     assert events.count("step_started") == 2 and events.count("step_finished") == 2
-    assert secret not in str(entries)
+    assert SECRET not in str(entries)
     assert vm.state == "killed"  # the build's end killed the VM
+    assert marked(build["id"]) == []
+
+
+def test_a_dead_servers_build_whose_vm_is_gone_is_interrupted(
+    tmp_path: Path, fake_cloud: tuple[FakeE2BApi, FakeEnvd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane, _ = fake_cloud
+    monkeypatch.setenv("AGENTBUILD_PROVIDER", "e2b")
+    monkeypatch.setenv("E2B_API_KEY", KEY)
+    first = ServerProcess(tmp_path)
+    first.start()
+    build = first.call("POST", "builds", {"steps": ["echo started; sleep 300"]})
+    first.wait_for_text(build["id"], "started")
+    assert first.proc is not None
+    first.proc.kill()
+    first.proc.wait()
+    (vm,) = plane.vms.values()
+    plane.kill(vm.sandbox_id, "test")  # E2B lost it (its timeout, say)
+    second = ServerProcess(tmp_path)
+    second.start()
+    try:
+        final = wait_for_end(second, build["id"])
+    finally:
+        second.stop()
+    assert final["status"] == "interrupted", final
     assert marked(build["id"]) == []
 
 

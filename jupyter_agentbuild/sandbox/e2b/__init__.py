@@ -2,6 +2,7 @@
 
 One E2B sandbox (a micro-VM) per build: :mod:`.provider` creates, kills and re-attaches
 to them through E2B's API, :mod:`.sandbox` runs steps and services in one through envd,
+:mod:`.run` follows one command there, :mod:`.files` walks and reads its workspace, and
 :mod:`.scripts` is the shell that runs inside the VM around each step.
 """
 

@@ -22,121 +22,24 @@ import contextlib
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import PurePosixPath
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from ...swallow import swallowed
-from ..base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
+from ..base import OutputSink, SandboxError, ServiceFailed, StepResult
 from ..environment import command_environment
-from ..lines import LineSplitter
 from ..ports import _free_port, _port_open
 from .common import HOME, WORK_DIR, redacted
-from .scripts import (
-    ENV_FILE,
-    FOLLOW,
-    LIST_DIR,
-    PLUMB_MARKER,
-    RUNS_DIR,
-    STEP_MARKER,
-    SWEEP,
-    EndScanner,
-    parse_listing,
-    step_command,
-)
+from .files import WorkspaceFiles
+from .run import CommandRun, bash_script, discard_output, exit_code_of
+from .scripts import ENV_FILE, FOLLOW, PLUMB_MARKER, RUNS_DIR, STEP_MARKER, SWEEP, step_command
 
 log = logging.getLogger(__name__)
 
-_KINDS = {"f": "file", "d": "dir", "l": "symlink"}
 
-
-def _bash(command: str) -> str:
-    return "exec bash --noprofile --norc -c " + shlex.quote("set -eo pipefail\n" + command)
-
-
-class _Run:
-    """One command running in the VM: its handle, its end marks, its output splitters."""
-
-    def __init__(
-        self,
-        marker: str,
-        max_line_bytes: int,
-        on_output: OutputSink,
-        skip: Mapping[str, int] | None = None,
-    ) -> None:
-        self.marker = marker
-        self.on_output = on_output
-        self.splitters = {s: LineSplitter(max_line_bytes) for s in ("stdout", "stderr")}
-        self.scanners = {s: EndScanner(marker) for s in ("stdout", "stderr")}
-        #: Line pieces per stream already stored by a previous server (a re-attached step
-        #: replays its output from the start: the same bytes split into the same pieces).
-        self.skip = dict(skip or {})
-        #: Set once both streams carried the wrapper's end mark: the step's shell exited.
-        self.ended = asyncio.Event()
-        self.lock = asyncio.Lock()
-        self.handle: Any = None
-        self.waited: asyncio.Future[int] | None = None
-        #: What our own output sink raised (the store refusing logs, say): the SDK ends the
-        #: stream on it, and the step reports it rather than a lost connection.
-        self.error: BaseException | None = None
-        #: Set when ``run_step`` is over, however it ended (what ``cancel`` waits for: the
-        #: SDK's own wait can hang on a stalled stream).
-        self.done = asyncio.Event()
-
-    @property
-    def status(self) -> int | None:
-        """The step shell's exit status, from its end mark."""
-        return self.scanners["stdout"].status
-
-    async def emit(self, stream: str, text: str) -> None:
-        try:
-            text = self.scanners[stream].feed(text)
-            if all(s.status is not None for s in self.scanners.values()):
-                self.ended.set()
-            await self._send(stream, self.splitters[stream].feed(_bytes(text)))
-        except Exception as exc:
-            self.error = exc
-            raise
-
-    async def _send(self, stream: str, batches: list[tuple[list[str], bool]]) -> None:
-        for lines, continued in batches:
-            skip = self.skip.get(stream, 0)
-            if skip:
-                self.skip[stream] = max(0, skip - len(lines))
-                lines = lines[skip:]
-                if not lines:
-                    continue
-            async with self.lock:
-                await self.on_output(stream, lines, continued)
-
-    async def flush(self) -> None:
-        for stream, splitter in self.splitters.items():
-            held = self.scanners[stream].finish()
-            await self._send(stream, splitter.feed(_bytes(held)) + splitter.finish())
-
-
-def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-async def _exit_code(handle: Any) -> int:
-    """The command's exit status (the SDK raises for a non-zero one)."""
-    from e2b import CommandExitException
-
-    try:
-        result = await handle.wait()
-    except CommandExitException as exc:
-        return int(exc.exit_code)
-    return int(result.exit_code)
-
-
-async def _discard(stream: str, lines: list[str], continued: bool) -> None:
-    return None
-
-
-class E2BSandbox:
+class E2BSandbox(WorkspaceFiles):
     """One build's E2B sandbox (see the module docstring)."""
 
     def __init__(
@@ -158,9 +61,9 @@ class E2BSandbox:
         self._kill_grace = kill_grace
         self._keep_alive = keep_alive
         self._on_destroy = on_destroy
-        self._steps: dict[str, _Run] = {}
+        self._steps: dict[str, CommandRun] = {}
         self._cancel = asyncio.Event()
-        self._service: _Run | None = None
+        self._service: CommandRun | None = None
         self._closed = False
         self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
         #: Set by a server re-attaching to this VM: the step that was running and the line
@@ -181,8 +84,8 @@ class E2BSandbox:
     # ---- commands
 
     async def _launch(
-        self, run: _Run, cmd: str, envs: Mapping[str, str], user: str | None = None
-    ) -> _Run:
+        self, run: CommandRun, cmd: str, envs: Mapping[str, str], user: str | None = None
+    ) -> CommandRun:
         if self._closed:
             raise SandboxError("the sandbox is closed")
         try:
@@ -198,7 +101,7 @@ class E2BSandbox:
             )
         except Exception as exc:
             raise SandboxError(f"E2B could not start the command: {redacted(exc)}") from None
-        run.waited = asyncio.ensure_future(_exit_code(run.handle))
+        run.waited = asyncio.ensure_future(exit_code_of(run.handle))
         return run
 
     async def _sweep(self, name: str, marker: str, first: str = "TERM") -> bool:
@@ -243,7 +146,7 @@ class E2BSandbox:
                 return await self._follow(followed, timeout)
         envs = command_environment(command, self._base_env, env)
         envs[PLUMB_MARKER] = marker
-        run = _Run(marker, self._max_line_bytes, on_output)
+        run = CommandRun(marker, self._max_line_bytes, on_output)
         await self._launch(run, step_command(marker, command), envs)
         return await self._follow(run, timeout)
 
@@ -256,7 +159,7 @@ class E2BSandbox:
             except Exception as exc:
                 log.warning("sandbox %s: extending its lifetime failed: %s", self.id, redacted(exc))
 
-    async def _reattach(self, marker: str, on_output: OutputSink) -> _Run | None:
+    async def _reattach(self, marker: str, on_output: OutputSink) -> CommandRun | None:
         """Follow the copies of a step started by a previous server (None when it never
         started: its wrapper wrote no pid)."""
         run_dir = f"{HOME}/{RUNS_DIR}/{marker}"
@@ -264,7 +167,7 @@ class E2BSandbox:
             pid = int(await self.sdk.files.read(f"{run_dir}/pid"))
         except Exception:
             return None
-        run = _Run(marker, self._max_line_bytes, on_output, skip=self.resume_skip)
+        run = CommandRun(marker, self._max_line_bytes, on_output, skip=self.resume_skip)
         command = f"bash -c {shlex.quote(FOLLOW)} follow {shlex.quote(run_dir)} {pid}"
         return await self._launch(run, command, {})
 
@@ -298,7 +201,7 @@ class E2BSandbox:
         """A step's marker: the same for any server, so a successor finds its files."""
         return f"{self.build_id}.{step}"
 
-    async def _follow(self, run: _Run, timeout: float | None) -> StepResult:  # noqa: ASYNC109
+    async def _follow(self, run: CommandRun, timeout: float | None) -> StepResult:  # noqa: ASYNC109
         """Wait for the step's end (or stop it), sweep what it left, drain its output."""
         self._steps[run.marker] = run
         assert run.waited is not None
@@ -348,6 +251,10 @@ class E2BSandbox:
             code = -signal
         elif run.status is not None:
             code = run.status
+        else:  # the wrapper died before the shell (killed in the VM, out of memory)
+            raise SandboxError(
+                f"the step ended without its exit status (its wrapper ended with {code})"
+            )
         return StepResult(
             exit_code=code,
             timed_out=bool(signal) and reason == "timeout",
@@ -425,8 +332,8 @@ class E2BSandbox:
         marker = f"{self.build_id}.service"
         envs = command_environment(command, self._base_env, extra)
         envs[STEP_MARKER] = marker
-        run = _Run(marker, self._max_line_bytes, on_output or _discard)
-        await self._launch(run, _bash(command), envs)
+        run = CommandRun(marker, self._max_line_bytes, on_output or discard_output)
+        await self._launch(run, bash_script(command), envs)
         self._service = run
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         await self._extend()  # the preview outlives the build's timeout
@@ -490,83 +397,3 @@ class E2BSandbox:
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
         with swallowed(log, f"flushing E2B service {run.marker}", describe=redacted):
             await run.flush()
-
-    # ---- workspace files
-
-    async def list_files(
-        self, *, prune: Callable[[str], bool] | None = None
-    ) -> AsyncIterator[WorkspaceEntry]:
-        """Walk ``/home/user/work`` in the VM, directory by directory, sorted, never
-        following symlinks. ``find`` in the VM reports each entry as stored: a link's own
-        text (envd would give its resolved target), dangling links and fifos (which the
-        SDK's ``files.list`` drops), names that are not UTF-8 (as the local walk does)."""
-        pending = [""]
-        while pending:
-            rel = pending.pop(0)
-            try:
-                result = await self.sdk.commands.run(
-                    f"bash -c {shlex.quote(LIST_DIR)} list {shlex.quote(rel or '.')}",
-                    cwd=WORK_DIR,
-                    timeout=600,
-                )
-                listed = parse_listing(result.stdout or "")
-            except Exception as exc:
-                raise SandboxError(
-                    f"cannot list {rel or 'the workspace'}: {redacted(exc)}"
-                ) from None
-            subdirs = []
-            for kind, size, raw_name, raw_target in sorted(listed, key=lambda e: e[2]):
-                name = raw_name.decode("utf-8", "surrogateescape")
-                path = f"{rel}/{name}" if rel else name
-                entry_kind = _KINDS.get(kind, "other")
-                if entry_kind == "symlink":
-                    target = raw_target.decode("utf-8", "surrogateescape")
-                    yield WorkspaceEntry(path, "symlink", target=target)
-                elif entry_kind == "dir":
-                    yield WorkspaceEntry(path, "dir")
-                    if prune is None or not prune(path):
-                        subdirs.append(path)
-                else:
-                    yield WorkspaceEntry(path, entry_kind, size=size if kind == "f" else 0)
-            pending[0:0] = subdirs
-
-    async def read_file(self, path: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """A regular file of the workspace, streamed; never through a symlink (E2B's read
-        would follow one). Each directory on the way is checked once per sandbox."""
-        parts = PurePosixPath(path).parts
-        if not path or path.startswith("/") or ".." in parts or "\x00" in path:
-            raise SandboxError(f"not a workspace path: {path!r}")
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
-        current = WORK_DIR
-        for index, part in enumerate(parts):
-            current = f"{current}/{part}"
-            last = index == len(parts) - 1
-            if not last and current in self._checked_dirs:
-                continue
-            try:
-                info = await self.sdk.files.get_info(current)
-            except Exception as exc:
-                raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
-            if info.symlink_target:
-                raise SandboxError(f"{path} goes through a symlink")
-            if not last:
-                self._checked_dirs.add(current)
-        try:
-            stream = await self.sdk.files.read(current, format="stream")
-        except Exception as exc:
-            raise SandboxError(f"cannot read {path}: {redacted(exc)}") from None
-        buffer = bytearray()
-        try:
-            async for piece in stream:
-                buffer += piece
-                while len(buffer) >= chunk_size:
-                    yield bytes(buffer[:chunk_size])
-                    del buffer[:chunk_size]
-            if buffer:
-                yield bytes(buffer)
-        finally:  # also when the reader stops early: the SDK has no GC safety net
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                with swallowed(log, "closing an E2B file stream", describe=redacted):
-                    await close()

@@ -9,8 +9,9 @@ VM (``tee``), so a server that restarts mid-step can read back what was printed 
 nobody listened (envd drops the output of a command nobody is attached to).
 
 The wrapper and its ``tee`` processes carry :data:`PLUMB_MARKER`, the step's own
-processes :data:`STEP_MARKER`: stopping a step signals only the latter, so the plumbing
-keeps copying whatever a ``trap ... TERM`` prints until the step is gone.
+processes :data:`STEP_MARKER` (and inherit the former): stopping a step signals only
+those with :data:`STEP_MARKER`, so the plumbing keeps copying whatever a ``trap ... TERM``
+prints until the step is gone.
 """
 
 from __future__ import annotations
