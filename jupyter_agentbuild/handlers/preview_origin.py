@@ -179,9 +179,17 @@ class OwnOriginHandler(PreviewRelay):
         self.finish(f"{status_code} {message}\n")
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Never tornado's own lines: they show the request's host (the capability)."""
         if isinstance(value, web.HTTPError) and value.status_code < 500:
             return  # 403/404: the answer says it all
-        super().log_exception(typ, value, tb)
+        preview = self.preview
+        log.error(
+            "agentbuild: %s %s of the preview of %s failed",
+            self.request.method,
+            self.request.path,
+            preview.build_id if preview is not None else "none",
+            exc_info=(typ, value, tb),
+        )
 
     def check_etag_header(self) -> bool:
         """Never answer 304 on the app's behalf: its validators are its own business."""

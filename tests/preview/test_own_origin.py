@@ -240,6 +240,9 @@ async def test_the_capability_never_goes_into_the_log(
     assert (await previews.own(host, "/status/503", headers=seen)).code == 503
     dead = host.replace(secret, "a" * len(secret))
     assert (await previews.own(dead, "/x", headers=seen)).code == 404
+    assert (await previews.own(host, "/unlisten")).code == 200
+    assert (await previews.own(host, "/tiny", headers=seen)).code == 502  # nobody listens
+    assert f"502 GET /tiny (preview of {build['id']}" in caplog.text
     assert f"404 GET /missing (preview of {build['id']}" in caplog.text
     assert "503 GET /status/503" in caplog.text and "404 GET /x (preview of none" in caplog.text
     assert secret not in caplog.text and "app-secret" not in caplog.text
