@@ -184,7 +184,8 @@ class OwnOriginHandler(PreviewRelay):
             return  # 403/404: the answer says it all
         preview = self.preview
         if isinstance(value, web.HTTPError):  # 502/504: the upstream's failure, said
-            message = value.log_message % value.args if value.args else value.log_message
+            text = value.log_message or value.reason or ""
+            message = text % value.args if value.args and value.log_message else text
             log.warning(
                 "agentbuild: %s %s of the preview of %s: %s",
                 self.request.method,
