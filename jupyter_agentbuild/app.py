@@ -186,10 +186,11 @@ class AgentBuild(ExtensionApp):
     ).tag(config=True)
     preview_csp = Unicode(
         PREVIEW_CSP,
-        help=f"""Appended to Jupyter's Content-Security-Policy on every preview response.
-        The default, '{PREVIEW_CSP}', runs the preview in an opaque origin, so its scripts
-        can never act as the Jupyter origin. Weaken it (e.g. add allow-same-origin) only when
-        previews are served from a separate origin (see the README).""",
+        help=f"""Appended to Jupyter's Content-Security-Policy on every response of the path
+        proxy ({{base_url}}agentbuild/preview/ID/, on Jupyter's origin). The default,
+        '{PREVIEW_CSP}', runs a page seen there in an opaque origin, so its scripts can never
+        act as the Jupyter origin; never add allow-same-origin. (Previews on their own origin,
+        the URL browsers are given, need none: that origin is another site.)""",
     ).tag(config=True)
     preview_connect_timeout = Float(
         10.0, help="Seconds to wait for a preview to accept a connection (else 504)."
@@ -227,8 +228,8 @@ class AgentBuild(ExtensionApp):
         tokens = value.lower().split()
         if "sandbox" not in tokens or "allow-same-origin" in tokens:
             self.log.warning(
-                "agentbuild: preview_csp %r does not confine previews to an opaque origin; "
-                "only safe when previews are served from a separate origin",
+                "agentbuild: preview_csp %r does not confine the path proxy's pages to an "
+                "opaque origin: a page there could act as the user in Jupyter",
                 value,
             )
         return value

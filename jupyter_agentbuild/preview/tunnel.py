@@ -16,6 +16,13 @@ jupyter-server-proxy does):
 - back-pressure: the next chunk is read from one side only once the previous one has been
   written to the other, so memory per tunnel stays at about one chunk.
 
+Over plain TCP on both sides (a local preview, Jupyter without TLS), the relay leaves
+tornado's streams once the handshake is through and drives the two sockets itself from
+the event loop's readiness callbacks (:class:`_Pump`): one ``recv`` and one ``send`` per
+chunk and direction, no future and no task switch per message, which is most of what a
+small message's round trip through the proxy costs. With TLS on either side, tornado's
+streams relay it (the TLS layer is theirs).
+
 The one thing the proxy says itself is goodbye: when the preview stops, the browser gets a
 close frame (1001, "the preview stopped") if the preview's byte stream is between two
 frames, which :class:`FrameBoundary` follows from the frame headers alone.
@@ -26,9 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 
 from tornado import iostream
+from tornado.ioloop import IOLoop
 
 from .upstream import CHUNK_SIZE  # the most read from one side before it is written
 
@@ -128,6 +138,9 @@ class Tunnel:
         upstream.set_nodelay(True)
 
     async def run(self) -> None:
+        if type(self.browser) is iostream.IOStream and type(self.upstream) is iostream.IOStream:
+            await self._run_sockets()
+            return
         up = asyncio.create_task(self._relay(self.browser, self.upstream, None))
         down = asyncio.create_task(self._relay(self.upstream, self.browser, self.downstream))
         try:
@@ -161,9 +174,72 @@ class Tunnel:
                 elif written.exception() is not None:
                     return
 
+    # -- over the two sockets themselves ----------------------------------------------------
+
+    _pumps: tuple[_Pump, _Pump] | None = None
+
+    async def _run_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        socks: list[socket.socket] = []
+        try:
+            for stream in (self.browser, self.upstream):
+                _stop_reading(stream)
+                # a duplicate descriptor: what tornado has registered for its own socket
+                # stays as it is, and is never ours to change
+                dup = socket.socket(fileno=os.dup(stream.socket.fileno()))
+                dup.setblocking(False)
+                _no_delay(dup)
+                socks.append(dup)
+            browser, upstream = socks
+
+            def end() -> None:
+                if not ended.done():
+                    ended.set_result(None)
+
+            # whatever tornado still has to write to a side goes first (the 101 to the
+            # browser); whatever it has read already (a preview's first message sent with
+            # its 101) is relayed first
+            up = _Pump(loop, browser, upstream, self.upstream.write(b""), None, self, end)
+            down = _Pump(
+                loop, upstream, browser, self.browser.write(b""), self.downstream, self, end
+            )
+            self._pumps = (up, down)
+            for pump, stream in ((up, self.browser), (down, self.upstream)):
+                buffered = getattr(stream, "_read_buffer_size", 0)  # tornado's read-ahead
+                if buffered:  # (served from its buffer: tornado reads its socket no more)
+                    pump.relay(await stream.read_bytes(buffered))
+                if self.closed:
+                    break
+                pump.start()
+            if not self.closed or self._goodbye is not None:
+                await ended
+        except (iostream.StreamClosedError, OSError):
+            pass
+        finally:
+            for pump in self._pumps or ():
+                pump.stop()
+            for sock in socks:
+                sock.close()
+            self._close_streams()
+            self.ended.set()
+
     def close(self, code: int = 1001, reason: str = "") -> None:
         """End the tunnel now; the browser gets a close frame when one can be placed."""
         if self.closed:
+            return
+        if self._pumps is not None:
+            up, down = self._pumps
+            self.closed = True
+            up.stop()
+            if self.downstream.at_boundary:
+                # after what the browser has not been sent yet, then the connection goes;
+                # a browser that does not read gets GOODBYE_TIMEOUT
+                self._goodbye = down.finish(close_frame(code, reason))
+                down.loop.call_later(GOODBYE_TIMEOUT, down.give_up)
+            else:
+                down.stop()
+                down.on_end()
             return
         browser = self.browser
         if self.downstream.at_boundary and not browser.closed():
@@ -183,6 +259,167 @@ class Tunnel:
         self.closed = True
         self.upstream.close()
         self.browser.close()
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Small interactive messages: no Nagle delay (not for a Unix socket)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _stop_reading(stream: iostream.IOStream) -> None:
+    """Tornado keeps listening for its socket to be readable (to notice a close), and
+    would then read into its own buffer: bytes taken from the tunnel. It listens no more.
+    (Its own writes, the 101 still on its way, go on.)"""
+    state: int | None = getattr(stream, "_state", None)
+    if state is not None and state & IOLoop.READ:
+        stream._state = state & ~IOLoop.READ  # type: ignore[attr-defined]
+        stream.io_loop.update_handler(stream.fileno(), stream._state)  # type: ignore[attr-defined]
+
+
+class _Pump:
+    """One direction of a tunnel over two non-blocking sockets, driven by readiness
+    callbacks: a chunk is read, then written; what the sink does not take at once is
+    written when it can take more, and nothing is read meanwhile (back-pressure: at
+    most one chunk held). ``gate`` is tornado's last write to the sink: nothing of ours
+    goes before it."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        source: socket.socket,
+        sink: socket.socket,
+        gate: asyncio.Future[None],
+        frames: FrameBoundary | None,
+        tunnel: Tunnel,
+        on_end: Callable[[], None],
+    ) -> None:
+        self.loop = loop
+        self.source = source
+        self.sink = sink
+        self.gate = gate
+        self.frames = frames
+        self.tunnel = tunnel
+        self.on_end = on_end
+        self.pending: memoryview | None = None
+        self.reading = False
+        self.writing = False
+        self.finishing: asyncio.Future[None] | None = None
+        self.stopped = False
+        if not gate.done():
+            gate.add_done_callback(self._gate_open)
+
+    def start(self) -> None:
+        if not self.stopped and self.pending is None:
+            self._read_on()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._read_off()
+        self._write_off()
+        if self.finishing is not None and not self.finishing.done():
+            self.finishing.set_result(None)
+
+    def finish(self, last: bytes) -> asyncio.Future[None]:
+        """Read no more; write what is held, then ``last``; then end the tunnel."""
+        self._read_off()
+        self.finishing = self.loop.create_future()
+        held = bytes(self.pending) if self.pending is not None else b""
+        self.pending = memoryview(held + last)
+        self._flush()
+        return self.finishing
+
+    def give_up(self) -> None:
+        """The sink did not take what was left in time: end anyway."""
+        if not self.stopped:
+            self._ended()
+
+    def relay(self, data: bytes) -> None:
+        """Pass ``data`` (read from the source) on to the sink."""
+        self.tunnel.on_traffic()
+        if self.frames is not None:
+            self.frames.feed(data)
+        self.pending = memoryview(data)
+        self._flush()
+
+    # -- readiness callbacks ---------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self.source.recv(CHUNK_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._ended()
+            return
+        if not data:
+            self._ended()
+            return
+        self.relay(data)
+
+    def _flush(self) -> None:
+        if self.stopped:
+            return
+        if not self.gate.done():
+            self._read_off()  # until tornado's own writes are out (_gate_open)
+            return
+        pending = self.pending
+        while pending is not None and len(pending):
+            try:
+                sent = self.sink.send(pending)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._ended()
+                return
+            pending = pending[sent:]
+        if pending is not None and len(pending):
+            self.pending = pending
+            self._read_off()
+            self._write_on()
+            return
+        self.pending = None
+        self._write_off()
+        if self.finishing is not None:
+            if not self.finishing.done():
+                self.finishing.set_result(None)
+            self._ended()
+            return
+        self._read_on()
+
+    def _gate_open(self, gate: asyncio.Future[None]) -> None:
+        if not gate.cancelled() and gate.exception() is not None:
+            self._ended()
+            return
+        _no_delay(self.sink)  # tornado turns it off once its response is written
+        if self.pending is not None:
+            self._flush()
+
+    def _ended(self) -> None:
+        self.stop()
+        self.on_end()
+
+    # -- registrations ---------------------------------------------------------------------
+
+    def _read_on(self) -> None:
+        if not self.reading and not self.stopped and self.finishing is None:
+            self.loop.add_reader(self.source.fileno(), self._readable)
+            self.reading = True
+
+    def _read_off(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.source.fileno())
+            self.reading = False
+
+    def _write_on(self) -> None:
+        if not self.writing:
+            self.loop.add_writer(self.sink.fileno(), self._flush)
+            self.writing = True
+
+    def _write_off(self) -> None:
+        if self.writing:
+            self.loop.remove_writer(self.sink.fileno())
+            self.writing = False
 
 
 __all__ = ["FrameBoundary", "Tunnel", "close_frame"]

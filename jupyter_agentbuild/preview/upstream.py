@@ -45,6 +45,10 @@ CHUNK_SIZE = 256 * 1024
 #: Bodies from this size on take the direct way (:meth:`Exchange.read_body_into`); below
 #: it, setting that up costs more per request than the copies it saves.
 DIRECT_BODY_MIN = 256 * 1024
+#: The buffer of the direct way: larger pieces, fewer trips through the event loop (a
+#: 1 GiB body: about 0.25x direct with 256 KiB, 0.5x with 1 MiB). At most the stream's
+#: ``max_buffer_size`` (``4 * CHUNK_SIZE + 64 KiB``): tornado refuses a larger read.
+DIRECT_CHUNK_SIZE = 1024 * 1024
 #: An unbounded body size: the proxy streams, it never holds a body.
 _NO_BODY_LIMIT = 1 << 62
 
@@ -318,7 +322,7 @@ class Exchange:
 
     async def read_body_into(self, length: int, sink: BodySink) -> None:
         """Relay ``length`` body bytes to ``sink`` through one reused buffer."""
-        buffer = memoryview(bytearray(min(length, CHUNK_SIZE)))
+        buffer = memoryview(bytearray(min(length, DIRECT_CHUNK_SIZE)))
         left = length
         while left:
             # (a memoryview works as well as the bytearray the stub says: it is written

@@ -124,7 +124,9 @@ async def test_artifacts_are_collected_from_the_vm(e2b_api: Api) -> None:
     assert response.body == bytes(300000)
 
 
-async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: Path) -> None:
+async def test_a_preview_runs_in_the_vm_and_is_proxied(
+    e2b_api: Api, tmp_path: Path, http_server_client: Any
+) -> None:
     app = "import http.server as s, os\n" + (
         "s.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), "
         "s.SimpleHTTPRequestHandler).serve_forever()\n"
@@ -141,6 +143,11 @@ async def test_a_preview_runs_in_the_vm_and_is_proxied(e2b_api: Api, tmp_path: P
     page = await e2b_api.fetch("agentbuild", "preview", build["id"], "index.html")
     assert page.body == b"<h1>from the vm</h1>\n"
     assert "sandbox" in page.headers["Content-Security-Policy"]
+    # its own origin: the same VM URL and traffic token, the path as it is
+    host = final["preview"]["url"].split("://", 1)[1].rstrip("/")
+    own = await http_server_client.fetch("/index.html", headers={"Host": host}, raise_error=False)
+    assert own.code == 200 and own.body == b"<h1>from the vm</h1>\n"
+    assert "Content-Security-Policy" not in own.headers
     code, stopped, _ = await e2b_api.call("POST", f"builds/{build['id']}/preview/stop")
     assert code == 200 and stopped["preview"]["state"] == "stopped"
     assert marked(build["id"]) == []

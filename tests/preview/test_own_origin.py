@@ -4,6 +4,7 @@ real preview process: raw requests with the ``Host`` a browser would send."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import quote
@@ -223,3 +224,25 @@ async def test_a_post_from_the_page_reaches_the_app_without_jupyter(previews: Pr
     assert answer.code == 200
     got = json.loads(answer.body)
     assert got["method"] == "POST" and got["body_size"] == 3
+
+
+async def test_the_capability_never_goes_into_the_log(
+    previews: Previews, caplog: pytest.LogCaptureFixture
+) -> None:
+    build = await previews.start()
+    host = previews.own_host(build)
+    label = host.split(".", 1)[0]
+    secret = label.rsplit("-", 1)[1]
+    caplog.set_level(logging.DEBUG)
+    seen = {"Referer": f"http://{host}/page?x=1", "Origin": f"http://{host}"}
+    assert (await previews.own(host, "/tiny?token=app-secret", headers=seen)).code == 200
+    assert (await previews.own(host, "/missing", headers=seen)).code == 404
+    assert (await previews.own(host, "/status/503", headers=seen)).code == 503
+    dead = host.replace(secret, "a" * len(secret))
+    assert (await previews.own(dead, "/x", headers=seen)).code == 404
+    assert (await previews.own(host, "/unlisten")).code == 200
+    assert (await previews.own(host, "/tiny", headers=seen)).code == 502  # nobody listens
+    assert f"502 GET /tiny (preview of {build['id']}" in caplog.text
+    assert f"404 GET /missing (preview of {build['id']}" in caplog.text
+    assert "503 GET /status/503" in caplog.text and "404 GET /x (preview of none" in caplog.text
+    assert secret not in caplog.text and "app-secret" not in caplog.text

@@ -99,3 +99,58 @@ async def test_a_queued_goodbye_reaches_a_browser_that_reads_late() -> None:
     assert tunnel.ended.is_set()
     browser_end.close()
     preview_end.close()
+
+
+async def test_what_tornado_read_ahead_goes_first_and_nothing_is_taken() -> None:
+    """The preview's first bytes came with its 101 and sit in tornado's buffer: the tunnel
+    relays them first, then everything else in order, both ways; tornado, which was still
+    listening on both sockets, takes none of it."""
+    import asyncio
+    import socket
+
+    from tornado.ioloop import IOLoop
+    from tornado.iostream import IOStream
+
+    from jupyter_agentbuild.preview.tunnel import Tunnel
+
+    loop = asyncio.get_running_loop()
+    browser_end, browser_side = socket.socketpair()
+    upstream_side, preview_end = socket.socketpair()
+    for sock in (browser_end, preview_end):
+        sock.setblocking(False)
+    browser, upstream = IOStream(browser_side), IOStream(upstream_side)
+    await loop.sock_sendall(preview_end, b"Hearly;")
+    assert await upstream.read_bytes(1) == b"H"  # tornado read the rest ahead
+    assert upstream._read_buffer_size == len(b"early;")
+    for stream in (browser, upstream):
+        # as the server's streams are after the upgrade: tornado listening for a close
+        # (read interest registered), its close callback then cleared by detach()
+        stream.set_close_callback(lambda: None)
+        stream.set_close_callback(None)
+    assert browser._state is not None and browser._state & IOLoop.READ
+    tunnel = Tunnel(browser, upstream, lambda: None)
+    run = asyncio.create_task(tunnel.run())
+    down = b"".join(f"down {i};".encode() for i in range(3000))
+    up = b"".join(f"up {i};".encode() for i in range(3000))
+
+    async def read(sock: socket.socket, size: int) -> bytes:
+        got = bytearray()
+        while len(got) < size:
+            chunk = await loop.sock_recv(sock, 1 << 16)
+            assert chunk, bytes(got[-100:])
+            got += chunk
+        return bytes(got)
+
+    sends = asyncio.gather(loop.sock_sendall(preview_end, down), loop.sock_sendall(browser_end, up))
+    at_browser, at_preview = await asyncio.wait_for(
+        asyncio.gather(read(browser_end, len(b"early;") + len(down)), read(preview_end, len(up))),
+        10,
+    )
+    await sends
+    assert at_browser == b"early;" + down
+    assert at_preview == up
+    browser_end.close()  # the browser leaves: the tunnel ends and closes the preview's side
+    await asyncio.wait_for(run, 10)
+    assert tunnel.ended.is_set()
+    assert await loop.sock_recv(preview_end, 10) == b""
+    preview_end.close()
