@@ -197,6 +197,17 @@ class OwnOriginHandler(PreviewRelay):
         if isinstance(value, web.HTTPError) and value.status_code < 500:
             return  # 403/404: the answer says it all
         preview = self.preview
+        if isinstance(value, web.HTTPError):  # 502/504: the upstream's failure, said
+            text = value.log_message or value.reason or ""
+            message = text % value.args if value.args and value.log_message else text
+            log.warning(
+                "agentbuild: %s %s of the preview of %s: %s",
+                self.request.method,
+                self.request.path,
+                preview.build_id if preview is not None else "none",
+                message,
+            )
+            return
         log.error(
             "agentbuild: %s %s of the preview of %s failed",
             self.request.method,
