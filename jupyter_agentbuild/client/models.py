@@ -70,6 +70,8 @@ class Build(Record):
         """Where a browser opens the preview: ``preview.url``, its own origin (the path URL
         on servers without one); ``None`` without a live preview."""
         preview = self.get("preview") or {}
+        if preview.get("state") not in ("starting", "ready"):
+            return None  # the URL dies with the preview
         url = preview.get("url") or preview.get("path_url")
         return str(url) if url else None
 

@@ -33,6 +33,12 @@ LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MARK = "agentbuild_preview"  # in the route's data: ours (the hub leaves such routes alone)
 
 
+def _public(label: str) -> str:
+    """What a log may say of a label: its first part (``p{build_id}``), never the secret
+    (the host is the preview's capability)."""
+    return label.split("-", 1)[0][:33]
+
+
 class ProxyApi:
     """configurable-http-proxy's REST API (``/api/routes``)."""
 
@@ -121,7 +127,7 @@ class RouteHandler(web.RequestHandler):
         if existing is not None and existing.get("owner") != owner:
             raise web.HTTPError(409, "this host is taken")
         await proxy.add(host, target, {MARK: True, "owner": owner, "server_name": server})
-        log.info("route %s -> %s (%s)", host, target, owner)
+        log.info("route %s… -> %s (%s)", _public(label), target, owner)
         self.set_status(201)
         self.finish({"host": host})
 
@@ -132,7 +138,7 @@ class RouteHandler(web.RequestHandler):
         if route is None or not route.get(MARK) or route.get("owner") != owner:
             raise web.HTTPError(404, "no such route")
         await self.routes_app.proxy.delete(host)
-        log.info("removed route %s (%s)", host, owner)
+        log.info("removed route %s… (%s)", _public(label), owner)
         self.set_status(204)
         self.finish()
 

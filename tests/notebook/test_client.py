@@ -95,6 +95,7 @@ def test_preview_urls_own_origin_path_and_fallbacks() -> None:
     assert preview_url_of(bare, server) == "http://127.0.0.1:9999" + path
     # The URL dies with the preview; no preview at all is a Conflict too.
     stopped = Build(id="b3", preview={"state": "stopped", "url": None, "path_url": path})
+    assert stopped.preview_url is None and stopped.preview_path_url == path
     with pytest.raises(Conflict, match="stopped") as info:
         preview_url_of(stopped, server)
     assert info.value.code == "no_preview"

@@ -1,14 +1,16 @@
 """Real web apps as previews, in a real browser: top level at ``preview.url`` and inside the
 notebook widget's iframe, in JupyterLab.
 
-A notebook in JupyterLab runs three ``%%agentbuild ... --preview`` cells, each a real build
+A notebook in JupyterLab runs four ``%%agentbuild ... --preview`` cells, each a real build
 of an app under ``tests/apps/`` (its npm packages installed by the build itself from the
 committed lockfile, through a cache reused across runs):
 
 - ``pyapp``: absolute asset paths, a module script, fetch GET and JSON POST to its own API,
   a WebSocket, ``localStorage`` and cookies of its own;
 - ``vite-build``: the production build under ``vite preview``;
-- ``vite-dev``: the dev server, where editing a source file updates the page in place (HMR).
+- ``vite-dev``: the dev server, where editing a source file updates the page in place (HMR);
+- ``next-app``: Next.js, built and served by ``next start`` (a server-rendered page, its
+  ``/_next/static`` assets, a client component calling a route handler).
 
 Each app is checked in the widget's iframe (a separate site from JupyterLab) and top level
 in a tab, in a fresh Chromium context logged in to JupyterLab. Any failed request, HTTP
@@ -47,6 +49,8 @@ NPM_CACHE = Path(
 #: What the test adds to its copy of each npm app: the shared cache, no network when the
 #: cache has it all, no audit or funding requests.
 NPMRC = "prefer-offline=true\naudit=false\nfund=false\nloglevel=error\n"
+#: The notebook's build cells, in order (cell 0 loads the extension).
+APP_CELLS = ("pyapp", "vite-build", "vite-dev", "next-app")
 PY_CHECKS = ("module", "get", "post", "ws", "storage", "cookie")
 #: Inside a cross-site iframe, a browser that blocks third-party storage (a fresh Chromium
 #: profile) refuses the app's cookies and localStorage: the widget says so and offers a tab.
@@ -75,6 +79,11 @@ def notebook() -> dict[str, Any]:
             "%%agentbuild --name vite-dev --workspace apps/vite "
             "--preview 'npx vite --host 127.0.0.1 --port $PORT'\n"
             "npm ci"
+        ),
+        cell(
+            "%%agentbuild --name next-app --workspace apps/next --env NEXT_TELEMETRY_DISABLED=1 "
+            "--preview 'npx next start -H 127.0.0.1 -p $PORT'\n"
+            "npm ci\nnpx next build"
         ),
     ]
     return {
@@ -121,12 +130,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     root = tmp_path_factory.mktemp("lab")
     with JupyterProcess(root, app="jupyterlab") as server:
         apps = root / "notebooks" / "apps"
-        for name in ("pyapp", "vite"):
+        for name in ("pyapp", "vite", "next"):
             shutil.copytree(
-                APPS / name, apps / name, ignore=shutil.ignore_patterns("node_modules", "dist")
+                APPS / name,
+                apps / name,
+                ignore=shutil.ignore_patterns("node_modules", "dist", ".next"),
             )
         NPM_CACHE.mkdir(parents=True, exist_ok=True)
-        (apps / "vite" / ".npmrc").write_text(f"cache={NPM_CACHE}\n{NPMRC}")
+        for name in ("vite", "next"):
+            (apps / name / ".npmrc").write_text(f"cache={NPM_CACHE}\n{NPMRC}")
         (root / "notebooks" / "previews.ipynb").write_text(json.dumps(notebook()))
         yield server
 
@@ -135,7 +147,7 @@ def run_notebook(page: Any, expect: Any, lab: JupyterProcess) -> Any:
     """Open the notebook in JupyterLab and run its cells; return the cells' locator."""
     page.goto(f"{lab.url}lab/tree/previews.ipynb?token={lab.token}")
     cells = page.locator(".jp-Notebook .jp-Cell")
-    expect(cells.nth(3)).to_be_visible(timeout=60_000)
+    expect(cells.nth(len(APP_CELLS))).to_be_visible(timeout=60_000)
     idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     expect(idle).to_have_count(1, timeout=60_000)
     prompt = cells.nth(0).locator(".jp-InputPrompt")
@@ -150,7 +162,7 @@ def run_notebook(page: Any, expect: Any, lab: JupyterProcess) -> Any:
             if attempt == 2:
                 raise
     _accept_dialogs(page)
-    for index in (1, 2, 3):
+    for index in range(1, len(APP_CELLS) + 1):
         page.keyboard.press("Shift+Enter")
         # each %%agentbuild returns at once, its widget following the build
         expect(cells.nth(index).locator(".agentbuild-build")).to_be_visible(timeout=60_000)
@@ -193,6 +205,15 @@ def check_pyapp(target: Any, expect: Any, *, in_frame: bool) -> dict[str, str]:
     return {name: str(states[name]) for name in PY_CHECKS}
 
 
+def check_next(target: Any, expect: Any) -> None:
+    """Server-rendered page, its CSS from ``/_next/static``, the client component hydrated
+    and its fetch to the app's route handler answered."""
+    expect(target.locator("#api")).to_have_attribute(
+        "data-state", "from the route handler", timeout=30_000
+    )
+    expect(target.locator("#title")).to_have_css("color", "rgb(0, 112, 243)")
+
+
 def check_vite(target: Any, expect: Any, message: str = "Hello from Vite") -> None:
     expect(target.locator("#message")).to_have_text(message, timeout=30_000)
     expect(target.locator("body")).to_have_attribute("data-module-ran", "yes")
@@ -200,6 +221,7 @@ def check_vite(target: Any, expect: Any, message: str = "Hello from Vite") -> No
     expect(target.locator("#logo")).to_have_js_property("naturalWidth", 48)
 
 
+@pytest.mark.timeout(600)  # four real builds (npm ci, vite and next builds) on a busy machine
 def test_real_apps_in_the_widget_iframe_and_top_level(lab: JupyterProcess) -> None:
     sync_api = playwright_api()
     expect = sync_api.expect
@@ -228,9 +250,9 @@ def _run_checks(
     assert any(name.startswith("username-") for name in jupyter_cookies), jupyter_cookies
     with Client(lab.url, lab.token) as client:
         builds = {b.get("name"): b for b in client.list(limit=10)}
-        assert set(builds) == {"pyapp", "vite-build", "vite-dev"}, builds
+        assert set(builds) == set(APP_CELLS), builds
         srcs: dict[str, str] = {}
-        for index, name in ((1, "pyapp"), (2, "vite-build"), (3, "vite-dev")):
+        for index, name in enumerate(APP_CELLS, start=1):
             iframe = ready_frame(cells, index, expect)
             src = str(iframe.get_attribute("src"))
             build = client.get(builds[name].id)
@@ -250,19 +272,27 @@ def _run_checks(
             tab_link = output.locator(".agentbuild-preview a", has_text="open in new tab")
             assert tab_link.get_attribute("href") == src
             srcs[name] = src
-        assert len(set(srcs.values())) == 3, srcs  # an origin per preview
+        assert len(set(srcs.values())) == len(APP_CELLS), srcs  # an origin per preview
 
         # In the widget's iframe (cross-site from JupyterLab).
-        frames = {n: cells.nth(i).frame_locator(".agentbuild-preview iframe") for i, n in
-                  ((1, "pyapp"), (2, "vite-build"), (3, "vite-dev"))}  # fmt: skip
+        frames = {
+            name: cells.nth(index).frame_locator(".agentbuild-preview iframe")
+            for index, name in enumerate(APP_CELLS, start=1)
+        }
+        # The frames load lazily (loading="lazy"): each check first scrolls to its cell.
+        cells.nth(1).scroll_into_view_if_needed()
         in_frame = check_pyapp(frames["pyapp"], expect, in_frame=True)
         # Documented browser limit: storage of a cross-site frame is refused here.
         for name in REFUSED_IN_FRAME:
             assert in_frame[name] == "error: SecurityError" or (
                 name == "cookie" and in_frame[name].startswith("error")
             ), in_frame
+        cells.nth(2).scroll_into_view_if_needed()
         check_vite(frames["vite-build"], expect)
+        cells.nth(3).scroll_into_view_if_needed()
         check_vite(frames["vite-dev"], expect)
+        cells.nth(4).scroll_into_view_if_needed()
+        check_next(frames["next-app"], expect)
         cells.nth(2).scroll_into_view_if_needed()
         shot = lab.root / SCREENSHOT.name
         cells.nth(2).screenshot(path=str(shot))
@@ -282,6 +312,7 @@ def _run_checks(
         assert "pyapp_client=set-by-script" in cookie and "username-" not in cookie, cookie
         check_vite(tabs["vite-build"], expect)
         check_vite(tabs["vite-dev"], expect)
+        check_next(tabs["next-app"], expect)
 
         # Hot reload: an edit in the dev build's sandbox updates the tab and the frame in
         # place (the page's state survives: no reload).
