@@ -347,6 +347,7 @@ class AgentBuild(ExtensionApp):
     ).tag(config=True)
 
     state: AgentBuildState | None = None
+    _sigint_handler: Any = None
 
     @property
     def _server(self) -> Any:
@@ -498,7 +499,17 @@ class AgentBuild(ExtensionApp):
         if sys.stdin is not None and sys.stdin.isatty():
             return
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._server._signal_stop)
+            self._sigint_handler = self._server._signal_stop
+            signal.signal(signal.SIGINT, self._sigint_handler)
+
+    def _restore_sigint(self) -> None:
+        """Back to Python's handler once stopped (a process hosting several servers in
+        turn, such as a test run, gets its KeyboardInterrupt back)."""
+        handler, self._sigint_handler = self._sigint_handler, None
+        if handler is None or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) == handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def initialize_handlers(self) -> None:
         api = "agentbuild/api/builds"
@@ -582,6 +593,7 @@ class AgentBuild(ExtensionApp):
         os.environ["JPY_AGENTBUILD_TOKEN"] = server.identity_provider.token or ""
 
     async def stop_extension(self) -> None:
+        self._restore_sigint()
         if self.state is None:
             return
         try:

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from traitlets.config import Config
 
-from tests.conftest import Api, as_user, multi_user_config, read_until, statuses, texts
+from tests.conftest import Api, as_user, multi_user_config, read_until, texts
 
 PY = shlex.quote(sys.executable)
 MARKER_VAR = "AGENTBUILD_TEST_SERVER_ONLY"
@@ -166,7 +166,9 @@ def _daemon_processes(marker: str) -> list[int]:
     return found
 
 
-async def test_a_double_forked_daemon_dies_with_its_build(api: Api) -> None:
+async def test_a_double_forked_daemon_dies_with_its_build(
+    api: Api, agentbuild_config: dict[str, Any]
+) -> None:
     marker = f"agentbuild-daemon-{secrets.token_hex(6)}"
     daemon = (
         "import os, sys, time\n"
@@ -182,7 +184,7 @@ async def test_a_double_forked_daemon_dies_with_its_build(api: Api) -> None:
         "files": {"daemon.py": daemon},
         "steps": [
             f"{PY} daemon.py; while ! grep -qs {marker} /proc/[0-9]*/cmdline; do sleep 0.05; done;"
-            " echo daemon running"
+            " echo daemon running; while [ ! -e go ]; do sleep 0.05; done"
         ],
     }
     code, build, _ = await api.call("POST", "builds", spec, headers=as_user("bob"))
@@ -190,11 +192,17 @@ async def test_a_double_forked_daemon_dies_with_its_build(api: Api) -> None:
     ws = await api.ws_fetch(
         "agentbuild", "api", "builds", build["id"], "stream", headers=as_user("bob")
     )
-    seen = await read_until(ws, lambda s: "daemon running" in texts(s))
-    assert _daemon_processes(marker), "the daemon ran, seen from the host"
-    seen += await read_until(ws, lambda s: bool(set(statuses(s)) & {"succeeded", "failed"}))
-    assert "succeeded" in statuses(seen)
+    await read_until(ws, lambda s: "daemon running" in texts(s))
+    ws.close()
+    assert _daemon_processes(marker), "the daemon runs, seen from the host"
+    _touch(Path(agentbuild_config["workspace_root"]) / build["id"] / "work" / "go")
+    final, _ = await _finish(api, build["id"], "bob")
+    assert final["status"] == "succeeded" and final["exit_code"] == 0, final
     assert _daemon_processes(marker) == [], "the daemon outlived its build"
+
+
+def _touch(path: Path) -> None:
+    path.write_text("")
 
 
 async def test_network_false_cannot_connect_even_to_jupyter(api: Api, jp_http_port: int) -> None:
