@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
 from .retry import every, with_backoff
@@ -482,6 +484,11 @@ class Runner:
         if row.runner_host == self.host and row.runner_pid is not None:
             if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
                 return True
+            if _started_before(row.runner_pid, row.created_at.timestamp()):
+                # The very server that took the build is running (its process is older
+                # than the build, so the pid was not reused): alive, however late its
+                # heartbeat under load. Reaping it would kill a live build's processes.
+                return False
         beat = row.heartbeat_at or row.created_at
         return now - beat.timestamp() > self.config.stale_after
 
@@ -515,6 +522,14 @@ class Runner:
                 sandbox_state=keep,
             ):
                 log.info("agentbuild: build %s marked interrupted (its server died)", row.id)
+
+
+def _started_before(pid: int, when: float) -> bool:
+    """Did the process ``pid`` start before ``when`` (a POSIX time)? False if unknown."""
+    try:
+        return bool(psutil.Process(pid).create_time() <= when)
+    except psutil.Error:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
