@@ -701,10 +701,14 @@ class Soak:
             done = [f for f in follows if f.complete]
             stored = sum(stored_seq[f.build.tag] for f in done)
             received = sum(f.received for f in done)
-            # a follow that never reached the end: what was stored beyond it is lost to it
-            cut_short = sum(
-                max(0, stored_seq[f.build.tag] - f.last) for f in follows if not f.complete
-            )
+            # A follow that never reached the end: what was stored beyond it is lost to it.
+            # One whose cursor is at or past the stored end saw entries a killed server
+            # handed out from memory before storing them; the reaper then stored the
+            # build's terminal entry at a seq the client had already seen (with other
+            # content), so the client can never receive it: counted apart.
+            cut = [f for f in follows if not f.complete]
+            rewritten = [f for f in cut if f.last >= stored_seq[f.build.tag]]
+            cut_short = sum(stored_seq[f.build.tag] - f.last for f in cut if f not in rewritten)
             clients.append(
                 {
                     "client": cid,
@@ -714,6 +718,10 @@ class Soak:
                     "stored": stored,
                     "received": received,
                     "lost": stored - received + cut_short,
+                    "crash_rewritten": len(rewritten),
+                    "seen_never_stored": sum(
+                        f.last - stored_seq[f.build.tag] + 1 for f in rewritten
+                    ),
                     "duplicated": sum(f.duplicated for f in follows),
                     "gaps": sum(f.gaps for f in follows),
                 }
@@ -734,6 +742,8 @@ class Soak:
             "lost": sum(c["lost"] for c in clients) + sum(r["lost"] for r in by_status.values()),
             "duplicated": sum(c["duplicated"] for c in clients),
             "gaps": sum(c["gaps"] for c in clients),
+            "crash_rewritten": sum(c["crash_rewritten"] for c in clients),
+            "seen_never_stored": sum(c["seen_never_stored"] for c in clients),
             "unfinished_follows": sum(c["unfinished"] for c in clients),
             "latency_p50": statistics.median(lat) if lat else None,
             "latency_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
@@ -775,13 +785,14 @@ def table(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| client | builds followed to the end | connections | entries stored | received | lost | duplicated | seq gaps |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| client | builds followed to the end | connections | entries stored | received | lost | duplicated | seq gaps | terminal missed after kill -9 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["clients"]:
         lines.append(
             f"| {c['client']} | {c['builds']} | {c['connections']} | {c['stored']} | "
-            f"{c['received']} | {c['lost']} | {c['duplicated']} | {c['gaps']} |"
+            f"{c['received']} | {c['lost']} | {c['duplicated']} | {c['gaps']} | "
+            f"{c['crash_rewritten']} |"
         )
     p50, p99 = report["latency_p50"], report["latency_p99"]
     lines += [
@@ -798,6 +809,9 @@ def table(report: dict[str, Any]) -> str:
         f"({report['calm_latency_samples']} lines)"
         if report["calm_latency_p99"] is not None
         else "",
+        f"terminal entry missed after kill -9 (the client had seen seqs the killed server never "
+        f"stored; the reaper reused one): {report['crash_rewritten']} follows, "
+        f"{report['seen_never_stored']} entries seen but never stored",
         f"lost: {report['lost']}, duplicated: {report['duplicated']}, seq gaps: {report['gaps']}, "
         f"orphan processes: {report['orphans']}",
         "answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(report["answers"].items())),

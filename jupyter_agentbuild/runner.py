@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from . import resume
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .logpipe import LogPipe, StoreUnavailable
@@ -638,6 +640,11 @@ class Runner:
         if row.runner_host == self.host and row.runner_pid is not None:
             if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
                 return True
+            if _started_before(row.runner_pid, row.created_at.timestamp()):
+                # The very server that took the build is running (its process is older
+                # than the build, so the pid was not reused): alive, however late its
+                # heartbeat under load. Reaping it would kill a live build's processes.
+                return False
         beat = row.heartbeat_at or row.created_at
         return now - beat.timestamp() > self.config.stale_after
 
@@ -738,6 +745,14 @@ class Runner:
         finally:
             deadline_handle.cancel()
             await self._finish(job, status, exit_code, error)
+
+
+def _started_before(pid: int, when: float) -> bool:
+    """Did the process ``pid`` start before ``when`` (a POSIX time)? False if unknown."""
+    try:
+        return bool(psutil.Process(pid).create_time() <= when)
+    except psutil.Error:
+        return False
 
 
 def pid_alive(pid: int) -> bool:

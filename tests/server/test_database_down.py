@@ -101,3 +101,43 @@ async def test_a_build_rides_out_a_database_blip_while_it_starts(
     done = await api.finish(build["id"])
     assert done["status"] == "succeeded", done
     assert failures == {"claim_slot": 0, "update_build": 0}
+
+
+async def test_a_live_server_whose_heartbeat_is_late_keeps_its_builds(api: Api) -> None:
+    """On the same host, a server whose process is alive (and older than the build: not a
+    reused pid) is alive, however late its heartbeat: under load a beat can take longer
+    than ``stale_after``, and reaping would kill a live build (found by the soak). Once
+    the process is gone, the build is reaped at once."""
+    import asyncio
+    import socket
+    import sys
+    from datetime import timedelta
+
+    from jupyter_agentbuild.entries import utcnow
+
+    agentbuild = api.app.web_app.settings["agentbuild"]
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(600)"
+    )
+    try:
+        build = await api.create({"steps": ["true"]})
+        await api.finish(build["id"])
+        late = utcnow() - timedelta(seconds=agentbuild.runner.config.stale_after + 60)
+        await agentbuild.store.update_build(
+            build["id"],
+            status="running",
+            finished_at=None,
+            runner_id="another-server-here",
+            runner_host=socket.gethostname(),
+            runner_pid=other.pid,
+            heartbeat_at=late,
+        )
+        await agentbuild.runner.reconcile()
+        row = await agentbuild.store.get_build(build["id"])
+        assert row is not None and row.status == "running"
+    finally:
+        other.kill()
+        await other.wait()
+    await agentbuild.runner.reconcile()
+    row = await agentbuild.store.get_build(build["id"])
+    assert row is not None and row.status == "interrupted"
