@@ -35,8 +35,9 @@ NOTHING = "no preview here"
 
 
 #: Response headers refused on Jupyter's origin (where they would act on Jupyter) that an
-#: app may send on its own origin, where they only concern the app: CORS for its API,
-#: clearing its own storage, its service worker's scope.
+#: app may send on its own origin, where they only concern the app: CORS for its API, its
+#: service worker's scope. (Not ``Clear-Site-Data``: its "cookies" reach the whole
+#: registrable domain, other previews' and perhaps Jupyter's.)
 OWN_ORIGIN_ALLOW = frozenset(
     {
         "access-control-allow-origin",
@@ -46,7 +47,6 @@ OWN_ORIGIN_ALLOW = frozenset(
         "access-control-expose-headers",
         "access-control-max-age",
         "timing-allow-origin",
-        "clear-site-data",
         "service-worker-allowed",
         "origin-agent-cluster",
     }
