@@ -290,6 +290,19 @@ class AgentBuild(ExtensionApp):
         127.0.0.1 or [::1]; elsewhere their URL is the path proxy's.""",
     ).tag(config=True)
 
+    hub_routes_url = Unicode(
+        "",
+        help="""Under JupyterHub: the URL of the agentbuild-previews hub service, e.g.
+        'http://127.0.0.1:10101/services/agentbuild-previews/'. Each preview asks it (with
+        this server's JUPYTERHUB_API_TOKEN) to route its host to this server through the
+        hub's proxy, and removes the route when it stops (see the README). Empty (default):
+        no routes are asked for. Env fallback: AGENTBUILD_HUB_ROUTES_URL.""",
+    ).tag(config=True)
+
+    @default("hub_routes_url")
+    def _hub_routes_url_default(self) -> str:
+        return os.environ.get("AGENTBUILD_HUB_ROUTES_URL", "")
+
     @validate("preview_origin_template")
     def _check_preview_origin_template(self, proposal: Any) -> str:
         try:
@@ -421,7 +434,7 @@ class AgentBuild(ExtensionApp):
             base_url=self._server.base_url,
             runner=runner,
             on_activity=self._record_activity,
-            routes=HubRoutes.from_env(),
+            routes=HubRoutes.from_env(url=self.hub_routes_url),
         )
         runner.hooks.append(previews)
         service = BuildService(

@@ -1,6 +1,7 @@
 """What a single-user server calls to route its previews' hosts through the hub's proxy.
 
-Active only under JupyterHub with ``AGENTBUILD_HUB_ROUTES_URL`` set (the URL of the
+Active only under JupyterHub with ``c.AgentBuild.hub_routes_url`` (or
+``AGENTBUILD_HUB_ROUTES_URL``) set (the URL of the
 :mod:`.routes_service`, e.g. ``http://127.0.0.1:10101/services/agentbuild-previews/``,
 usually given to every server with ``c.Spawner.environment``). Authenticates with the
 server's own ``JUPYTERHUB_API_TOKEN``.
@@ -25,9 +26,14 @@ class HubRoutes:
         self.server_name = server_name
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> HubRoutes | None:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, url: str | None = None
+    ) -> HubRoutes | None:
+        """``url`` (else ``AGENTBUILD_HUB_ROUTES_URL``) with this server's hub token; None
+        outside JupyterHub or without a routes service."""
         env = os.environ if env is None else env
-        url, token = env.get("AGENTBUILD_HUB_ROUTES_URL"), env.get("JUPYTERHUB_API_TOKEN")
+        url = url or env.get("AGENTBUILD_HUB_ROUTES_URL")
+        token = env.get("JUPYTERHUB_API_TOKEN")
         if not url or not token:
             return None
         return cls(url, token, env.get("JUPYTERHUB_SERVER_NAME", ""))

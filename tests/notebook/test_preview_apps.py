@@ -176,6 +176,12 @@ def ready_frame(cells: Any, index: int, expect: Any) -> Any:
     return iframe
 
 
+def show_frame(cells: Any, index: int) -> None:
+    """Scroll cell ``index``'s preview iframe into view: the widget's frames load lazily
+    (``loading="lazy"``), and JupyterLab skips rendering cells out of view."""
+    cells.nth(index).locator(".agentbuild-preview iframe").scroll_into_view_if_needed()
+
+
 def frame_of(page: Any, src: str) -> Any:
     for frame in page.frames:
         if frame.url.startswith(src):
@@ -186,7 +192,7 @@ def frame_of(page: Any, src: str) -> Any:
 def check_pyapp(target: Any, expect: Any, *, in_frame: bool) -> dict[str, str]:
     """The pyapp's checks in ``target`` (a page or a frame locator); returns their states."""
     body = target.locator("body[data-done='yes']")
-    expect(body).to_have_count(1, timeout=30_000)
+    expect(body).to_have_count(1, timeout=60_000)
     states = {name: target.locator(f"#{name}").get_attribute("data-state") for name in PY_CHECKS}
     texts = {name: target.locator(f"#{name}").inner_text() for name in PY_CHECKS}
     expect(target.locator("#title")).to_have_css("color", "rgb(0, 128, 96)")
@@ -209,13 +215,13 @@ def check_next(target: Any, expect: Any) -> None:
     """Server-rendered page, its CSS from ``/_next/static``, the client component hydrated
     and its fetch to the app's route handler answered."""
     expect(target.locator("#api")).to_have_attribute(
-        "data-state", "from the route handler", timeout=30_000
+        "data-state", "from the route handler", timeout=60_000
     )
     expect(target.locator("#title")).to_have_css("color", "rgb(0, 112, 243)")
 
 
 def check_vite(target: Any, expect: Any, message: str = "Hello from Vite") -> None:
-    expect(target.locator("#message")).to_have_text(message, timeout=30_000)
+    expect(target.locator("#message")).to_have_text(message, timeout=60_000)
     expect(target.locator("body")).to_have_attribute("data-module-ran", "yes")
     expect(target.locator("#title")).to_have_css("color", "rgb(100, 108, 255)")
     expect(target.locator("#logo")).to_have_js_property("naturalWidth", 48)
@@ -237,6 +243,11 @@ def test_real_apps_in_the_widget_iframe_and_top_level(lab: JupyterProcess) -> No
         except Exception:
             page.screenshot(path=str(lab.root / "failure.png"))
             print("screenshot of the failure:", lab.root / "failure.png")
+            print("frames:", [frame.url for frame in page.frames])
+            print("what the browser reported:", *problems.seen, sep="\n  ")
+            print(
+                "the server's agentbuild log:", *[ln for ln in lab.log if "agentbuild" in ln][-40:]
+            )
             raise
         finally:
             browser.close()
@@ -279,19 +290,19 @@ def _run_checks(
             name: cells.nth(index).frame_locator(".agentbuild-preview iframe")
             for index, name in enumerate(APP_CELLS, start=1)
         }
-        # The frames load lazily (loading="lazy"): each check first scrolls to its cell.
-        cells.nth(1).scroll_into_view_if_needed()
+        # The frames load lazily: each check first scrolls its frame into view.
+        show_frame(cells, 1)
         in_frame = check_pyapp(frames["pyapp"], expect, in_frame=True)
         # Documented browser limit: storage of a cross-site frame is refused here.
         for name in REFUSED_IN_FRAME:
             assert in_frame[name] == "error: SecurityError" or (
                 name == "cookie" and in_frame[name].startswith("error")
             ), in_frame
-        cells.nth(2).scroll_into_view_if_needed()
+        show_frame(cells, 2)
         check_vite(frames["vite-build"], expect)
-        cells.nth(3).scroll_into_view_if_needed()
+        show_frame(cells, 3)
         check_vite(frames["vite-dev"], expect)
-        cells.nth(4).scroll_into_view_if_needed()
+        show_frame(cells, 4)
         check_next(frames["next-app"], expect)
         cells.nth(2).scroll_into_view_if_needed()
         shot = lab.root / SCREENSHOT.name
