@@ -220,6 +220,9 @@ export class BuildView extends Panel {
           {build.owner && <Fact label={trans.__('Owner')} value={build.owner} />}
           <Fact label={trans.__('Created')} value={relativeTime(build.created_at, trans)} title={build.created_at} />
           <Fact label={trans.__('Started')} value={build.started_at ? relativeTime(build.started_at, trans) : '—'} title={build.started_at ?? ''} />
+          {build.finished_at && (
+            <Fact label={trans.__('Finished')} value={relativeTime(build.finished_at, trans)} title={build.finished_at} />
+          )}
           <Fact label={trans.__('Duration')} value={buildDuration(build) || '—'} />
           <Fact label={trans.__('Provider')} value={build.provider ?? '—'} />
           <Fact label={trans.__('Sandbox')} value={build.sandbox_id ?? '—'} />
@@ -432,7 +435,12 @@ class PreviewTab extends ReactWidget {
         </div>
       );
     }
-    const ownOrigin = /^https?:\/\//.test(preview.url);
+    // An origin of its own: the preview may keep its own cookies and storage. Otherwise
+    // (the path proxy on Jupyter's origin) the frame gets an opaque origin: never Jupyter's.
+    const ownOrigin = new URL(preview.url, window.location.href).origin !== window.location.origin;
+    const sandbox = ownOrigin
+      ? 'allow-scripts allow-same-origin allow-forms allow-popups allow-modals allow-downloads'
+      : 'allow-scripts allow-forms allow-popups allow-modals allow-downloads';
     return (
       <div className="jp-AgentBuild-previewInner">
         <div className="jp-AgentBuild-previewBar">
@@ -455,7 +463,7 @@ class PreviewTab extends ReactWidget {
           className="jp-AgentBuild-previewFrame"
           src={preview.url}
           title={trans.__('Preview of %1', build.name || build.id)}
-          sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-modals allow-downloads"
+          sandbox={sandbox}
         />
       </div>
     );

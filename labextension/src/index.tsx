@@ -132,7 +132,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     router: IRouter | null
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_agentbuild');
-    const api = new AgentBuildApi(app.serviceManager.serverSettings);
+    const api = new AgentBuildApi(app.serviceManager.serverSettings, trans);
     const options: IOptions = { refreshInterval: 5, linesKept: 200_000, notifications: true };
     const model = new BuildsModel(api, options.refreshInterval);
     const panel = new BuildsPanel(model, app.commands, trans);
