@@ -45,6 +45,9 @@ import '../style/index.css';
 const PLUGIN_ID = 'jupyter-agentbuild:panel';
 /** The spec file "Build this folder" uses when the folder has one. */
 export const SPEC_FILE = 'agentbuild.json';
+/** The class of the notebook widget of a build, and what a build id looks like. */
+const NOTEBOOK_WIDGET = 'agentbuild-build';
+const BUILD_ID = /^[0-9a-f]{8,64}$/;
 
 namespace CommandIDs {
   export const open = 'agentbuild:open';
@@ -171,6 +174,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       if (node) {
         return node.dataset.buildId ?? null;
       }
+      // the notebook widget of a build (``%%agentbuild``): its id is in its title
+      const widget = app.contextMenuHitTest(n => n.classList?.contains(NOTEBOOK_WIDGET));
+      if (widget) {
+        for (const code of Array.from(widget.querySelectorAll('code'))) {
+          const text = (code.textContent ?? '').trim();
+          if (BUILD_ID.test(text)) {
+            return text;
+          }
+        }
+      }
       return tracker.currentWidget?.content.buildId ?? null;
     };
     const findView = (id: string) => tracker.find(w => w.content.buildId === id);
@@ -239,7 +252,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const currentFolder = () => fileBrowser?.model.path ?? '';
 
     app.commands.addCommand(CommandIDs.open, {
-      label: args => (args.id ? trans.__('Open Build') : trans.__('Open a Build…')),
+      label: args => (args.isPalette ? trans.__('Open a Build…') : trans.__('Open Build in a Tab')),
       caption: trans.__('Open a build in its own tab'),
       icon: args => (args.isPalette ? undefined : buildsIcon),
       execute: async args => {
