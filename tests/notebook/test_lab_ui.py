@@ -119,20 +119,27 @@ def test_form_build_this_folder_and_rerun(lab: JupyterProcess) -> None:
 def test_artifacts_preview_and_restored_layout(lab: JupyterProcess) -> None:
     sync_api = playwright_api()
     expect = sync_api.expect
-    site = "mkdir -p site/docs && echo '<h1>hello from the preview</h1>' > site/index.html"
-    build = create(
-        lab,
-        {
-            "name": "with-everything",
-            "steps": [site, "echo report > site/docs/report.txt"],
-            "artifacts": {"paths": ["site/**"]},
-            "preview": {"command": "cd site && exec python3 -m http.server $PORT --bind 127.0.0.1"},
-        },
-    )
     with lab_page(sync_api, lab, height=900) as page:
         panel = open_lab(page, lab, expect)
+        expect(panel.locator(".jp-AgentBuild-message")).to_contain_text("No builds yet")
+        site = "mkdir -p site/docs && echo '<h1>hello from the preview</h1>' > site/index.html"
+        build = create(
+            lab,
+            {
+                "name": "with-everything",
+                "steps": [site, "echo report > site/docs/report.txt"],
+                "artifacts": {"paths": ["site/**"]},
+                "preview": {
+                    "command": "cd site && exec python3 -m http.server $PORT --bind 127.0.0.1"
+                },
+            },
+        )
         item = panel.locator(".jp-AgentBuild-item", has_text="with-everything")
         expect(item.locator(".jp-AgentBuild-previewReady")).to_be_visible(timeout=60_000)
+        # a notification says the preview is ready, with an "Open" action
+        toast = page.locator(".jp-Notification-Toast-info", has_text="preview of with-everything")
+        expect(toast).to_be_visible(timeout=30_000)
+        expect(toast.locator("button", has_text="Open")).to_be_visible()
         item.click()
         view = view_of(page, build)
         # artifacts: a tree with sizes; a single file downloads
