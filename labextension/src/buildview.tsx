@@ -10,7 +10,7 @@ import { CommandRegistry } from '@lumino/commands';
 import { Panel, TabPanel, Widget } from '@lumino/widgets';
 import * as React from 'react';
 
-import { AgentBuildApi } from './api';
+import { AgentBuildApi, ApiError } from './api';
 import { IArtifact, IBuild } from './contract';
 import { LogModel } from './logmodel';
 import { LogView } from './logview';
@@ -109,6 +109,9 @@ export class BuildView extends Panel {
       }
     } catch (error) {
       this.error = (error as Error).message;
+      if (error instanceof ApiError && error.status === 404) {
+        this.stream.finish(); // deleted (or never ours): nothing will ever stream
+      }
     } finally {
       this.fetching = false;
     }

@@ -188,7 +188,8 @@ export class LogView extends Widget {
 
   /** Repaint at most once per animation frame. */
   update(): void {
-    if (!this.frame) {
+    // a hidden tab does no work; it repaints when shown
+    if (!this.frame && this.isVisible) {
       this.frame = requestAnimationFrame(() => {
         this.frame = 0;
         this.renderNow();
@@ -450,6 +451,11 @@ export class LogView extends Widget {
   focusSearch(): void {
     this.searchInput.focus();
     this.searchInput.select();
+  }
+
+  protected onAfterAttach(): void {
+    this.rendered = '';
+    this.update();
   }
 
   protected onAfterShow(): void {
