@@ -83,6 +83,8 @@ export class BuildView extends Panel {
   private lastStatus: string | null = null;
   private lastState = '';
   private settledAt = 0;
+  private bookkept = 0;
+  private bookkeepTimer = 0;
   private lastEvents = 0;
   private fetching = false;
   private refetch = false;
@@ -126,13 +128,19 @@ export class BuildView extends Panel {
 
   private onStream(): void {
     this.log.refresh();
-    // the stream's bookkeeping, for people debugging a stream (and for tests)
-    const data = this.node.dataset;
-    data.lastSeq = String(this.model.lastSeq);
-    data.gaps = String(this.model.gaps);
-    data.lines = String(this.model.totalLines);
-    data.connections = String(this.stream.connections);
-    data.stream = this.stream.state;
+    // the stream's bookkeeping, for people debugging a stream (and for tests); written
+    // at most every 250 ms during a flood, and at once when the stream's state changes
+    const now = performance.now();
+    if (this.stream.state !== this.node.dataset.stream || now - this.bookkept > 250) {
+      this.bookkept = now;
+      this.writeBookkeeping();
+    } else if (!this.bookkeepTimer) {
+      this.bookkeepTimer = window.setTimeout(() => {
+        this.bookkeepTimer = 0;
+        this.bookkept = performance.now();
+        this.writeBookkeeping();
+      }, 250);
+    }
     const trans = this.trans;
     const state = this.stream.state;
     this.log.setStreamState(
@@ -175,6 +183,15 @@ export class BuildView extends Panel {
       this.settledAt = Date.now();
       this.stream.reconnectNow();
     }
+  }
+
+  private writeBookkeeping(): void {
+    const data = this.node.dataset;
+    data.lastSeq = String(this.model.lastSeq);
+    data.gaps = String(this.model.gaps);
+    data.lines = String(this.model.totalLines);
+    data.connections = String(this.stream.connections);
+    data.stream = this.stream.state;
   }
 
   private readonly onVisible = (): void => {
@@ -246,6 +263,7 @@ export class BuildView extends Panel {
       return;
     }
     window.clearInterval(this.clock);
+    window.clearTimeout(this.bookkeepTimer);
     document.removeEventListener('visibilitychange', this.onVisible);
     this.stream.dispose();
     super.dispose();
