@@ -10,6 +10,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { TranslationBundle } from '@jupyterlab/translation';
 
 import { IArtifactList, IBuild, IBuildList } from './contract';
+import { ISocket } from './stream';
+import { WorkerSocket, workerAvailable } from './worker';
 
 export class ApiError extends Error {
   constructor(
@@ -123,7 +125,17 @@ export class AgentBuildApi {
     return url;
   }
 
-  openSocket(id: string, after: number): WebSocket {
-    return new this.settings.WebSocket(this.streamUrl(id, after));
+  /** The stream's socket: in a worker where the browser allows (a flood is then received
+   * and parsed off the main thread), else Lab's WebSocket class. */
+  openSocket(id: string, after: number): ISocket {
+    const url = this.streamUrl(id, after);
+    if (workerAvailable(this.settings.WebSocket)) {
+      try {
+        return new WorkerSocket(url);
+      } catch {
+        // a Content-Security-Policy without blob: workers: the page's own socket
+      }
+    }
+    return new this.settings.WebSocket(url) as unknown as ISocket;
   }
 }

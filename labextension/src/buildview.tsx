@@ -59,7 +59,7 @@ export class BuildView extends Panel {
     this.addWidget(this.tabs);
     this.stream = new LogStream({
       model: this.model,
-      connect: after => api.openSocket(options.id, after) as any,
+      connect: after => api.openSocket(options.id, after),
       onChange: () => this.onStream()
     });
     this.stream.start();

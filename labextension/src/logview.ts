@@ -144,7 +144,9 @@ export class LogView extends Widget {
   }
 
   setStreamState(text: string): void {
-    this.stateLabel.textContent = text;
+    if (this.stateLabel.textContent !== text) {
+      this.stateLabel.textContent = text;
+    }
   }
 
   /** Scroll to line ``seq`` once it is here (a line link), highlighting it. */
