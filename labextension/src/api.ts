@@ -7,8 +7,11 @@
  */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import { TranslationBundle } from '@jupyterlab/translation';
 
 import { IArtifactList, IBuild, IBuildList } from './contract';
+import { ISocket } from './stream';
+import { WorkerSocket, workerAvailable } from './worker';
 
 export class ApiError extends Error {
   constructor(
@@ -21,14 +24,18 @@ export class ApiError extends Error {
   }
 }
 
-/** Shown when the server does not answer in the contract's shape at all. */
-export const MISSING_EXTENSION =
-  'The jupyter_agentbuild server extension is not running on this Jupyter server. ' +
-  'Install it (pip install jupyter_agentbuild), check `jupyter server extension list`, ' +
-  'then restart Jupyter.';
-
 export class AgentBuildApi {
-  constructor(readonly settings: ServerConnection.ISettings) {}
+  constructor(
+    readonly settings: ServerConnection.ISettings,
+    private readonly trans: TranslationBundle
+  ) {}
+
+  /** Shown when the server does not answer in the contract's shape at all. */
+  get missingExtension(): string {
+    return this.trans.__(
+      'The jupyter_agentbuild server extension is not running on this Jupyter server. Install it (pip install jupyter_agentbuild), check `jupyter server extension list`, then restart Jupyter.'
+    );
+  }
 
   /** An absolute URL of ``agentbuild/api/...`` (for links and downloads too). */
   url(...parts: string[]): string {
@@ -44,7 +51,8 @@ export class AgentBuildApi {
         this.settings
       );
     } catch (error) {
-      throw new ApiError(`Jupyter is unreachable: ${(error as Error).message}`, 0, 'network');
+      const message = this.trans.__('Jupyter is unreachable: %1', (error as Error).message);
+      throw new ApiError(message, 0, 'network');
     }
     const text = await response.text();
     let body: any = null;
@@ -59,12 +67,13 @@ export class AgentBuildApi {
         throw new ApiError(error.message, response.status, error.code ?? 'error', error.field);
       }
       if (response.status === 404) {
-        throw new ApiError(MISSING_EXTENSION, 404, 'missing_extension');
+        throw new ApiError(this.missingExtension, 404, 'missing_extension');
       }
-      throw new ApiError(`HTTP ${response.status} ${response.statusText}`, response.status, 'http');
+      const message = this.trans.__('The server answered %1 %2', response.status, response.statusText);
+      throw new ApiError(message, response.status, 'http');
     }
     if (body === undefined) {
-      throw new ApiError(MISSING_EXTENSION, response.status, 'missing_extension');
+      throw new ApiError(this.missingExtension, response.status, 'missing_extension');
     }
     return body as T;
   }
@@ -116,7 +125,17 @@ export class AgentBuildApi {
     return url;
   }
 
-  openSocket(id: string, after: number): WebSocket {
-    return new this.settings.WebSocket(this.streamUrl(id, after));
+  /** The stream's socket: in a worker where the browser allows (a flood is then received
+   * and parsed off the main thread), else Lab's WebSocket class. */
+  openSocket(id: string, after: number): ISocket {
+    const url = this.streamUrl(id, after);
+    if (workerAvailable(this.settings.WebSocket)) {
+      try {
+        return new WorkerSocket(url);
+      } catch {
+        // a Content-Security-Policy without blob: workers: the page's own socket
+      }
+    }
+    return new this.settings.WebSocket(url) as unknown as ISocket;
   }
 }

@@ -10,7 +10,7 @@ import { CommandRegistry } from '@lumino/commands';
 import { Panel, TabPanel, Widget } from '@lumino/widgets';
 import * as React from 'react';
 
-import { AgentBuildApi } from './api';
+import { AgentBuildApi, ApiError } from './api';
 import { IArtifact, IBuild } from './contract';
 import { LogModel } from './logmodel';
 import { LogView } from './logview';
@@ -59,7 +59,7 @@ export class BuildView extends Panel {
     this.addWidget(this.tabs);
     this.stream = new LogStream({
       model: this.model,
-      connect: after => api.openSocket(options.id, after) as any,
+      connect: after => api.openSocket(options.id, after),
       onChange: () => this.onStream()
     });
     this.stream.start();
@@ -83,6 +83,8 @@ export class BuildView extends Panel {
   private lastStatus: string | null = null;
   private lastState = '';
   private settledAt = 0;
+  private bookkept = 0;
+  private bookkeepTimer = 0;
   private lastEvents = 0;
   private fetching = false;
   private refetch = false;
@@ -109,6 +111,9 @@ export class BuildView extends Panel {
       }
     } catch (error) {
       this.error = (error as Error).message;
+      if (error instanceof ApiError && error.status === 404) {
+        this.stream.finish(); // deleted (or never ours): nothing will ever stream
+      }
     } finally {
       this.fetching = false;
     }
@@ -123,13 +128,19 @@ export class BuildView extends Panel {
 
   private onStream(): void {
     this.log.refresh();
-    // the stream's bookkeeping, for people debugging a stream (and for tests)
-    const data = this.node.dataset;
-    data.lastSeq = String(this.model.lastSeq);
-    data.gaps = String(this.model.gaps);
-    data.lines = String(this.model.totalLines);
-    data.connections = String(this.stream.connections);
-    data.stream = this.stream.state;
+    // the stream's bookkeeping, for people debugging a stream (and for tests); written
+    // at most every 250 ms during a flood, and at once when the stream's state changes
+    const now = performance.now();
+    if (this.stream.state !== this.node.dataset.stream || now - this.bookkept > 250) {
+      this.bookkept = now;
+      this.writeBookkeeping();
+    } else if (!this.bookkeepTimer) {
+      this.bookkeepTimer = window.setTimeout(() => {
+        this.bookkeepTimer = 0;
+        this.bookkept = performance.now();
+        this.writeBookkeeping();
+      }, 250);
+    }
     const trans = this.trans;
     const state = this.stream.state;
     this.log.setStreamState(
@@ -172,6 +183,15 @@ export class BuildView extends Panel {
       this.settledAt = Date.now();
       this.stream.reconnectNow();
     }
+  }
+
+  private writeBookkeeping(): void {
+    const data = this.node.dataset;
+    data.lastSeq = String(this.model.lastSeq);
+    data.gaps = String(this.model.gaps);
+    data.lines = String(this.model.totalLines);
+    data.connections = String(this.stream.connections);
+    data.stream = this.stream.state;
   }
 
   private readonly onVisible = (): void => {
@@ -220,6 +240,9 @@ export class BuildView extends Panel {
           {build.owner && <Fact label={trans.__('Owner')} value={build.owner} />}
           <Fact label={trans.__('Created')} value={relativeTime(build.created_at, trans)} title={build.created_at} />
           <Fact label={trans.__('Started')} value={build.started_at ? relativeTime(build.started_at, trans) : '—'} title={build.started_at ?? ''} />
+          {build.finished_at && (
+            <Fact label={trans.__('Finished')} value={relativeTime(build.finished_at, trans)} title={build.finished_at} />
+          )}
           <Fact label={trans.__('Duration')} value={buildDuration(build) || '—'} />
           <Fact label={trans.__('Provider')} value={build.provider ?? '—'} />
           <Fact label={trans.__('Sandbox')} value={build.sandbox_id ?? '—'} />
@@ -240,6 +263,7 @@ export class BuildView extends Panel {
       return;
     }
     window.clearInterval(this.clock);
+    window.clearTimeout(this.bookkeepTimer);
     document.removeEventListener('visibilitychange', this.onVisible);
     this.stream.dispose();
     super.dispose();
@@ -432,7 +456,12 @@ class PreviewTab extends ReactWidget {
         </div>
       );
     }
-    const ownOrigin = /^https?:\/\//.test(preview.url);
+    // An origin of its own: the preview may keep its own cookies and storage. Otherwise
+    // (the path proxy on Jupyter's origin) the frame gets an opaque origin: never Jupyter's.
+    const ownOrigin = new URL(preview.url, window.location.href).origin !== window.location.origin;
+    const sandbox = ownOrigin
+      ? 'allow-scripts allow-same-origin allow-forms allow-popups allow-modals allow-downloads'
+      : 'allow-scripts allow-forms allow-popups allow-modals allow-downloads';
     return (
       <div className="jp-AgentBuild-previewInner">
         <div className="jp-AgentBuild-previewBar">
@@ -455,7 +484,7 @@ class PreviewTab extends ReactWidget {
           className="jp-AgentBuild-previewFrame"
           src={preview.url}
           title={trans.__('Preview of %1', build.name || build.id)}
-          sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-modals allow-downloads"
+          sandbox={sandbox}
         />
       </div>
     );

@@ -45,6 +45,9 @@ import '../style/index.css';
 const PLUGIN_ID = 'jupyter-agentbuild:panel';
 /** The spec file "Build this folder" uses when the folder has one. */
 export const SPEC_FILE = 'agentbuild.json';
+/** The class of the notebook widget of a build, and what a build id looks like. */
+const NOTEBOOK_WIDGET = 'agentbuild-build';
+const BUILD_ID = /^[0-9a-f]{8,64}$/;
 
 namespace CommandIDs {
   export const open = 'agentbuild:open';
@@ -132,7 +135,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     router: IRouter | null
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_agentbuild');
-    const api = new AgentBuildApi(app.serviceManager.serverSettings);
+    const api = new AgentBuildApi(app.serviceManager.serverSettings, trans);
     const options: IOptions = { refreshInterval: 5, linesKept: 200_000, notifications: true };
     const model = new BuildsModel(api, options.refreshInterval);
     const panel = new BuildsPanel(model, app.commands, trans);
@@ -170,6 +173,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const node = app.contextMenuHitTest(n => !!n.dataset?.buildId);
       if (node) {
         return node.dataset.buildId ?? null;
+      }
+      // the notebook widget of a build (``%%agentbuild``): its id is in its title
+      const widget = app.contextMenuHitTest(n => n.classList?.contains(NOTEBOOK_WIDGET));
+      if (widget) {
+        for (const code of Array.from(widget.querySelectorAll('code'))) {
+          const text = (code.textContent ?? '').trim();
+          if (BUILD_ID.test(text)) {
+            return text;
+          }
+        }
       }
       return tracker.currentWidget?.content.buildId ?? null;
     };
@@ -239,7 +252,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const currentFolder = () => fileBrowser?.model.path ?? '';
 
     app.commands.addCommand(CommandIDs.open, {
-      label: args => (args.id ? trans.__('Open Build') : trans.__('Open a Build…')),
+      label: args => (args.isPalette ? trans.__('Open a Build…') : trans.__('Open Build in a Tab')),
       caption: trans.__('Open a build in its own tab'),
       icon: args => (args.isPalette ? undefined : buildsIcon),
       execute: async args => {

@@ -46,6 +46,9 @@ export interface IAddResult {
 
 const TERMINAL = new Set<string>(TERMINAL_STATUSES);
 
+/** A log line, compact: ``[seq, step, 0 for stdout | 1 for stderr, text]``. */
+export type LogTuple = [number, number, number, string];
+
 export class LogModel {
   constructor(options: { maxLines?: number } = {}) {
     this.maxLines = Math.max(10, options.maxLines ?? 100_000);
@@ -80,10 +83,28 @@ export class LogModel {
     return this.totalLines - this.keptLines;
   }
 
-  /** Add a batch (ascending seq). Entries at or below ``lastSeq`` are duplicates. */
-  add(entries: readonly IEntry[]): IAddResult {
+  /** Add a batch (ascending seq). Entries at or below ``lastSeq`` are duplicates. A log
+   * line may come as a compact tuple ``[seq, step, 0|1 (stdout|stderr), text]``. */
+  add(entries: readonly (IEntry | LogTuple)[]): IAddResult {
     const result: IAddResult = { added: 0, duplicates: 0, gap: 0 };
-    for (const entry of entries) {
+    for (const item of entries) {
+      if (Array.isArray(item)) {
+        const [seq, step, stderr, text] = item as LogTuple;
+        if (seq <= this.lastSeq) {
+          result.duplicates++;
+          continue;
+        }
+        if (seq > this.lastSeq + 1) {
+          result.gap += seq - this.lastSeq - 1;
+        }
+        this.lastSeq = seq;
+        result.added++;
+        this.group(step, '').lines.push({ seq, step, stream: stderr ? 'stderr' : 'stdout', text });
+        this.totalLines++;
+        this.keptLines++;
+        continue;
+      }
+      const entry = item as IEntry;
       if (entry.seq <= this.lastSeq) {
         result.duplicates++;
         continue;

@@ -15,6 +15,8 @@ import { IStepGroup, LogModel, Row, formatDuration, windowRange } from './logmod
 
 /** Height of a row, px (the CSS sets the same: one monospace line). */
 export const ROW_HEIGHT = 18;
+/** While following a flood of lines, repaint at most this often (ms). */
+export const FLOOD_INTERVAL = 100;
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -112,6 +114,9 @@ export class LogView extends Widget {
   private readonly sizer = el('div');
   private readonly layer = el('div');
   private frame = 0;
+  private timer = 0;
+  private lastPaint = 0;
+  private paintedSeq = 0;
   private follow = true;
   /** scroll events we caused (they must not switch follow off) */
   private programmatic = 0;
@@ -139,7 +144,9 @@ export class LogView extends Widget {
   }
 
   setStreamState(text: string): void {
-    this.stateLabel.textContent = text;
+    if (this.stateLabel.textContent !== text) {
+      this.stateLabel.textContent = text;
+    }
   }
 
   /** Scroll to line ``seq`` once it is here (a line link), highlighting it. */
@@ -186,21 +193,38 @@ export class LogView extends Widget {
     this.update();
   }
 
-  /** Repaint at most once per animation frame. */
+  /** Repaint at the next animation frame, and while lines pour in at most every
+   * ``FLOOD_INTERVAL`` ms: the page stays responsive (a notebook beside it keeps typing
+   * smoothly), and lines flying by faster than that cannot be read anyway. */
   update(): void {
-    if (!this.frame) {
-      this.frame = requestAnimationFrame(() => {
-        this.frame = 0;
-        this.renderNow();
-      });
+    // a hidden tab does no work; it repaints when shown
+    if (this.frame || this.timer || !this.isVisible) {
+      return;
     }
+    const wait = this.lastPaint + FLOOD_INTERVAL - performance.now();
+    if (this.follow && wait > 0 && this.model.lastSeq !== this.paintedSeq) {
+      this.timer = window.setTimeout(() => {
+        this.timer = 0;
+        this.update();
+      }, wait);
+      return;
+    }
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.lastPaint = performance.now();
+      this.paintedSeq = this.model.lastSeq;
+      this.renderNow();
+    });
   }
 
   private renderNow(): void {
     const model = this.model;
     model.invalidate();
     const rows = model.rowCount;
-    this.sizer.style.height = `${rows * ROW_HEIGHT}px`;
+    const height = `${rows * ROW_HEIGHT}px`;
+    if (this.sizer.style.height !== height) {
+      this.sizer.style.height = height;
+    }
     if (this.follow) {
       this.setScrollTop(Math.max(0, rows * ROW_HEIGHT - this.scroller.clientHeight));
     }
@@ -452,6 +476,11 @@ export class LogView extends Widget {
     this.searchInput.select();
   }
 
+  protected onAfterAttach(): void {
+    this.rendered = '';
+    this.update();
+  }
+
   protected onAfterShow(): void {
     this.rendered = '';
     this.update();
@@ -466,6 +495,7 @@ export class LogView extends Widget {
     if (this.frame) {
       cancelAnimationFrame(this.frame);
     }
+    window.clearTimeout(this.timer);
     window.clearTimeout(this.searchTimer);
     super.dispose();
   }

@@ -73,7 +73,9 @@ export class LogStream {
         return;
       }
       this.failures = 0;
-      this.model.add(JSON.parse(event.data) as IEntry[]);
+      // text from a WebSocket, or batches already parsed (by the worker socket)
+      const data = event.data;
+      this.model.add(typeof data === 'string' ? (JSON.parse(data) as IEntry[]) : data);
       this.options.onChange?.();
     };
     socket.onerror = () => undefined; // a close always follows

@@ -242,3 +242,18 @@ describe('settling a stream the server will not end', () => {
     expect(sockets).toHaveLength(1);
   });
 });
+
+describe('compact log tuples (from the worker socket)', () => {
+  it('are lines like any other, deduplicated by seq', () => {
+    const model = new LogModel();
+    model.add([event('step_started', { step: 0, name: 's' }, 1), [2, 0, 0, 'out'], [3, 0, 1, 'err']]);
+    model.add([[3, 0, 1, 'err'], [4, 0, 0, 'more']]);
+    expect(model.groups[0].lines).toEqual([
+      { seq: 2, step: 0, stream: 'stdout', text: 'out' },
+      { seq: 3, step: 0, stream: 'stderr', text: 'err' },
+      { seq: 4, step: 0, stream: 'stdout', text: 'more' }
+    ]);
+    expect(model.duplicates).toBe(1);
+    expect(model.gaps).toBe(0);
+  });
+});

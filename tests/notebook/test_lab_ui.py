@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -118,20 +119,27 @@ def test_form_build_this_folder_and_rerun(lab: JupyterProcess) -> None:
 def test_artifacts_preview_and_restored_layout(lab: JupyterProcess) -> None:
     sync_api = playwright_api()
     expect = sync_api.expect
-    site = "mkdir -p site/docs && echo '<h1>hello from the preview</h1>' > site/index.html"
-    build = create(
-        lab,
-        {
-            "name": "with-everything",
-            "steps": [site, "echo report > site/docs/report.txt"],
-            "artifacts": {"paths": ["site/**"]},
-            "preview": {"command": "cd site && exec python3 -m http.server $PORT --bind 127.0.0.1"},
-        },
-    )
     with lab_page(sync_api, lab, height=900) as page:
         panel = open_lab(page, lab, expect)
+        expect(panel.locator(".jp-AgentBuild-message")).to_contain_text("No builds yet")
+        site = "mkdir -p site/docs && echo '<h1>hello from the preview</h1>' > site/index.html"
+        build = create(
+            lab,
+            {
+                "name": "with-everything",
+                "steps": [site, "echo report > site/docs/report.txt"],
+                "artifacts": {"paths": ["site/**"]},
+                "preview": {
+                    "command": "cd site && exec python3 -m http.server $PORT --bind 127.0.0.1"
+                },
+            },
+        )
         item = panel.locator(".jp-AgentBuild-item", has_text="with-everything")
         expect(item.locator(".jp-AgentBuild-previewReady")).to_be_visible(timeout=60_000)
+        # a notification says the preview is ready, with an "Open" action
+        toast = page.locator(".jp-Notification-Toast-info", has_text="preview of with-everything")
+        expect(toast).to_be_visible(timeout=30_000)
+        expect(toast.locator("button", has_text="Open")).to_be_visible()
         item.click()
         view = view_of(page, build)
         # artifacts: a tree with sizes; a single file downloads
@@ -291,3 +299,49 @@ def test_missing_server_extension_is_said_plainly(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_notebook_widget_opens_the_build_tab(lab: JupyterProcess) -> None:
+    """From a ``%%agentbuild`` cell's widget, its context menu opens the build's tab."""
+    sync_api = playwright_api()
+    expect = sync_api.expect
+    cells = ["%load_ext jupyter_agentbuild", "%%agentbuild --name from-notebook\necho hi-from-nb"]
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
+             "execution_count": None}
+            for src in cells
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    (lab.root / "notebooks" / "nb.ipynb").write_text(json.dumps(notebook))
+    with lab_page(sync_api, lab, height=900) as page:
+        page.goto(f"{lab.url}lab/tree/nb.ipynb?token={lab.token}")
+        cell = page.locator(".jp-Notebook .jp-Cell")
+        expect(cell.nth(1)).to_be_visible(timeout=60_000)
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        expect(idle).to_have_count(1, timeout=60_000)
+        prompt = cell.nth(0).locator(".jp-InputPrompt")
+        for attempt in range(3):  # a run issued before the kernel's socket opens is dropped
+            _accept_dialogs(page)
+            cell.nth(0).locator(".cm-content").click()
+            page.keyboard.press("Shift+Enter")
+            try:
+                expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=15_000)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+        page.keyboard.press("Shift+Enter")
+        widget = cell.nth(1).locator(".agentbuild-build")
+        expect(widget.locator(".agentbuild-status")).to_contain_text("succeeded", timeout=60_000)
+        widget.locator(".agentbuild-status").click(button="right")
+        page.locator(".lm-Menu-item", has_text="Open Build in a Tab").click()
+        view = page.locator(".jp-AgentBuild-view:visible")
+        expect(view.locator(".jp-AgentBuild-headerName")).to_have_text(
+            "from-notebook", timeout=30_000
+        )
+        expect(view.locator(".jp-AgentBuild-rows")).to_contain_text("hi-from-nb")
