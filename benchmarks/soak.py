@@ -15,7 +15,9 @@ What it does, for ``--minutes`` (default 10):
   again (at 55 %), and some builds cancelled (through either server).
 
 Every line a build prints carries its number and the time it was printed; the printer
-also counts, in a file outside the sandbox, the lines it handed to its stdout pipe.
+also reports the lines it handed to its stdout pipe to a counter this script serves on
+loopback (the builds run in the default isolated sandbox, which can reach the network but
+can write no file outside its own directory).
 The report: builds by final status; per client, entries stored vs received, lost,
 duplicated, out of order (``seq`` must be contiguous); lines printed vs stored per
 status; peak RSS per server; p50/p99 print-to-client latency (lines printed after the
@@ -78,15 +80,18 @@ class HeaderIdentity(IdentityProvider):
 
 
 #: The build's printer: RATE lines/s, COUNT lines, BURST lines per write; after each
-#: write into stdout, the number of lines written so far goes to the SIDE file (outside
-#: the sandbox). SIGTERM (a cancel) stops it between two writes, so the count is exact.
+#: write into stdout, the number of lines written so far goes to the soak's counter
+#: (SIDE is ``port:tag``). SIGTERM (a cancel) stops it between two writes, so the count
+#: is exact.
 PRINTER = r"""
-import os, signal, sys, time
+import os, signal, socket, sys, time
 rate, count, burst, side = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 out = sys.stdout
-mark = open(side, "a", buffering=1)
+port, tag = side.split(":", 1)
+counter = socket.create_connection(("127.0.0.1", int(port)))
+mark = counter.makefile("w", buffering=1)
 start, i = time.monotonic(), 0
 while i < count and not stop:
     wait = start + i / rate - time.monotonic()
@@ -102,7 +107,7 @@ while i < count and not stop:
     except (BrokenPipeError, OSError):
         os._exit(0)  # the server went away: nothing more can be printed
     i += n
-    mark.write(f"{i}\n")
+    mark.write(f"{tag} {i}\n")
 mark.close()
 """
 
@@ -298,18 +303,15 @@ class Build:
     rate: float
     count: int
     burst: int
-    side: Path
+    #: The lines the printer reported handing to its stdout (see ``Soak.count_server``).
+    counts: dict[str, int]
     id: str = ""
     status: str = ""
     cancel_asked: bool = False
     active_when_killed: bool = False  # on the killed server while it ran
 
     def printed(self) -> int | None:
-        try:
-            lines = self.side.read_text().split()
-        except FileNotFoundError:
-            return 0
-        return int(lines[-1]) if lines else 0
+        return self.counts.get(self.tag, 0)
 
 
 @dataclass
@@ -346,8 +348,9 @@ class Soak:
         self.spawning = True
         #: (start, end) wall-clock times of the faults, for the latency outside them
         self.windows: list[tuple[float, float]] = []
-        self.side_dir = self.tmp / "printed"
-        self.side_dir.mkdir()
+        #: build tag -> lines its printer handed to stdout, reported over loopback
+        self.printed: dict[str, int] = {}
+        self.count_port = 0
         self.t0 = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -381,7 +384,7 @@ class Soak:
             rate=rate,
             count=max(1, int(rate * duration)),
             burst=burst,
-            side=self.side_dir / f"{tag}.count",
+            counts=self.printed,
         )
 
     async def create(self, build: Build) -> bool:
@@ -394,7 +397,7 @@ class Soak:
                 "files": {"printer.py": PRINTER},
                 "steps": [
                     "echo start",
-                    f"python3 printer.py {build.rate} {build.count} {build.burst} {build.side} "
+                    f"python3 printer.py {build.rate} {build.count} {build.burst} {self.count_port}:{build.tag} "
                     f"{self.token}",
                 ],
                 "timeout": 600,
@@ -589,8 +592,29 @@ class Soak:
 
     # -- the whole run -----------------------------------------------------------------------
 
+    async def count_server(self) -> asyncio.Server:
+        """Where printers report ``<tag> <lines written>`` after each write to stdout."""
+
+        async def reports(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.reporting.add(task)
+            try:
+                async for line in reader:
+                    tag, _, count = line.decode().partition(" ")
+                    self.printed[tag] = max(self.printed.get(tag, 0), int(count))
+            finally:
+                writer.close()
+                self.reporting.discard(task)
+
+        self.reporting: set[asyncio.Task[None]] = set()
+        server = await asyncio.start_server(reports, "127.0.0.1", 0)
+        self.count_port = server.sockets[0].getsockname()[1]
+        return server
+
     async def run(self) -> dict[str, Any]:
         AsyncHTTPClient.configure(None, max_clients=64)
+        counter = await self.count_server()
         self.pg = PrivateCluster()
         await asyncio.to_thread(self.pg.start)
         stale = 10.0
@@ -611,6 +635,9 @@ class Soak:
             await faults
             self.note("every build ended; every client done")
             orphans_live = self.orphans()
+            # every printer has exited: the counter reads what their closed sockets still hold
+            if self.reporting:
+                await asyncio.wait(set(self.reporting), timeout=30)
             report = await self.verify()
             sampler.cancel()
             for server in self.servers:
@@ -621,6 +648,7 @@ class Soak:
             report["events"] = self.events
             return report
         finally:
+            counter.close()
             for server in self.servers:
                 if server.proc is not None and server.proc.poll() is None:
                     server.proc.kill()
