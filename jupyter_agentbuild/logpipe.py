@@ -4,7 +4,12 @@ A :class:`LogPipe` is the single writer of its build's entry stream. Entries are
 encoded once (see :mod:`.entries`), kept in memory until they are stored (and a
 while after, so live readers rarely touch the database), written in chunks by a
 flusher task whose every write is awaited and retried with backoff, and handed
-to live readers as soon as they are accepted. The pending buffer is bounded, in
+to live readers once they are stored, never before: a reader never sees an entry that
+a crash of this server could take back (after a ``kill -9`` the next server writes
+``interrupted`` at the first seq the store does not have, and a reader that had seen
+an unstored entry there would miss that end). While a reader waits, the flusher does
+not wait for its interval: each write starts as soon as the previous one is done, so
+readers stay a write behind, and batches grow by themselves under load. The pending buffer is bounded, in
 entries and in bytes: when the store falls behind, :meth:`LogPipe.log` waits, which
 in turn stops the sandbox reader (back-pressure), instead of letting memory grow.
 
@@ -104,6 +109,7 @@ class LogPipe:
         self._wake_flusher = asyncio.Event()
         self._urgent = asyncio.Event()  # someone awaits a flush: do not wait for the interval
         self._flusher: asyncio.Task[None] | None = None
+        self._watchers = 0  # readers waiting in :meth:`wait` (then every write is urgent)
         self._frames: dict[int, tuple[bytes, int]] = {}
         self._frames_size = 0
 
@@ -204,7 +210,8 @@ class LogPipe:
         self._offset = self._pending_ends[-1]
         self.last_seq += len(entries)
         self._wake_flusher.set()
-        self._notify()
+        if self._watchers:
+            self._urgent.set()  # someone waits to read it: store it now
 
     @property
     def has_secrets(self) -> bool:
@@ -309,6 +316,7 @@ class LogPipe:
         self.stored_seq += i
         self._stored_offset = base
         self._keep(chunks)
+        self._notify()  # readers see entries once they are stored
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
         delay = 0.05
@@ -360,23 +368,21 @@ class LogPipe:
         return self.stored_seq + 1
 
     def read(self, after: int, limit: int, max_bytes: int | None = None) -> list[str] | None:
-        """Entries with ``seq > after`` from memory, or ``None`` if they are only in the
-        store: at most ``limit`` of them and, beyond the first, at most ``max_bytes``."""
-        if after >= self.last_seq:
+        """Stored entries with ``seq > after`` from memory, or ``None`` if they are only in
+        the store: at most ``limit`` of them and, beyond the first, at most ``max_bytes``.
+        Entries not stored yet are not shown (see the module's docstring)."""
+        if after >= self.stored_seq:
             return []
         if after + 1 < self.memory_start:
             return None
         out: list[str] = []
         room = [max_bytes]
-        if after < self.stored_seq:
-            for chunk in self._kept:
-                if chunk.first + len(chunk.entries) - 1 <= after:
-                    continue
-                start = max(0, after + 1 - chunk.first)
-                if take(out, chunk.entries, chunk.ends, chunk.start, start, limit, room):
-                    return out
-        start = max(0, after - self.stored_seq)
-        take(out, self._pending, self._pending_ends, self._stored_offset, start, limit, room)
+        for chunk in self._kept:
+            if chunk.first + len(chunk.entries) - 1 <= after:
+                continue
+            start = max(0, after + 1 - chunk.first)
+            if take(out, chunk.entries, chunk.ends, chunk.start, start, limit, room):
+                break
         return out
 
     def read_frame(
@@ -388,7 +394,7 @@ class LogPipe:
         and encoded once for all of them (entries never change once accepted; a frame
         cached while fewer entries existed is shorter, never wrong).
         """
-        if after >= self.last_seq:
+        if after >= self.stored_seq:
             return b"[]", 0  # caught up: nothing to share, nothing to cache
         cached = self._frames.get(after)
         if cached is not None:
@@ -416,11 +422,19 @@ class LogPipe:
             self._frames_size += len(frame)
 
     async def wait(self, after: int) -> None:
-        """Wait until there is an entry after ``after`` or the pipe closes."""
-        if self.last_seq > after or self.closed:
+        """Wait until there is a stored entry after ``after`` or the pipe closes. Entries
+        accepted but not stored are stored now, without waiting for the flush interval."""
+        if self.stored_seq > after or self.closed:
             return
         event = self._new
-        await event.wait()
+        self._watchers += 1
+        try:
+            if self.last_seq > after:
+                self._urgent.set()
+                self._wake_flusher.set()
+            await event.wait()
+        finally:
+            self._watchers -= 1
 
 
 class _Chunk(NamedTuple):

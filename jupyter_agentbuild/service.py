@@ -247,8 +247,9 @@ class BuildService:
         entries = await self._read(build_id, after, limit, self.config.max_page_bytes)
         if pipe is not None:
             # Once the pipe has ended, its last entry and the terminal row are stored.
+            # Readers see what is stored (what a crash cannot take back).
             return LogPage(
-                entries, pipe.last_seq, pipe.ended and after + len(entries) >= pipe.last_seq
+                entries, pipe.stored_seq, pipe.ended and after + len(entries) >= pipe.last_seq
             )
         done = row.status in TERMINAL and after + len(entries) >= row.last_seq
         return LogPage(entries, row.last_seq, done)

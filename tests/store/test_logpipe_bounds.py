@@ -38,12 +38,12 @@ def test_memory_and_store_reads_agree_under_a_byte_budget(
         await pipe.event("note", {"x": 1})
         half = pipe.last_seq
         await pipe.flush()
-        for _ in range(5):  # some still pending when read
+        for _ in range(5):  # some may still be pending when read: those are not shown
             await pipe.log("stderr", 99, ["y" * rng.randint(1, 500)])
         assert all(sum(len(e.encode()) for e in c) <= 3000 or len(c) == 1 for c in written)
         assert pipe.memory_start > 1  # the oldest entries are only in the store now
         for _ in range(300):
-            after = rng.randint(pipe.memory_start - 1, pipe.last_seq)
+            after = rng.randint(pipe.memory_start - 1, pipe.stored_seq)
             limit = rng.choice([1, 4, 30, 1000])
             budget = rng.choice([0, 500, 5000, 10**6])
             got = pipe.read(after, limit, budget)
@@ -55,7 +55,7 @@ def test_memory_and_store_reads_agree_under_a_byte_budget(
                 assert got[: len(stored)] == stored and len(got) >= len(stored)
             sizes = [len(e.encode()) for e in got]
             assert len(got) <= limit and (len(got) <= 1 or sum(sizes) <= budget)
-            if got and after + len(got) < min(pipe.last_seq, after + limit):
+            if got and after + len(got) < min(pipe.stored_seq, after + limit):
                 following = pipe.read(after + len(got), 1)
                 assert following is not None
                 assert sum(sizes) + len(following[0].encode()) > budget  # it stopped for bytes
@@ -98,5 +98,46 @@ def test_the_pending_buffer_is_bounded_in_bytes(
             await pipe.log("stdout", 0, [line])
         await pipe.close()
         assert pipe.stored_seq == 50
+
+    run(main())
+
+
+def test_readers_see_only_stored_entries_and_need_not_wait_for_the_interval(
+    store: Store, make_build: MakeBuild, run: Run
+) -> None:
+    """An entry reaches a reader only once it is in the store: after a crash the next
+    server writes ``interrupted`` at the first seq the store lacks, so a reader that had
+    seen an unstored entry there would miss that end. A waiting reader does not make the
+    writer wait for its (here 60 s) flush interval."""
+
+    async def main() -> None:
+        build = await make_build()
+        gate = asyncio.Event()
+
+        async def gated_write(build_id: str, chunks: Any) -> None:
+            await gate.wait()
+            await store.append_chunks(build_id, chunks)
+
+        pipe = LogPipe(build.id, gated_write, flush_interval=60)
+        pipe.start()
+        await pipe.log("stdout", 0, ["one", "two"])
+        assert pipe.last_seq == 2
+        assert pipe.read(0, 10) == [] and pipe.read_frame(0, 10) == (b"[]", 0)
+        reader = asyncio.create_task(pipe.wait(0))
+        await asyncio.sleep(0)  # the reader is now waiting (and has urged the flusher)
+        assert not reader.done()  # the write has not gone through: nothing to see
+        gate.set()
+        await asyncio.wait_for(reader, 10)  # far sooner than the 60 s interval
+        assert pipe.stored_seq == 2
+        seen = pipe.read(0, 10)
+        assert seen is not None and len(seen) == 2
+        assert seen == await store.read_entries(build.id, after=0, limit=10)
+        # while a reader waits, each new entry is written at once
+        waiting = asyncio.create_task(pipe.wait(2))
+        await asyncio.sleep(0)
+        await pipe.log("stdout", 0, ["three"])
+        await asyncio.wait_for(waiting, 10)
+        assert (await store.read_entries(build.id, after=2, limit=10)) == pipe.read(2, 10)
+        await pipe.close()
 
     run(main())
