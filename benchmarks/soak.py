@@ -731,9 +731,9 @@ class Soak:
             received = sum(f.received for f in done)
             # A follow that never reached the end: what was stored beyond it is lost to it.
             # One whose cursor is at or past the stored end saw entries a killed server
-            # handed out from memory before storing them; the reaper then stored the
-            # build's terminal entry at a seq the client had already seen (with other
-            # content), so the client can never receive it: counted apart.
+            # never stored; the reaper then stored the build's terminal entry at a seq the
+            # client had already seen (with other content), so the client can never
+            # receive it: counted apart. Readers see only stored entries, so this stays 0.
             cut = [f for f in follows if not f.complete]
             rewritten = [f for f in cut if f.last >= stored_seq[f.build.tag]]
             cut_short = sum(stored_seq[f.build.tag] - f.last for f in cut if f not in rewritten)
