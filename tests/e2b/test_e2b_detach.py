@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,3 +146,49 @@ def test_a_detached_vm_is_bounded_by_the_builds_remaining_time(
         assert time.monotonic() < deadline, "the VM's processes outlived it"
         time.sleep(0.05)
     assert stored_row(tmp_path, build["id"])["status"] == "running"  # until a server looks
+
+
+def test_a_server_on_another_host_takes_a_detached_build_over_at_once(
+    tmp_path: Path, fake_cloud: tuple[FakeE2BApi, FakeEnvd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first server runs under another host name (its own UTS namespace), so the
+    second, already running, cannot see its pid die: only the detached row tells it the
+    build needs a server, long before ``stale_after`` (ten minutes here)."""
+    plane, envd = fake_cloud
+    monkeypatch.setenv("AGENTBUILD_PROVIDER", "e2b")
+    monkeypatch.setenv("E2B_API_KEY", KEY)
+    patience = ("--AgentBuild.stale_after=600",)
+    elsewhere = tmp_path / "python-elsewhere"
+    elsewhere.write_text(
+        "#!/bin/sh\n"
+        f'exec unshare --uts sh -c \'hostname elsewhere && exec "$0" "$@"\' {sys.executable} "$@"\n'
+    )
+    elsewhere.chmod(0o755)
+    first = ServerProcess(tmp_path, extra_args=patience)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", str(elsewhere))
+        first.start()
+    second = ServerProcess(tmp_path, extra_args=patience)
+    second.start()
+    try:
+        build = first.call(
+            "POST", "builds", {"steps": ["echo one; until [ -e /tmp/go ]; do sleep 0.05; done"]}
+        )
+        first.wait_for_text(build["id"], "one")
+        assert stored_row(tmp_path, build["id"])["runner_host"] == "elsewhere"
+        stop_gracefully(first)
+        deadline = time.monotonic() + 60
+        while stored_row(tmp_path, build["id"])["runner_pid"] != second.proc.pid:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the running server did not take the build"
+            time.sleep(0.1)  # polling the database another process writes
+        (envd.root / "tmp" / "go").touch()
+        final = wait_for_end(second, build["id"])
+        entries = second.logs(build["id"])
+    finally:
+        second.stop()
+        first.stop()
+    assert final["status"] == "succeeded", final
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert [e["text"] for e in entries if e["kind"] == "log"] == ["one"]
+    (vm,) = plane.vms.values()
+    assert vm.state == "killed" and vm.killed_by != "timeout"
