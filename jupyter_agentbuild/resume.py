@@ -14,12 +14,19 @@ instead of marking it ``interrupted``:
 
 A provider takes part by having ``reattach(build_id, state, step=, skip=)``; a build
 that cannot be resumed (no such provider, the VM gone) is reconciled as before.
+
+A server that stops gracefully (a restart) does not wait to be found dead: it *detaches*
+such a build (:func:`detach`): it stores what it accepted, leaves the step running in the
+VM, bounds the VM's life to what remains of the build's timeout and clears its own runner
+fields, so the next server to reconcile takes the build over at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +39,7 @@ from .store.repository import BuildRow, Store
 from .store.schema import builds
 
 if TYPE_CHECKING:
-    from .runner import Runner
+    from .runner import Runner, _Job
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +135,54 @@ async def reap_unrecorded(runner: Runner, row: BuildRow) -> None:
             await reap_build(row.id)
         except Exception as exc:
             log.warning("agentbuild: reaping the sandboxes of %s failed: %s", row.id, exc)
+
+
+async def detach(runner: Runner, job: _Job) -> bool:
+    """Leave ``job`` (whose step was left running, see ``E2BSandbox.detach``) to the next
+    server; False when it must be interrupted instead: a sandbox that cannot be left, a
+    step that failed (the build is over), or a store that did not take its last entries
+    (a successor could not tell where it stood)."""
+    keep_for = getattr(job.sandbox, "keep_for", None)
+    if keep_for is None or job.last_exit_code not in (None, 0):
+        return False
+    build_id = job.row.id
+    try:
+        await job.pipe.close()
+        row = await runner.store.get_build(build_id)
+    except Exception as exc:  # StoreUnavailable included
+        log.error("agentbuild: build %s cannot be left to another server: %s", build_id, exc)
+        return False
+    if row is None or row.status != "running":
+        return False
+    timeout = job.spec.timeout or runner.config.default_timeout
+    began = (row.started_at or row.created_at).timestamp()
+    # never past the build's own deadline, if no server ever takes it over
+    await keep_for(timeout - (time.time() - began))
+    stmt = (
+        update(builds)
+        .where(
+            builds.c.id == build_id,
+            builds.c.status == "running",
+            builds.c.runner_id == runner.runner_id,
+        )
+        .values(runner_id=None, runner_host=None, runner_pid=None)
+    )
+    try:
+        async with transaction(runner.store.engine) as conn:
+            await conn.execute(stmt)
+    except Exception as exc:  # still ours: found dead later (its pid, its stale heartbeat)
+        log.warning("agentbuild: build %s stays recorded as this server's: %s", build_id, exc)
+    log.info(
+        "agentbuild: build %s of %s left running in sandbox %s for the next server",
+        build_id,
+        job.row.owner,
+        job.sandbox.id if job.sandbox is not None else None,
+    )
+    return True
+
+
+async def leave_step(sandbox: Any, step_task: asyncio.Task[Any]) -> None:
+    """Stop following a running step without stopping it (the sandbox is detached)."""
+    sandbox.detach()
+    step_task.cancel()
+    await asyncio.wait([step_task])

@@ -101,6 +101,8 @@ class _Job:
     step_started: bool = False
     sandbox_kept: bool = False
     last_exit_code: int | None = None
+    #: True while its steps run: a graceful stop may then leave it to the next server.
+    detachable: bool = False
     #: The ``sandbox_state`` last written: unchanged state is not written again.
     recorded_state: Any = None
 
@@ -196,13 +198,18 @@ class Runner:
             await asyncio.shield(job.task)
 
     async def shutdown(self) -> None:
-        """Stop every build (``interrupted``), flushing what was accepted, within a bound."""
+        """Stop every build (``interrupted``), flushing what was accepted, within a bound;
+        one running steps in a sandbox that outlives us (E2B) is left to the next server
+        instead (``detached``, see resume.py)."""
         self._closing = True
         for task in self._background:
             task.cancel()
         jobs = list(self._jobs.values())
         for job in jobs:
-            self._stop(job, "interrupted", "the Jupyter server stopped while the build ran")
+            if job.detachable and hasattr(self.providers.get(job.row.provider), "reattach"):
+                self._stop(job, "detached", "the Jupyter server stopped: another takes over")
+            else:
+                self._stop(job, "interrupted", "the Jupyter server stopped while the build ran")
         tasks = [job.task for job in jobs if job.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
@@ -297,6 +304,7 @@ class Runner:
         a resumed build's); the first non-zero exit code, else 0."""
         assert job.sandbox is not None
         pipe = job.pipe
+        job.detachable = True
         for index, step in enumerate(job.spec.steps):
             if index < first:
                 continue
@@ -330,7 +338,9 @@ class Runner:
             )
             self._check_stopped(job, exit_code=result.exit_code)
             if result.exit_code != 0:
+                job.detachable = False
                 return result.exit_code
+        job.detachable = False
         return 0
 
     async def _run_step(
@@ -342,6 +352,8 @@ class Runner:
         exists, when a single cancel would find nothing to kill.
         """
         assert job.sandbox is not None
+        if job.stop_reason == "detached":
+            self._check_stopped(job)  # not started: the next server starts it
         step_task = asyncio.create_task(
             job.sandbox.run_step(command, step=index, timeout=step_timeout, on_output=on_output)
         )
@@ -353,6 +365,9 @@ class Runner:
                 waker.cancel()
             if step_task.done():
                 break
+            if job.stop_reason == "detached":  # the step runs on for the next server
+                await resume.leave_step(job.sandbox, step_task)
+                self._check_stopped(job)
             await job.sandbox.cancel()
             await asyncio.wait([step_task], timeout=0.5)
         return step_task.result()
@@ -447,6 +462,10 @@ class Runner:
         if error:
             error = pipe.mask(error)
         try:
+            if status == "detached":
+                if await resume.detach(self, job):
+                    return
+                status, error = "interrupted", "the Jupyter server stopped while the build ran"
             # A kept sandbox (a preview), or one that could not be destroyed, stays
             # recorded in the same write, so a reaper can still find what is left.
             kept = await self._release_sandbox(job)
@@ -637,6 +656,8 @@ class Runner:
             return False
         if row.runner_id == self.runner_id:
             return True  # ours, but no task: it can never finish
+        if row.runner_id is None and row.status == "running":
+            return True  # left by a server that stopped gracefully (resume.detach)
         if row.runner_host == self.host and row.runner_pid is not None:
             if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
                 return True

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,6 +66,9 @@ class E2BSandbox(WorkspaceFiles):
         self._cancel = asyncio.Event()
         self._service: CommandRun | None = None
         self._closed = False
+        #: Set when the server stops gracefully and leaves the build to the next server:
+        #: the running step is no longer followed but goes on in the VM.
+        self._detached = False
         self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
         #: Set by a server re-attaching to this VM: the step that was running and the line
         #: pieces per stream its predecessor stored (see :meth:`run_step`).
@@ -236,6 +240,11 @@ class E2BSandbox(WorkspaceFiles):
                 code = -9
             await run.flush()
         except asyncio.CancelledError:
+            if self._detached:  # left to the next server: stop listening, not the step
+                waited.cancel()
+                with swallowed(log, f"leaving E2B step {run.marker}", describe=redacted):
+                    await asyncio.shield(run.handle.disconnect())
+                raise
             # the caller was cancelled (server shutdown): stop the step in the VM first
             with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
                 await asyncio.wait_for(
@@ -260,6 +269,24 @@ class E2BSandbox(WorkspaceFiles):
             timed_out=bool(signal) and reason == "timeout",
             cancelled=bool(signal) and reason == "cancel",
         )
+
+    def detach(self) -> None:
+        """Leave the VM to the next server (a graceful stop of this one): from now on a
+        cancelled ``run_step`` stops following its step but leaves it running, and no
+        command starts. The build's rows tell the next server where it stood."""
+        self._detached = self._closed = True
+
+    async def keep_for(self, seconds: float) -> None:
+        """Bound the life of a VM left behind to ``seconds`` (at most its usual lifetime):
+        if no server takes the build over, E2B's timeout ends it then. A server that
+        reconnects gives it its full lifetime again."""
+        if self.debug:
+            return
+        lifetime = min(self._keep_alive, max(1, math.ceil(seconds)))
+        try:
+            await self.sdk.set_timeout(lifetime)
+        except Exception as exc:
+            log.warning("sandbox %s: bounding its lifetime failed: %s", self.id, redacted(exc))
 
     async def cancel(self) -> None:
         """Stop the running step; returns once it is gone (``run_step`` then returns)."""
