@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import ProviderStatus, SandboxError, SandboxProvider
 from .isolated_provider import IsolatedLocalProvider
@@ -32,26 +32,34 @@ def isolated_local(settings: ProviderSettings) -> SandboxProvider:
 
 
 class ProcessProvider(LocalSandboxProvider):
-    """``process``: steps as plain processes of the server's user (no isolation)."""
+    """``process``: steps as plain processes of the server's user (no isolation).
+
+    Made on every server, so that any server can reap what a dead one left of such a
+    sandbox; builds may use it only with ``allow_unisolated`` (its :meth:`check`)."""
 
     name = "process"
 
+    def __init__(self, *args: Any, allowed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed = allowed
+
     async def check(self) -> ProviderStatus:
+        if not self.allowed:
+            return ProviderStatus(
+                False,
+                False,
+                "plain processes can read everything the server can; "
+                "set c.AgentBuild.allow_unisolated = True to allow them",
+            )
         return ProviderStatus(
             True, False, "UNISOLATED plain processes of the server's user (allow_unisolated)"
         )
 
 
 def process_local(settings: ProviderSettings) -> SandboxProvider:
-    from ..providers import ProviderUnavailable
-
-    if not settings.allow_unisolated:
-        raise ProviderUnavailable(
-            "plain processes can read everything the server can; "
-            "set c.AgentBuild.allow_unisolated = True to allow them"
-        )
     return ProcessProvider(
         settings.workspace_root,
+        allowed=settings.allow_unisolated,
         max_line_bytes=settings.max_line_bytes,
         kill_grace=settings.kill_grace,
     )

@@ -137,15 +137,31 @@ async def test_another_server_stops_or_deletes_this_servers_preview(
             assert code == 404
 
 
+@pytest.fixture
+def plain_other_server(tmp_path: Path, postgres_url: str) -> Iterator[ServerProcess]:  # noqa: F811
+    """:func:`other_server` running builds as plain processes (which can be orphaned)."""
+    from tests.server.test_lifecycle import UNISOLATED
+
+    other = tmp_path / "other"
+    other.mkdir()
+    srv = ServerProcess(other, db_url=postgres_url, extra_args=UNISOLATED)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 async def test_a_preview_whose_server_died_here_is_stopped_from_another(
-    api: Api, other_server: ServerProcess
+    api: Api, plain_other_server: ServerProcess
 ) -> None:
     """The preview's server was killed (-9) on this host, its preview process orphaned: a
-    stop asked on this server finds the dead pid and stops it here, port freed."""
+    stop asked on this server finds the dead pid and stops it here, port freed. (Only
+    plain processes can be orphaned: an isolated preview dies with its server.)"""
     import asyncio
 
     from tests.notebook.serverproc import free_port
     from tests.preview.conftest import port_open
+
+    other_server = plain_other_server
 
     port = free_port()
     spec = {
