@@ -105,6 +105,8 @@ class _Job:
     detachable: bool = False
     #: The ``sandbox_state`` last written: unchanged state is not written again.
     recorded_state: Any = None
+    #: Stops the build at its timeout (cancelled when the build ends).
+    deadline: asyncio.TimerHandle | None = None
 
 
 class BuildStopped(Exception):
@@ -227,50 +229,63 @@ class Runner:
         job.wake.set()
 
     async def _run(self, job: _Job) -> None:
+        await self._run_to_end(job, self._start(job))
+
+    async def _start(self, job: _Job) -> int:
+        """Queued, starting, the sandbox, running: then the steps (their exit code)."""
         row, spec, pipe = job.row, job.spec, job.pipe
-        status, exit_code, error = "failed", None, None
-        deadline_handle: asyncio.TimerHandle | None = None
-        try:
-            await pipe.event("status", {"status": "queued"})
-            await self._claim_slot(job)
-            await pipe.event("status", {"status": "starting"})
-            timeout = spec.timeout or self.config.default_timeout
-            deadline_handle = asyncio.get_running_loop().call_later(
-                timeout,
-                self._stop,
-                job,
-                "timed_out",
-                f"the build exceeded its timeout of {timeout:g}s",
-            )
-            provider = self.providers[row.provider]
-            # network is passed only when off: providers that cannot do it are refused
-            # before the build is accepted (ProviderCatalog.choose)
-            offline = {} if spec.network else {"network": False}
-            job.sandbox = await provider.create(
-                row.id, workspace=job.workspace, files=spec.files, env=spec.env, **offline
-            )
-            self._check_stopped(job)
-            started = utcnow()
-            job.recorded_state = job.sandbox.state()
-            sandbox = job.sandbox
-            await with_backoff(
-                lambda: self.store.update_build(
-                    row.id,
-                    status="running",
-                    sandbox_id=sandbox.id,
-                    sandbox_state=job.recorded_state,
-                    started_at=started,
-                ),
-                patience=self.config.store_retry_timeout,
-            )
-            await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
-            log.info(
-                "agentbuild: build %s of %s started in sandbox %s",
+        await pipe.event("status", {"status": "queued"})
+        await self._claim_slot(job)
+        await pipe.event("status", {"status": "starting"})
+        self._arm_deadline(job, spec.timeout or self.config.default_timeout)
+        provider = self.providers[row.provider]
+        # network is passed only when off: providers that cannot do it are refused
+        # before the build is accepted (ProviderCatalog.choose)
+        offline = {} if spec.network else {"network": False}
+        job.sandbox = await provider.create(
+            row.id, workspace=job.workspace, files=spec.files, env=spec.env, **offline
+        )
+        self._check_stopped(job)
+        started = utcnow()
+        job.recorded_state = job.sandbox.state()
+        sandbox = job.sandbox
+        await with_backoff(
+            lambda: self.store.update_build(
                 row.id,
-                row.owner,
-                job.sandbox.id,
-            )
-            exit_code = await self._run_steps(job)
+                status="running",
+                sandbox_id=sandbox.id,
+                sandbox_state=job.recorded_state,
+                started_at=started,
+            ),
+            patience=self.config.store_retry_timeout,
+        )
+        await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
+        log.info(
+            "agentbuild: build %s of %s started in sandbox %s",
+            row.id,
+            row.owner,
+            job.sandbox.id,
+        )
+        return await self._run_steps(job)
+
+    def _arm_deadline(self, job: _Job, seconds: float) -> None:
+        timeout = job.spec.timeout or self.config.default_timeout
+        job.deadline = asyncio.get_running_loop().call_later(
+            max(0.0, seconds),
+            self._stop,
+            job,
+            "timed_out",
+            f"the build exceeded its timeout of {timeout:g}s",
+        )
+
+    async def _run_to_end(self, job: _Job, steps: Awaitable[int]) -> None:
+        """Await ``steps`` (the build's start and steps, or a resumed build's remaining
+        steps), run the after-steps hooks, and end the build with the outcome, whatever
+        happened (a stop, the store gone, the server stopping, a provider failure)."""
+        row, pipe = job.row, job.pipe
+        status, exit_code, error = "failed", None, None
+        try:
+            exit_code = await steps
             self._check_stopped(job)
             await self._after_steps(job, succeeded=exit_code == 0)
             self._check_stopped(job)
@@ -295,8 +310,8 @@ class Runner:
                 exc_info=not pipe.has_secrets,
             )
         finally:
-            if deadline_handle is not None:
-                deadline_handle.cancel()
+            if job.deadline is not None:
+                job.deadline.cancel()
             await self._finish(job, status, exit_code, error)
 
     async def _run_steps(self, job: _Job, first: int = 0, announced: bool = False) -> int:
@@ -733,39 +748,11 @@ class Runner:
 
     async def _run_adopted(self, job: _Job, first_step: int, announced: bool) -> None:
         """:meth:`_run` from the steps on; the build's timeout counts from its start."""
-        row, spec = job.row, job.spec
-        status, exit_code, error = "failed", None, None
-        timeout = spec.timeout or self.config.default_timeout
+        row = job.row
+        timeout = job.spec.timeout or self.config.default_timeout
         elapsed = time.time() - (row.started_at or row.created_at).timestamp()
-        deadline_handle = asyncio.get_running_loop().call_later(
-            max(0.0, timeout - elapsed),
-            self._stop,
-            job,
-            "timed_out",
-            f"the build exceeded its timeout of {timeout:g}s",
-        )
-        try:
-            exit_code = await self._run_steps(job, first_step, announced)
-            self._check_stopped(job)
-            await self._after_steps(job, succeeded=exit_code == 0)
-            self._check_stopped(job)
-            status = "succeeded" if exit_code == 0 else "failed"
-            if exit_code != 0:
-                error = f"step failed with exit code {exit_code}"
-        except BuildStopped:
-            status = job.stop_reason or "cancelled"
-            error = job.stop_message
-            exit_code = job.last_exit_code
-        except StoreUnavailable as exc:
-            status, error = "failed", f"the build database stopped accepting logs: {exc}"
-        except asyncio.CancelledError:
-            status, error = "interrupted", "the Jupyter server stopped while the build ran"
-        except Exception as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("agentbuild: resumed build %s failed", row.id)
-        finally:
-            deadline_handle.cancel()
-            await self._finish(job, status, exit_code, error)
+        self._arm_deadline(job, timeout - elapsed)
+        await self._run_to_end(job, self._run_steps(job, first_step, announced))
 
 
 def _started_before(pid: int, when: float) -> bool:
