@@ -3,8 +3,9 @@
 Every module that compares or stores a build status, a preview state, an entry kind or an
 event type uses these enums, never a bare string. They are ``StrEnum``s, so a member *is*
 its string: it is stored, encoded to JSON and compared with what a client sent without
-conversion. The contract schema (``contract/agentbuild.schema.json``, which the JupyterLab
-extension's types are generated from) lists the same values; a test holds them equal.
+conversion. The contract schema's lists of these values (``contract/agentbuild.schema.json``,
+which the JupyterLab extension's types are generated from) are written from this module by
+``python -m jupyter_agentbuild.contract --write``; a test fails while the file is out of date.
 """
 
 from __future__ import annotations

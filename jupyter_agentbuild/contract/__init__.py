@@ -3,6 +3,8 @@
 The server serves it (``agentbuild/api/contract.json``), its tests validate real responses
 against it, and the JupyterLab extension's TypeScript types are generated from it when the
 extension is built, so neither side hand-copies the other's status list or field names.
+Its lists of states are not written by hand either: :mod:`.generate` writes them from
+:mod:`..vocabulary` (``python -m jupyter_agentbuild.contract --check | --write``).
 """
 
 from __future__ import annotations
