@@ -24,7 +24,7 @@ from .exceptions import (
     Unauthorized,
     Unavailable,
 )
-from .models import TERMINAL, Build, Entry, Record
+from .records import TERMINAL, Build, Entry, Record
 from .sync import Client
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .aio import AsyncClient, BuildList, EntryBatch, RecordList
 from .connection import ServerInfo
-from .models import Build, Entry, Record
+from .records import Build, Entry, Record
 
 T = TypeVar("T")
 

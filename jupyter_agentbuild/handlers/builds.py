@@ -7,8 +7,8 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..build_json import build_json
 from ..errors import TooLarge
-from ..models import build_json
 from .base import AgentBuildHandler
 
 

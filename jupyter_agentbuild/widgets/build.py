@@ -17,11 +17,12 @@ from typing import Any
 import ipywidgets as w
 
 from ..client import AgentBuildError, AsyncClient, Build, Client, Conflict, Entry, ServerInfo
-from ..client.models import format_duration
+from ..client.formatting import format_duration
+from ..vocabulary import PreviewState
 from . import html
-from .model import BuildState, LogBuffer, Throttle
 from .preview import PreviewPanel
 from .tables import artifact_links
+from .view_state import BuildState, LogBuffer, Throttle
 
 _TASKS: set[asyncio.Task[Any]] = set()  # keep running followers referenced
 PREVIEW_POLL = 0.5
@@ -54,26 +55,32 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             server.browser_path("api", "builds", self.build_id, "logs") + "?format=text"
         )
 
-        self._title = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
-        self._badge = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
-        self._badge.add_class("agentbuild-status")
-        self._elapsed = w.Label(layout=w.Layout(margin="0 0.5em 0 0"))
-        self._step = w.Label(layout=w.Layout(margin="0 0.5em 0 0"))
-        self._cancel = w.Button(
+        self.title_html = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
+        self.badge_html = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
+        self.badge_html.add_class("agentbuild-status")
+        self.elapsed_label = w.Label(layout=w.Layout(margin="0 0.5em 0 0"))
+        self.step_text = w.Label(layout=w.Layout(margin="0 0.5em 0 0"))
+        self.cancel_button = w.Button(
             description="Cancel", icon="stop", button_style="danger", layout=w.Layout(width="auto")
         )
-        self._cancel.on_click(self._on_cancel)
+        self.cancel_button.on_click(self._on_cancel)
         header = w.HBox(
-            [self._title, self._badge, self._elapsed, self._step, self._cancel],
+            [
+                self.title_html,
+                self.badge_html,
+                self.elapsed_label,
+                self.step_text,
+                self.cancel_button,
+            ],
             layout=w.Layout(align_items="center", flex_flow="row wrap"),
         )
-        self._message = w.HTML(layout=w.Layout(margin="0"))
-        self._hidden = w.HTML(layout=w.Layout(margin="0"))
+        self.message_html = w.HTML(layout=w.Layout(margin="0"))
+        self.hidden_html = w.HTML(layout=w.Layout(margin="0"))
         self._blocks = [w.HTML(layout=w.Layout(margin="0")) for _ in range(max_blocks)]
         for block in self._blocks:
             block.add_class("agentbuild-log-block")
         # column-reverse keeps the scroll position pinned to the newest line.
-        self._logbox = w.Box(
+        self.log_box = w.Box(
             [],
             layout=w.Layout(
                 display="flex",
@@ -83,12 +90,19 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
                 border="1px solid var(--jp-border-color2, #e0e0e0)",
             ),
         )
-        self._logbox.add_class("agentbuild-log")
-        self._artifacts = w.HTML(layout=w.Layout(margin="0"))
-        self._artifacts.add_class("agentbuild-artifacts")
+        self.log_box.add_class("agentbuild-log")
+        self.artifacts_html = w.HTML(layout=w.Layout(margin="0"))
+        self.artifacts_html.add_class("agentbuild-artifacts")
         self.preview = PreviewPanel(server, build.id)
         super().__init__(
-            [header, self._message, self._hidden, self._logbox, self._artifacts, self.preview]
+            [
+                header,
+                self.message_html,
+                self.hidden_html,
+                self.log_box,
+                self.artifacts_html,
+                self.preview,
+            ]
         )
         self.add_class("agentbuild-build")
         self.render_header()
@@ -97,14 +111,14 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
 
     def render_header(self) -> None:
         build = self.build_state.build
-        self._title.value = html.title(build.get("name"), self.build_id)
-        self._badge.value = html.badge(self.build_state.status)
+        self.title_html.value = html.title(build.get("name"), self.build_id)
+        self.badge_html.value = html.badge(self.build_state.status)
         if build.get("finished_at") or not self.build_state.terminal:
             # Once finished, the clock stops at the last value until the record says when.
-            self._elapsed.value = format_duration(build.elapsed())
-        self._step.value = self.build_state.step_label
+            self.elapsed_label.value = format_duration(build.elapsed())
+        self.step_text.value = self.build_state.step_label
         if self.build_state.terminal:
-            self._cancel.layout.display = "none"
+            self.cancel_button.layout.display = "none"
 
     def flush(self) -> None:
         """Send what changed since the last flush to the front end."""
@@ -116,10 +130,10 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             self._blocks[block.index % len(self._blocks)].value = html.pre(block.html())
         if self.log_buffer.layout_changed:
             count = len(self._blocks)
-            self._logbox.children = tuple(
+            self.log_box.children = tuple(
                 self._blocks[b.index % count] for b in reversed(self.log_buffer.blocks)
             )
-        self._hidden.value = html.hidden_lines(self.log_buffer.hidden, self._full_log_href)
+        self.hidden_html.value = html.hidden_lines(self.log_buffer.hidden, self._full_log_href)
         self.render_header()
 
     def request_flush(self) -> None:
@@ -139,7 +153,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
         self.build_state.update_build(build)
 
     def show_message(self, text: str, *, error: bool = True) -> None:
-        self._message.value = html.message(text, error=error)
+        self.message_html.value = html.message(text, error=error)
 
     # -- following the stream ---------------------------------------------------------------
 
@@ -228,7 +242,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
         deadline = asyncio.get_running_loop().time() + float(
             spec_preview.get("ready_timeout") or 60
         )
-        while (build.get("preview") or {}).get("state") == "starting":
+        while (build.get("preview") or {}).get("state") == PreviewState.STARTING:
             self.preview.update(build.get("preview"), path)
             if asyncio.get_running_loop().time() > deadline:
                 break
@@ -238,7 +252,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
 
     def show_artifacts(self, artifacts: list[Any], total_size: int | None) -> None:
         hrefs, archives = artifact_links(self.server, self.build_id, artifacts)
-        self._artifacts.value = html.artifacts_table(artifacts, total_size, hrefs, archives)
+        self.artifacts_html.value = html.artifacts_table(artifacts, total_size, hrefs, archives)
 
     async def _guarded_run(self) -> None:
         try:
@@ -272,8 +286,8 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
     # -- controls -----------------------------------------------------------------------------
 
     def _on_cancel(self, _button: Any = None) -> None:
-        self._cancel.disabled = True
-        self._cancel.description = "Cancelling…"
+        self.cancel_button.disabled = True
+        self.cancel_button.description = "Cancelling…"
         try:
             with Client(server=self.server) as client:
                 client.cancel(self.build_id)
@@ -281,8 +295,8 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             pass  # it has finished already
         except AgentBuildError as exc:
             self.show_message(f"cancel failed: {exc}")
-            self._cancel.disabled = False
-            self._cancel.description = "Cancel"
+            self.cancel_button.disabled = False
+            self.cancel_button.description = "Cancel"
 
     def close(self) -> None:
         """Stop following and close every part of the widget."""
@@ -296,8 +310,14 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
         self.preview.close()
         for child in self._blocks:
             child.close()
-        for child in (self._title, self._badge, self._elapsed, self._step, self._cancel):
+        for child in (
+            self.title_html,
+            self.badge_html,
+            self.elapsed_label,
+            self.step_text,
+            self.cancel_button,
+        ):
             child.close()
-        for child in (self._message, self._hidden, self._logbox, self._artifacts):
+        for child in (self.message_html, self.hidden_html, self.log_box, self.artifacts_html):
             child.close()
         super().close()

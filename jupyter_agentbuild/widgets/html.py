@@ -11,17 +11,18 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from ..client.models import format_size
+from ..client.formatting import format_size
+from ..vocabulary import BuildStatus, PreviewState
 
-STATUS_COLORS = {
-    "queued": "#757575",
-    "starting": "#1565c0",
-    "running": "#1565c0",
-    "succeeded": "#2e7d32",
-    "failed": "#c62828",
-    "cancelled": "#6d4c41",
-    "timed_out": "#ef6c00",
-    "interrupted": "#ef6c00",
+STATUS_COLORS: dict[str, str] = {
+    BuildStatus.QUEUED: "#757575",
+    BuildStatus.STARTING: "#1565c0",
+    BuildStatus.RUNNING: "#1565c0",
+    BuildStatus.SUCCEEDED: "#2e7d32",
+    BuildStatus.FAILED: "#c62828",
+    BuildStatus.CANCELLED: "#6d4c41",
+    BuildStatus.TIMED_OUT: "#ef6c00",
+    BuildStatus.INTERRUPTED: "#ef6c00",
 }
 PRE_STYLE = (
     "margin:0;padding:0 0.5em;white-space:pre-wrap;word-break:break-word;"
@@ -71,11 +72,11 @@ def pre(body_html: str) -> str:
 
 
 LINK_STYLE = "color:var(--jp-content-link-color, #1976d2);text-decoration:underline"
-PREVIEW_COLORS = {
-    "starting": "#1565c0",
-    "ready": "#2e7d32",
-    "stopped": "#757575",
-    "failed": "#c62828",
+PREVIEW_COLORS: dict[str, str] = {
+    PreviewState.STARTING: "#1565c0",
+    PreviewState.READY: "#2e7d32",
+    PreviewState.STOPPED: "#757575",
+    PreviewState.FAILED: "#c62828",
 }
 
 
@@ -146,7 +147,7 @@ def artifacts_table(
 
 def preview_bar(state: str, href: str | None) -> str:
     parts = [f"<b>Preview</b> {badge(state, PREVIEW_COLORS)}"]
-    if href and state == "ready":
+    if href and state == PreviewState.READY:
         parts.append(link(href, "open in new tab ↗"))
     return " ".join(parts)
 

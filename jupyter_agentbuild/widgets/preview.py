@@ -8,7 +8,8 @@ from typing import Any
 import ipywidgets as w
 
 from ..client import AgentBuildError, Build, Client, Conflict, ServerInfo
-from ..client.models import is_own_origin
+from ..client.records import is_own_origin
+from ..vocabulary import PreviewState
 from . import html
 
 
@@ -19,16 +20,18 @@ class PreviewPanel(w.VBox):  # type: ignore[misc]
         self.server = server
         self.build_id = build_id
         self.state = ""
-        self._bar = w.HTML(layout=w.Layout(margin="0"))
-        self._stop = w.Button(
+        self.bar_html = w.HTML(layout=w.Layout(margin="0"))
+        self.stop_button = w.Button(
             description="Stop preview", icon="stop", layout=w.Layout(width="auto")
         )
-        self._stop.on_click(self._on_stop)
-        self._frame = w.HTML(layout=w.Layout(margin="0"))
-        self._hint = w.HTML(layout=w.Layout(margin="0"))
-        self._message = w.HTML(layout=w.Layout(margin="0"))
+        self.stop_button.on_click(self._on_stop)
+        self.frame_html = w.HTML(layout=w.Layout(margin="0"))
+        self.hint_html = w.HTML(layout=w.Layout(margin="0"))
+        self.message_html = w.HTML(layout=w.Layout(margin="0"))
         self.src = ""
-        self._header = w.HBox([self._bar, self._stop], layout=w.Layout(align_items="center"))
+        self.header_box = w.HBox(
+            [self.bar_html, self.stop_button], layout=w.Layout(align_items="center")
+        )
         super().__init__([], **kwargs)
         self.add_class("agentbuild-preview")
 
@@ -55,22 +58,22 @@ class PreviewPanel(w.VBox):  # type: ignore[misc]
         base = str(preview["url"]).rstrip("/") + "/" if own_origin else self.href
         src = base + path.lstrip("/")
         self.src = src
-        self._bar.value = html.preview_bar(state, src)
-        if state == "ready":
-            self._frame.value = html.preview_iframe(src, own_origin=own_origin)
-            self._hint.value = html.hint(
+        self.bar_html.value = html.preview_bar(state, src)
+        if state == PreviewState.READY:
+            self.frame_html.value = html.preview_iframe(src, own_origin=own_origin)
+            self.hint_html.value = html.hint(
                 html.STORAGE_HINT if own_origin else html.SHARED_ORIGIN_HINT
             )
-            children = (self._header, self._frame, self._hint, self._message)
-            self._stop.disabled = False
+            children = (self.header_box, self.frame_html, self.hint_html, self.message_html)
+            self.stop_button.disabled = False
         else:
-            self._frame.value = ""
-            self._hint.value = ""
-            children = (self._bar, self._message)
+            self.frame_html.value = ""
+            self.hint_html.value = ""
+            children = (self.bar_html, self.message_html)
         self.children = children
 
     def _on_stop(self, _button: Any = None) -> None:
-        self._stop.disabled = True
+        self.stop_button.disabled = True
         try:
             with Client(server=self.server) as client:
                 client.preview_stop(self.build_id)
@@ -78,13 +81,20 @@ class PreviewPanel(w.VBox):  # type: ignore[misc]
         except Conflict:
             build = Build({})
         except AgentBuildError as exc:
-            self._message.value = html.message(f"could not stop the preview: {exc}")
-            self._stop.disabled = False
+            self.message_html.value = html.message(f"could not stop the preview: {exc}")
+            self.stop_button.disabled = False
             return
-        preview = build.get("preview") or {"state": "stopped"}
+        preview = build.get("preview") or {"state": PreviewState.STOPPED}
         self.update(preview)
 
     def close(self) -> None:
-        for child in (self._bar, self._stop, self._frame, self._hint, self._message, self._header):
+        for child in (
+            self.bar_html,
+            self.stop_button,
+            self.frame_html,
+            self.hint_html,
+            self.message_html,
+            self.header_box,
+        ):
             child.close()
         super().close()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ..client import Build, Record, ServerInfo
-from ..client.models import format_duration, format_size
+from ..client.formatting import format_duration, format_size
 from .html import artifacts_table, badge
 
 

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 
-from jupyter_agentbuild._magic_args import (
-    HelpShown,
-    build_spec,
-    notebook_dir,
-    parse_cell,
-    parse_line,
-)
+from jupyter_agentbuild.magics.arguments import HelpShown, parse_cell, parse_line
+from jupyter_agentbuild.magics.cell_spec import build_spec, notebook_dir
 
 
 def spec_for(line: str, script: str = "make", **kw: object) -> dict[str, object]:

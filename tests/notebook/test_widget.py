@@ -30,20 +30,20 @@ def make_build(**fields: Any) -> Build:
 
 def all_html(widget: BuildWidget) -> str:
     parts = [
-        widget._title.value,
-        widget._badge.value,
-        widget._hidden.value,
-        widget._artifacts.value,
+        widget.title_html.value,
+        widget.badge_html.value,
+        widget.hidden_html.value,
+        widget.artifacts_html.value,
     ]
-    parts += [b.value for b in widget._logbox.children]
+    parts += [b.value for b in widget.log_box.children]
     parts += [getattr(c, "value", "") for c in widget.preview.children]
     return "\n".join(parts)
 
 
 def test_header_and_log_rendering() -> None:
     widget = BuildWidget(make_build(), SERVER, block_lines=2, max_blocks=2)
-    assert "site &lt;b&gt;" in widget._title.value
-    assert "running" in widget._badge.value
+    assert "site &lt;b&gt;" in widget.title_html.value
+    assert "running" in widget.badge_html.value
     widget.add_entries(
         [
             {
@@ -56,8 +56,8 @@ def test_header_and_log_rendering() -> None:
         ]
     )
     widget.flush()
-    assert widget._step.value == "step 1/1 make"
-    blocks = widget._logbox.children
+    assert widget.step_text.value == "step 1/1 make"
+    blocks = widget.log_box.children
     assert len(blocks) == 1
     assert "&lt;i&gt;red&lt;/i&gt;" in blocks[0].value
     assert "<i>" not in blocks[0].value
@@ -71,11 +71,11 @@ def test_cap_hidden_count_and_full_log_link() -> None:
     )
     widget.flush()
     assert widget.log_buffer.shown == 30
-    assert "70 earlier lines" in widget._hidden.value
-    assert 'href="/user/alice/agentbuild/api/builds/b-123/logs' in widget._hidden.value
+    assert "70 earlier lines" in widget.hidden_html.value
+    assert 'href="/user/alice/agentbuild/api/builds/b-123/logs' in widget.hidden_html.value
     # Newest block first: the column-reverse box shows it at the bottom.
-    assert "l100" in widget._logbox.children[0].value
-    assert len(widget._logbox.children) == 3
+    assert "l100" in widget.log_box.children[0].value
+    assert len(widget.log_box.children) == 3
     widget.close()
 
 
@@ -85,9 +85,9 @@ def test_terminal_status_hides_cancel_and_shows_badge() -> None:
         [{"seq": 1, "kind": "event", "type": "status", "data": {"status": "failed"}}]
     )
     widget.flush()
-    assert "failed" in widget._badge.value
-    assert "#c62828" in widget._badge.value
-    assert widget._cancel.layout.display == "none"
+    assert "failed" in widget.badge_html.value
+    assert "#c62828" in widget.badge_html.value
+    assert widget.cancel_button.layout.display == "none"
     widget.close()
 
 
@@ -122,17 +122,17 @@ def test_preview_on_its_own_origin_keeps_its_origin_and_hints_at_the_tab() -> No
     path_url = "/user/alice/agentbuild/preview/b-7/"
     panel.update({"state": "ready", "url": OWN, "path_url": path_url}, "/app/index.html")
     assert panel.src == OWN + "app/index.html"
-    frame = panel._frame.value
+    frame = panel.frame_html.value
     assert f'src="{OWN}app/index.html"' in frame
     sandbox = frame.split('sandbox="', 1)[1].split('"', 1)[0].split()
     assert sorted(sandbox) == sorted(
         "allow-scripts allow-same-origin allow-forms allow-popups allow-modals "
         "allow-downloads".split()
     )
-    assert f'href="{OWN}app/index.html"' in panel._bar.value  # "open in new tab"
-    assert 'target="_blank"' in panel._bar.value
-    assert "third-party storage" in panel._hint.value and panel._hint in panel.children
-    assert "s3cret-token" not in frame + panel._bar.value
+    assert f'href="{OWN}app/index.html"' in panel.bar_html.value  # "open in new tab"
+    assert 'target="_blank"' in panel.bar_html.value
+    assert "third-party storage" in panel.hint_html.value and panel.hint_html in panel.children
+    assert "s3cret-token" not in frame + panel.bar_html.value
     panel.close()
 
 
@@ -151,10 +151,10 @@ def test_preview_without_an_own_origin_uses_the_path_proxy_in_an_opaque_origin(
 ) -> None:
     panel = PreviewPanel(SERVER, "b-7")
     panel.update({"state": "ready", "url": url, "path_url": "/user/alice/agentbuild/preview/b-7/"})
-    frame = panel._frame.value
+    frame = panel.frame_html.value
     assert 'src="/user/alice/agentbuild/preview/b-7/"' in frame
     assert "allow-scripts" in frame and "allow-same-origin" not in frame
-    assert "Jupyter&#x27;s origin" in panel._hint.value
+    assert "Jupyter&#x27;s origin" in panel.hint_html.value
     panel.close()
 
 
@@ -163,12 +163,12 @@ def test_preview_states() -> None:
     panel.update(None)
     assert len(panel.children) == 0
     panel.update({"state": "starting"})
-    assert "starting" in panel._bar.value and panel._bar in panel.children
-    assert "iframe" not in panel._frame.value
+    assert "starting" in panel.bar_html.value and panel.bar_html in panel.children
+    assert "iframe" not in panel.frame_html.value
     panel.update({"state": "ready"})
-    assert "<iframe" in panel._frame.value
+    assert "<iframe" in panel.frame_html.value
     panel.update({"state": "stopped"})
-    assert panel._frame.value == ""
+    assert panel.frame_html.value == ""
     panel.close()
 
 

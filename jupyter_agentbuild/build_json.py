@@ -1,4 +1,4 @@
-"""The contract's Build object, made from a store row (design §3)."""
+"""The contract's Build object (``$defs/Build`` in the contract schema), made from a store row."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 from .entries import iso
 from .store.repository import BuildRow
-
-_LIVE = ("starting", "ready")
+from .vocabulary import LIVE_PREVIEW
 
 
 def build_json(
@@ -33,7 +32,7 @@ def build_json(
         label = preview.pop("label", None)
         path_url = f"{base_url}agentbuild/preview/{row.id}/"
         preview["path_url"] = path_url
-        if preview.get("state") in _LIVE:
+        if preview.get("state") in LIVE_PREVIEW:
             own = preview_origin(label) if preview_origin is not None and label else None
             preview["url"] = own or path_url
         else:

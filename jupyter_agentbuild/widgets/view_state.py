@@ -18,7 +18,8 @@ from html import escape
 from typing import Any
 
 from ..ansi import AnsiRenderer
-from ..client.models import TERMINAL, Build, Entry
+from ..client.records import Build, Entry
+from ..vocabulary import TERMINAL, EntryKind, EventType, Stream
 
 STDERR_STYLE = "background-color:rgba(231,92,88,0.12)"
 NOTE_STYLE = "color:var(--jp-ui-font-color2, #757575);font-style:italic"
@@ -44,6 +45,7 @@ class LogBuffer:
         self.total = 0  # lines that have taken an index: shown, hidden or evicted
         self.hidden = 0  # lines not shown (skipped, dropped unrendered, or evicted)
         self.last_line = ""  # plain text of the newest line, for status displays and tests
+        self.rendered = 0  # lines rendered to HTML: a flood must render only what stays shown
         self._pending: deque[tuple[str, str]] = deque()  # (stream | "note", text | html)
         self._renderers: dict[str, AnsiRenderer] = {}
         self._dirty: set[int] = set()
@@ -84,11 +86,12 @@ class LogBuffer:
         return renderer
 
     def _render(self, item: tuple[str, str]) -> str:
+        self.rendered += 1
         stream, text = item
         if stream == "note":
             return text
         html = self._renderer(stream).render(text)
-        if stream == "stderr":
+        if stream == Stream.STDERR:
             return f'<span style="{STDERR_STYLE}">{html}</span>'
         return html
 
@@ -168,12 +171,12 @@ class BuildState:
         seq = self.last_seq
         for entry in entries:
             kind = entry.get("kind")
-            if kind == "log":
-                add_line(entry.get("stream") or "stdout", entry.get("text") or "")
+            if kind == EntryKind.LOG:
+                add_line(entry.get("stream") or Stream.STDOUT, entry.get("text") or "")
                 step = entry.get("step")
                 if step != self.step_index and step is not None and not self.terminal:
                     self._enter_step(step)
-            elif kind == "event":
+            elif kind == EntryKind.EVENT:
                 note = self._event(str(entry.get("type") or ""), entry.get("data") or {})
                 if note:
                     log.add_note(note)
@@ -203,7 +206,7 @@ class BuildState:
         return " ".join(p for p in (f"step {number}".strip(), str(name)) if p)
 
     def _event(self, kind: str, data: dict[str, Any]) -> str:
-        if kind == "status":
+        if kind == EventType.STATUS:
             status = str(data.get("status") or "")
             if status:
                 self.status = status
@@ -211,11 +214,11 @@ class BuildState:
                 self.step_label = ""
                 return _note("■", f"build {status}")
             return ""
-        if kind == "step_started":
+        if kind == EventType.STEP_STARTED:
             self.step_index = data.get("step")
             self.step_label = self._step_name(data)
             return _note("▶", self.step_label)
-        if kind == "step_finished":
+        if kind == EventType.STEP_FINISHED:
             code = data.get("exit_code")
             mark = "✓" if code in (0, None) else "✗"
             suffix = "" if code in (0, None) else f" (exit code {code})"

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
-STATUSES = ("queued", "starting", "running", *sorted(TERMINAL))
+from ..vocabulary import LIVE_PREVIEW, TERMINAL, BuildStatus
 
-#: An Entry as the server sends it (design §3): ``{"seq", "ts", "kind", ...}``.
+__all__ = ["TERMINAL", "Build", "Entry", "Record", "is_own_origin", "parse_time"]
+
+#: An Entry as the server sends it (the contract schema's ``Entry``):
+#: ``{"seq", "ts", "kind", ...}``.
 Entry = dict[str, Any]
 
 
@@ -57,7 +59,7 @@ class Build(Record):
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == BuildStatus.SUCCEEDED
 
     @property
     def label(self) -> str:
@@ -70,7 +72,7 @@ class Build(Record):
         """Where a browser opens the preview: ``preview.url``, its own origin (the path URL
         on servers without one); ``None`` without a live preview."""
         preview = self.get("preview") or {}
-        if preview.get("state") not in ("starting", "ready"):
+        if preview.get("state") not in LIVE_PREVIEW:
             return None  # the URL dies with the preview
         url = preview.get("url") or preview.get("path_url")
         return str(url) if url else None
@@ -135,27 +137,3 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def format_duration(seconds: float | None) -> str:
-    """``4.2s``, ``3m 05s``, ``2h 01m``."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def format_size(size: int | float | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

@@ -1,12 +1,10 @@
-"""Argument parsing for the magics: argparse, with errors as IPython ``UsageError``."""
+"""The magics' command lines: their usage, their help, and argparse parsers whose errors are
+IPython ``UsageError``s (a message and the usage, no traceback)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import posixpath
 import shlex
-from pathlib import Path
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -61,7 +59,9 @@ class HelpShown(Exception):
     """``--help`` was handled: the help has been printed."""
 
 
-class _Parser(argparse.ArgumentParser):
+class MagicArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting: a magic must never end the kernel."""
+
     def __init__(self, prog: str | None = None, *, usage_text: str, **kw: Any) -> None:
         super().__init__(prog=prog, usage=usage_text, allow_abbrev=False, **kw)
         self.usage_text = usage_text
@@ -85,8 +85,8 @@ def _split(line: str, usage: str) -> list[str]:
         raise UsageError(f"{exc}\nusage: {usage}") from None
 
 
-def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%agentbuild", usage_text=CELL_USAGE)
+def _cell_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%%agentbuild", usage_text=CELL_USAGE)
     p.add_argument("--name")
     ws = p.add_mutually_exclusive_group()
     ws.add_argument("--workspace")
@@ -104,9 +104,9 @@ def _cell_parser() -> _Parser:
     return p
 
 
-def _line_parser() -> _Parser:
-    p = _Parser(prog="%agentbuild", usage_text=LINE_USAGE)
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+def _line_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%agentbuild", usage_text=LINE_USAGE)
+    sub = p.add_subparsers(dest="command", parser_class=MagicArgumentParser)
     ls = sub.add_parser("list", usage_text=LINE_USAGE)
     ls.add_argument("--status")
     ls.add_argument("--limit", type=_positive_int, default=20)
@@ -157,82 +157,3 @@ def parse_line(line: str) -> argparse.Namespace:
     if not words:
         raise UsageError(f"missing subcommand\nusage: {LINE_USAGE}")
     return _line_parser().parse_args(words)
-
-
-def _env(items: list[str], environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
-    env: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise UsageError(f"--env needs K=V or K, got {item!r}\nusage: {CELL_USAGE}")
-        if sep:
-            env[key] = value
-        elif key in environ:
-            env[key] = {"value": environ[key], "secret": True}
-        else:
-            raise UsageError(f"--env {key}: ${key} is not set in this kernel")
-    return env
-
-
-def _files(paths: list[str]) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for raw in paths:
-        path = Path(raw)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"--file {raw}: no such file") from None
-        except (UnicodeDecodeError, IsADirectoryError):
-            raise UsageError(
-                f"--file {raw}: only text files can be sent; use --workspace for directories "
-                "and binary files"
-            ) from None
-        name = raw if not path.is_absolute() and ".." not in path.parts else path.name
-        files[posixpath.normpath(name.replace(os.sep, "/"))] = text
-    return files
-
-
-def notebook_dir(session_path: str | None) -> str | None:
-    """The notebook's directory relative to the Jupyter root, from the kernel's session path."""
-    if not session_path or os.path.isabs(session_path) or "://" in session_path:
-        return None
-    parent = posixpath.dirname(session_path.replace(os.sep, "/"))
-    return parent or "."
-
-
-def build_spec(
-    opts: argparse.Namespace,
-    script: str,
-    *,
-    notebook_path: str | None = None,
-    environ: dict[str, str] | os._Environ[str] | None = None,
-) -> dict[str, Any]:
-    """The BuildSpec for a ``%%agentbuild`` cell."""
-    if not script.strip():
-        raise UsageError(
-            f"the cell is empty: write the build script below the magic\nusage: {CELL_USAGE}"
-        )
-    spec: dict[str, Any] = {"steps": [{"name": opts.name or "cell", "run": script}]}
-    if opts.name:
-        spec["name"] = opts.name
-    workspace = None if opts.no_workspace else opts.workspace or notebook_dir(notebook_path)
-    if workspace:
-        spec["workspace"] = workspace
-    if opts.file:
-        spec["files"] = _files(opts.file)
-    if opts.env:
-        spec["env"] = _env(opts.env, os.environ if environ is None else environ)
-    if opts.provider:
-        spec["provider"] = opts.provider
-    if opts.timeout is not None:
-        spec["timeout"] = opts.timeout
-    if opts.artifacts:
-        spec["artifacts"] = {"paths": opts.artifacts}
-    if opts.preview:
-        preview: dict[str, Any] = {"command": opts.preview}
-        if opts.port is not None:
-            preview["port"] = opts.port
-        if opts.preview_path:
-            preview["path"] = opts.preview_path
-        spec["preview"] = preview
-    return spec
