@@ -59,11 +59,13 @@ import websockets
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from jupyter_agentbuild.vocabulary import ACTIVE, TERMINAL, BuildStatus, EntryKind, EventType
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "soak-token"
 USER_HEADER = "X-Soak-User"
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
-ACTIVE = "queued,starting,running"
+#: The ``?status=`` filter for builds that have not finished.
+ACTIVE_FILTER = ",".join(ACTIVE)
 #: Every status the servers answered (REST and WebSocket handshakes): a 500 is a defect,
 #: a 503 while PostgreSQL restarts is the contract.
 ANSWERS: Counter[int] = Counter()
@@ -445,7 +447,10 @@ class Soak:
                 if not live:
                     break
                 code, data = await call(
-                    self.rng.choice(live), "GET", f"builds?status={ACTIVE}&limit=500", owner=owner
+                    self.rng.choice(live),
+                    "GET",
+                    f"builds?status={ACTIVE_FILTER}&limit=500",
+                    owner=owner,
                 )
                 if code != 200:
                     continue
@@ -580,13 +585,13 @@ class Soak:
                 follow.gaps += seq - follow.last - 1
             follow.last = seq
             follow.received += 1
-            if entry["kind"] == "log":
+            if entry["kind"] == EntryKind.LOG:
                 parts = entry["text"].split(" ")
                 if len(parts) == 3 and parts[0] == "soak":
                     printed = float(parts[2])
                     if printed >= opened:
                         self.latencies.append((printed, now - printed))
-            elif entry.get("type") == "status" and entry["data"].get("status") in TERMINAL:
+            elif entry.get("type") == EventType.STATUS and entry["data"].get("status") in TERMINAL:
                 terminal = True
         return terminal
 
@@ -681,7 +686,7 @@ class Soak:
                 problems.append(f"{build.id}: stored seq not contiguous 1..{one['last_seq']}")
             stored_seq[build.tag] = len(seqs)
             last = entries[-1] if entries else {}
-            if last.get("type") != "status" or last["data"].get("status") != build.status:
+            if last.get("type") != EventType.STATUS or last["data"].get("status") != build.status:
                 problems.append(f"{build.id} ({build.status}): the last stored entry is {last}")
             for follows in self.follows.values():
                 for f in follows:
@@ -694,7 +699,7 @@ class Soak:
             numbers = [
                 int(e["text"].split(" ")[1])
                 for e in entries
-                if e["kind"] == "log" and e["text"].startswith("soak ")
+                if e["kind"] == EntryKind.LOG and e["text"].startswith("soak ")
             ]
             if numbers != list(range(len(numbers))):
                 problems.append(f"{build.id}: stored lines out of order or with a hole")
@@ -706,7 +711,7 @@ class Soak:
             row["printed"] += printed
             row["stored"] += len(numbers)
             missing = printed - len(numbers)
-            promised = build.status != "interrupted"
+            promised = build.status != BuildStatus.INTERRUPTED
             if missing < 0:
                 problems.append(f"{build.id}: {len(numbers)} lines stored, {printed} printed")
             elif missing and promised:
@@ -714,11 +719,11 @@ class Soak:
                 problems.append(f"{build.id} ({build.status}): {missing} printed lines not stored")
             elif missing:
                 row["unstored"] += missing
-            if build.status == "succeeded" and len(numbers) != build.count:
+            if build.status == BuildStatus.SUCCEEDED and len(numbers) != build.count:
                 problems.append(f"{build.id}: succeeded with {len(numbers)}/{build.count} lines")
-            if build.status == "interrupted" and not build.active_when_killed:
+            if build.status == BuildStatus.INTERRUPTED and not build.active_when_killed:
                 problems.append(f"{build.id}: interrupted though its server ({build.server}) lived")
-            if build.status == "failed":
+            if build.status == BuildStatus.FAILED:
                 problems.append(
                     f"{build.id}: failed on {build.server} (rate {build.rate:g}/s, "
                     f"{printed}/{build.count} lines printed, exit code {one.get('exit_code')}): "

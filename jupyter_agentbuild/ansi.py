@@ -11,8 +11,9 @@ terminal; keep one :class:`AnsiRenderer` per stream.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from html import escape
+from typing import Any
 
 # JupyterLab's own ANSI palette (normal, then bright).
 PALETTE = (
@@ -107,6 +108,33 @@ def _rgb(r: int, g: int, b: int) -> str | None:
     return None
 
 
+#: SGR codes that set or clear attributes: the fields of :class:`Style` each one changes.
+SGR_ATTRIBUTES: dict[int, dict[str, Any]] = {
+    0: {f.name: getattr(PLAIN, f.name) for f in fields(PLAIN)},
+    1: {"bold": True},
+    2: {"dim": True},
+    3: {"italic": True},
+    4: {"underline": True},
+    7: {"inverse": True},
+    9: {"strike": True},
+    22: {"bold": False, "dim": False},
+    23: {"italic": False},
+    24: {"underline": False},
+    27: {"inverse": False},
+    29: {"strike": False},
+    39: {"fg": None},
+    49: {"bg": None},
+}
+
+
+def sgr_color(code: int) -> dict[str, str] | None:
+    """The 16-colour codes: 30-37/90-97 foreground, 40-47/100-107 background."""
+    for first, field, offset in ((30, "fg", 0), (90, "fg", 8), (40, "bg", 0), (100, "bg", 8)):
+        if first <= code <= first + 7:
+            return {field: PALETTE[code - first + offset]}
+    return None
+
+
 def apply_sgr(style: Style, raw: str) -> Style:
     """The style after one ``ESC [ raw m`` sequence."""
     params: list[list[int]] = []
@@ -119,42 +147,9 @@ def apply_sgr(style: Style, raw: str) -> Style:
     while i < len(params):
         code = params[i][0]
         used = 1
-        if code == 0:
-            style = PLAIN
-        elif code == 1:
-            style = replace(style, bold=True)
-        elif code == 2:
-            style = replace(style, dim=True)
-        elif code == 3:
-            style = replace(style, italic=True)
-        elif code == 4:
-            style = replace(style, underline=True)
-        elif code == 7:
-            style = replace(style, inverse=True)
-        elif code == 9:
-            style = replace(style, strike=True)
-        elif code == 22:
-            style = replace(style, bold=False, dim=False)
-        elif code == 23:
-            style = replace(style, italic=False)
-        elif code == 24:
-            style = replace(style, underline=False)
-        elif code == 27:
-            style = replace(style, inverse=False)
-        elif code == 29:
-            style = replace(style, strike=False)
-        elif 30 <= code <= 37:
-            style = replace(style, fg=PALETTE[code - 30])
-        elif 90 <= code <= 97:
-            style = replace(style, fg=PALETTE[code - 90 + 8])
-        elif 40 <= code <= 47:
-            style = replace(style, bg=PALETTE[code - 40])
-        elif 100 <= code <= 107:
-            style = replace(style, bg=PALETTE[code - 100 + 8])
-        elif code == 39:
-            style = replace(style, fg=None)
-        elif code == 49:
-            style = replace(style, bg=None)
+        change = SGR_ATTRIBUTES.get(code) or sgr_color(code)
+        if change is not None:
+            style = replace(style, **change)
         elif code in (38, 48):
             color, used = _extended(params, i)
             if color is not None:

@@ -50,8 +50,16 @@ class NotFound(AgentBuildError):
     code = "not_found"
 
 
+class Unauthorized(AgentBuildError):
+    """The credential is missing or wrong (Jupyter's own check answers these)."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class Forbidden(AgentBuildError):
-    """Authenticated, but this request may not be made (e.g. from another site)."""
+    """Authenticated, but this request may not be made (authorizer, XSRF or origin check,
+    or a request from another site)."""
 
     status = 403
     code = "forbidden"
@@ -88,6 +96,23 @@ class ConfigError(AgentBuildError):
 
     status = 503
     code = "misconfigured"
+
+
+#: The errors an HTTP answer's status maps onto, one class per status: the client raises
+#: the class the server raised, so ``except NotFound`` reads the same on both sides.
+BY_HTTP_STATUS: dict[int, type[AgentBuildError]] = {
+    cls.status: cls
+    for cls in (
+        SpecError,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        QuotaExceeded,
+        Unavailable,
+    )
+}
 
 
 #: SQLSTATE classes of a database that cannot be reached or is restarting: connection

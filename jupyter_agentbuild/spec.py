@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import SpecError, TooLarge
+from .masking import MASK
 
 PROVIDERS = ("local", "e2b")
 MAX_NAME = 200
@@ -37,7 +38,6 @@ SUMMARY_TEXT = 200
 SUMMARY_GLOBS = 20
 MAX_TIMEOUT = 7 * 24 * 3600.0
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_MASK = "***"
 TOP_LEVEL = {
     "name", "provider", "workspace", "files", "steps", "env", "timeout", "artifacts", "preview",
     "network",
@@ -116,7 +116,7 @@ class BuildSpec:
         """The spec as stored and returned: secret values are never included."""
         env: dict[str, Any] = {}
         for key, value in self.env.items():
-            env[key] = {"value": SECRET_MASK, "secret": True} if key in self.secret_env else value
+            env[key] = {"value": MASK, "secret": True} if key in self.secret_env else value
         out: dict[str, Any] = {"steps": [s.to_json() for s in self.steps]}
         for key, val in (
             ("name", self.name),

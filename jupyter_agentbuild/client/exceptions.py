@@ -11,13 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import (
+    BY_HTTP_STATUS,
     AgentBuildError,
     ConfigError,
     Conflict,
+    Forbidden,
     NotFound,
     QuotaExceeded,
     SpecError,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 
@@ -37,20 +40,6 @@ __all__ = [
     "Unavailable",
     "error_from_response",
 ]
-
-
-class Unauthorized(AgentBuildError):
-    """401: the credential is missing or wrong."""
-
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(AgentBuildError):
-    """403: authenticated but not allowed (authorizer, XSRF or origin check)."""
-
-    status = 403
-    code = "forbidden"
 
 
 class ServerNotFound(AgentBuildError):
@@ -81,18 +70,6 @@ class BuildFailed(AgentBuildError):
         return [f"\x1b[31mBuildFailed\x1b[0m: {self.message}"]
 
 
-_BY_STATUS: dict[int, type[AgentBuildError]] = {
-    400: SpecError,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: TooLarge,
-    429: QuotaExceeded,
-    503: Unavailable,
-}
-
-
 def error_from_response(
     status: int, body: bytes, headers: Mapping[str, str] | None = None
 ) -> AgentBuildError:
@@ -114,7 +91,7 @@ def error_from_response(
         message = str(payload["message"])
     if not message:
         message = f"HTTP {status}"
-    cls = _BY_STATUS.get(status, AgentBuildError)
+    cls = BY_HTTP_STATUS.get(status, AgentBuildError)
     if cls is Unavailable and code == ConfigError.code:
         cls = ConfigError
     kept = {}

@@ -24,7 +24,9 @@ from .preview import PreviewPanel
 from .tables import artifact_links
 from .view_state import BuildState, LogBuffer, Throttle
 
-_TASKS: set[asyncio.Task[Any]] = set()  # keep running followers referenced
+#: The tasks of widgets following a build: asyncio keeps only weak references to tasks, so
+#: a follower nobody holds could be collected mid-run. A task leaves the set when it ends.
+FOLLOWERS: set[asyncio.Task[Any]] = set()
 PREVIEW_POLL = 0.5
 CATCH_UP_CHECK = 0.5  # seconds between "how far behind are we?" checks while flooded
 
@@ -55,6 +57,26 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             server.browser_path("api", "builds", self.build_id, "logs") + "?format=text"
         )
 
+        header = self._make_header()
+        self._make_log(max_blocks, log_height)
+        self.artifacts_html = w.HTML(layout=w.Layout(margin="0"))
+        self.artifacts_html.add_class("agentbuild-artifacts")
+        self.preview = PreviewPanel(server, build.id)
+        super().__init__(
+            [
+                header,
+                self.message_html,
+                self.hidden_html,
+                self.log_box,
+                self.artifacts_html,
+                self.preview,
+            ]
+        )
+        self.add_class("agentbuild-build")
+        self.render_header()
+
+    def _make_header(self) -> w.HBox:
+        """Name, status badge, elapsed time, current step and the cancel button, in a row."""
         self.title_html = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
         self.badge_html = w.HTML(layout=w.Layout(margin="0 0.5em 0 0"))
         self.badge_html.add_class("agentbuild-status")
@@ -64,7 +86,7 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             description="Cancel", icon="stop", button_style="danger", layout=w.Layout(width="auto")
         )
         self.cancel_button.on_click(self._on_cancel)
-        header = w.HBox(
+        return w.HBox(
             [
                 self.title_html,
                 self.badge_html,
@@ -74,6 +96,9 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             ],
             layout=w.Layout(align_items="center", flex_flow="row wrap"),
         )
+
+    def _make_log(self, max_blocks: int, log_height: str) -> None:
+        """The message line, the hidden-lines note and the box of log blocks."""
         self.message_html = w.HTML(layout=w.Layout(margin="0"))
         self.hidden_html = w.HTML(layout=w.Layout(margin="0"))
         self._blocks = [w.HTML(layout=w.Layout(margin="0")) for _ in range(max_blocks)]
@@ -91,21 +116,6 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             ),
         )
         self.log_box.add_class("agentbuild-log")
-        self.artifacts_html = w.HTML(layout=w.Layout(margin="0"))
-        self.artifacts_html.add_class("agentbuild-artifacts")
-        self.preview = PreviewPanel(server, build.id)
-        super().__init__(
-            [
-                header,
-                self.message_html,
-                self.hidden_html,
-                self.log_box,
-                self.artifacts_html,
-                self.preview,
-            ]
-        )
-        self.add_class("agentbuild-build")
-        self.render_header()
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -276,8 +286,8 @@ class BuildWidget(w.VBox):  # type: ignore[misc]
             return
         self._loop = loop
         self._task = loop.create_task(self._guarded_run())
-        _TASKS.add(self._task)
-        self._task.add_done_callback(_TASKS.discard)
+        FOLLOWERS.add(self._task)
+        self._task.add_done_callback(FOLLOWERS.discard)
 
     @property
     def task(self) -> asyncio.Task[Any] | None:

@@ -219,11 +219,11 @@ async def test_cancel_button_and_closing_the_widget(kernel: KernelSession, api: 
     await kernel.wait_for(lambda: "up2" in kernel.log_html(), within=60)
     closed = await kernel.execute(
         "import asyncio, ipywidgets\n"
-        "from jupyter_agentbuild.widgets import build as _b\n"
-        "_tasks = list(_b._TASKS)\n"
+        "from jupyter_agentbuild.widgets.build import FOLLOWERS\n"
+        "following = list(FOLLOWERS)\n"
         "ipywidgets.Widget.close_all()\n"
-        "await asyncio.wait(_tasks, timeout=30)\n"
-        "print(len(_tasks), all(t.cancelled() for t in _tasks), len(_b._TASKS))"
+        "await asyncio.wait(following, timeout=30)\n"
+        "print(len(following), all(t.cancelled() for t in following), len(FOLLOWERS))"
     )
     assert closed.status == "ok", closed.error
     assert closed.stdout.split() == ["1", "True", "0"]
