@@ -20,6 +20,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_stderr_line(
+    proc: subprocess.Popen[str], marker: str, log: list[str], what: str, *, keep: int
+) -> None:
+    """Block until ``proc`` writes ``marker`` to stderr (an event, not a poll), then keep its
+    last ``keep`` stderr lines in ``log`` from a thread: an undrained pipe would fill and
+    stall the process. Raises with the log's tail if ``proc`` exits first."""
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    for line in stderr:
+        log.append(line)
+        if marker in line:
+            break
+    else:
+        raise RuntimeError(f"{what} stopped before it was ready:\n" + "".join(log[-60:]))
+
+    def drain() -> None:
+        for line in stderr:
+            log.append(line)
+            del log[:-keep]
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
 class JupyterProcess:
     """``python -m jupyter_server`` (or ``jupyterlab``) on a free port, with its own root,
     config, database and sandboxes under ``root``. Use as a context manager."""
@@ -65,23 +88,8 @@ class JupyterProcess:
         ):
             env.pop(var, None)
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # wait for the extension to start: no polling
-            self.log.append(line)
-            if READY in line:
-                break
-        else:
-            raise RuntimeError(
-                "the server stopped before it was ready:\n" + "".join(self.log[-40:])
-            )
-        threading.Thread(target=self._drain, daemon=True).start()
+        wait_for_stderr_line(self.proc, READY, self.log, "the server", keep=2000)
         return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-            del self.log[:-2000]
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:

@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 
 from jupyter_agentbuild.magics.arguments import HelpShown, parse_cell, parse_line
 from jupyter_agentbuild.magics.cell_spec import build_spec, notebook_dir
+from jupyter_agentbuild.magics.commands import COMMANDS
 
 
 def spec_for(line: str, script: str = "make", **kw: object) -> dict[str, object]:
@@ -125,3 +126,20 @@ def test_bad_line_usage(line: str, fragment: str) -> None:
         parse_line(line)
     assert fragment in str(info.value)
     assert "usage: %agentbuild list" in str(info.value)
+
+
+SUBCOMMAND_LINES = [
+    "help",
+    "list",
+    "show b",
+    "logs b",
+    "cancel b",
+    "delete b",
+    "artifacts b",
+    "preview b",
+]
+
+
+def test_every_subcommand_has_a_command_and_every_command_a_subcommand() -> None:
+    parsed = [parse_line(line).command for line in SUBCOMMAND_LINES]
+    assert sorted(parsed) == sorted(COMMANDS)
