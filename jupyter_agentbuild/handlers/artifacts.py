@@ -38,21 +38,23 @@ from .base import AgentBuildHandler
 log = logging.getLogger(__name__)
 
 
-def _service(handler: JupyterHandler) -> ArtifactService:
+def artifact_service_of(handler: JupyterHandler) -> ArtifactService:
+    """The server's artifact service; 503 on a server that runs without one."""
     service: ArtifactService | None = getattr(handler.settings["agentbuild"], "artifacts", None)
     if service is None:
         raise Unavailable("artifacts are not enabled on this server")
     return service
 
 
-def _finish(handler: JupyterHandler, content_type: str | None) -> None:
+def finish_with_type(handler: JupyterHandler, content_type: str | None) -> None:
+    """Finish; an ``APIHandler`` would otherwise overwrite the type with JSON's."""
     if isinstance(handler, APIHandler) and content_type is not None:
         handler.finish(set_content_type=content_type)
     else:
         handler.finish()
 
 
-async def _stream(handler: JupyterHandler, chunks: Any, what: str, content_type: str) -> None:
+async def write_chunks(handler: JupyterHandler, chunks: Any, what: str, content_type: str) -> None:
     """Write every chunk, flushing each, then finish. A client that went away ends it
     quietly; a failure once the headers are out cuts the connection, so the client
     sees an incomplete download."""
@@ -70,7 +72,7 @@ async def _stream(handler: JupyterHandler, chunks: Any, what: str, content_type:
         handler.request.connection.close()  # type: ignore[union-attr]
         handler._finished = True  # nothing more may be written on this request
         return
-    _finish(handler, content_type)
+    finish_with_type(handler, content_type)
 
 
 async def send_file(
@@ -93,7 +95,7 @@ async def send_file(
     request = handler.request.headers
     if status == 200 and etag_matches(request.get("If-None-Match"), tag):
         handler.set_status(304)
-        _finish(handler, item.content_type)
+        finish_with_type(handler, item.content_type)
         return
     start, length = 0, size
     if status == 200 and ("If-Range" not in request or etag_matches(request.get("If-Range"), tag)):
@@ -103,7 +105,7 @@ async def send_file(
             handler.set_status(416)
             handler.set_header("Content-Range", f"bytes */{size}")
             handler.set_header("Content-Length", "0")
-            _finish(handler, item.content_type)
+            finish_with_type(handler, item.content_type)
             return
         if byte_range is not None:
             status, start, length = 206, byte_range.start, byte_range.length
@@ -111,10 +113,10 @@ async def send_file(
     handler.set_status(status)
     handler.set_header("Content-Length", str(length))
     if head or length == 0:
-        _finish(handler, item.content_type)
+        finish_with_type(handler, item.content_type)
         return
     chunks = await service.reader(item, start, length)
-    await _stream(handler, chunks, f"download of {item.path}", item.content_type)
+    await write_chunks(handler, chunks, f"download of {item.path}", item.content_type)
 
 
 async def serve_static_preview(
@@ -132,7 +134,7 @@ async def serve_static_preview(
     ``write_error`` renders them (``AgentBuildHandler`` does, in the contract's shape).
     """
     state = handler.settings["agentbuild"]
-    service = _service(handler)
+    service = artifact_service_of(handler)
     owner = owner_of(handler.identity_provider, handler.current_user, state.personal_owner)
     if path == "" and not handler.request.path.endswith("/"):
         await service.static(owner, build_id, path)  # 404 for a missing build first
@@ -155,7 +157,7 @@ class ArtifactsHandler(AgentBuildHandler):
     @web.authenticated
     @authorized
     async def get(self, build_id: str) -> None:
-        self.write_json(await _service(self).manifest(self.owner, build_id))
+        self.write_json(await artifact_service_of(self).manifest(self.owner, build_id))
 
 
 class ArtifactFileHandler(AgentBuildHandler):
@@ -172,7 +174,7 @@ class ArtifactFileHandler(AgentBuildHandler):
         await self._send(build_id, path, head=True)
 
     async def _send(self, build_id: str, path: str, *, head: bool) -> None:
-        service = _service(self)
+        service = artifact_service_of(self)
         item = await service.file(self.owner, build_id, path)
         if self.get_query_argument("download", "") not in ("", "0", "false"):
             self.set_header("Content-Disposition", attachment(path.rsplit("/", 1)[-1]))
@@ -185,14 +187,14 @@ class ArchiveHandler(AgentBuildHandler):
     @web.authenticated
     @authorized
     async def get(self, build_id: str, fmt: str) -> None:
-        archive = await _service(self).archive(self.owner, build_id, fmt)
+        archive = await artifact_service_of(self).archive(self.owner, build_id, fmt)
         self.set_header("Content-Type", archive.content_type)
         self.set_header("Content-Disposition", attachment(archive.filename))
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "private, no-store")
         if archive.length is not None:
             self.set_header("Content-Length", str(archive.length))
-        await _stream(self, archive.chunks, f"{fmt} of build {build_id}", archive.content_type)
+        await write_chunks(self, archive.chunks, f"{fmt} of build {build_id}", archive.content_type)
 
 
 class StaticPreviewHandler(AgentBuildHandler):

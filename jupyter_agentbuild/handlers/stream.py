@@ -51,9 +51,9 @@ class StreamHandler(JsonErrors, JupyterHandler, websocket.WebSocketHandler):
             await result
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        self._task = asyncio.create_task(self._pump())
+        self._task = asyncio.create_task(self._send_frames())
 
-    async def _pump(self) -> None:
+    async def _send_frames(self) -> None:
         service = self.settings["agentbuild"].service
         try:
             async for frame in service.follow(self.build_id, self.after, FRAME_ENTRIES):

@@ -1,7 +1,7 @@
 """Live ipywidgets for builds.
 
 ``BuildWidget`` and ``PreviewPanel`` are loaded on first use, so the plain-data modules
-(``model``, ``html``, ``tables``) and ``%load_ext`` do not import ipywidgets.
+(``view_state``, ``html``, ``tables``) and ``%load_ext`` do not import ipywidgets.
 """
 
 from __future__ import annotations
