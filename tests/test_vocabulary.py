@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jupyter_agentbuild.contract import schema
 from jupyter_agentbuild.contract.__main__ import main
 from jupyter_agentbuild.contract.generate import SCHEMA_PATH, is_current, write
@@ -51,6 +53,21 @@ def test_a_stale_schema_is_detected_and_rewritten(tmp_path: Path) -> None:
     assert is_current(path)
     assert path.read_text(encoding="utf-8") == SCHEMA_PATH.read_text(encoding="utf-8")
     assert not write(path)
+
+
+def test_the_command_shows_the_drift_and_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    stale["x-preview-states"].remove("failed")
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(stale), encoding="utf-8")
+    assert main(["--check", "--schema", str(path)]) == 1
+    assert '+  "x-preview-states": ["starting", "ready", "stopped", "failed"],' in (
+        capsys.readouterr().err
+    )
+    assert main(["--write", "--schema", str(path)]) == 0
+    assert main(["--check", "--schema", str(path)]) == 0
 
 
 def test_a_member_is_its_string() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..vocabulary import ACTIVE, TERMINAL, BuildStatus, EntryKind, EventType, PreviewState, Stream
 
-__all__ = ["SCHEMA_PATH", "apply_vocabulary", "is_current", "render", "write"]
+__all__ = ["SCHEMA_PATH", "apply_vocabulary", "generated_text", "is_current", "render", "write"]
 
 SCHEMA_PATH = Path(__file__).with_name("agentbuild.schema.json")
 INDENT = "  "
