@@ -177,7 +177,7 @@ class BuildState:
                 if step != self.step_index and step is not None and not self.terminal:
                     self._enter_step(step)
             elif kind == EntryKind.EVENT:
-                note = self._event(str(entry.get("type") or ""), entry.get("data") or {})
+                note = self._apply_event(str(entry.get("type") or ""), entry.get("data") or {})
                 if note:
                     log.add_note(note)
             seq = entry.get("seq") or seq
@@ -205,8 +205,9 @@ class BuildState:
             number = str(step) if step is not None else ""
         return " ".join(p for p in (f"step {number}".strip(), str(name)) if p)
 
-    def _event(self, kind: str, data: dict[str, Any]) -> str:
-        if kind == EventType.STATUS:
+    def _apply_event(self, event_type: str, data: dict[str, Any]) -> str:
+        """Update the state from one event; return the note the log shows for it ("" none)."""
+        if event_type == EventType.STATUS:
             status = str(data.get("status") or "")
             if status:
                 self.status = status
@@ -214,15 +215,15 @@ class BuildState:
                 self.step_label = ""
                 return _note("■", f"build {status}")
             return ""
-        if kind == EventType.STEP_STARTED:
+        if event_type == EventType.STEP_STARTED:
             self.step_index = data.get("step")
             self.step_label = self._step_name(data)
             return _note("▶", self.step_label)
-        if kind == EventType.STEP_FINISHED:
+        if event_type == EventType.STEP_FINISHED:
             code = data.get("exit_code")
             mark = "✓" if code in (0, None) else "✗"
             suffix = "" if code in (0, None) else f" (exit code {code})"
             return _note(mark, self._step_name(data) + " finished" + suffix)
-        if kind:
-            return _note("•", kind.replace("_", " "))
+        if event_type:
+            return _note("•", event_type.replace("_", " "))
         return ""
