@@ -74,8 +74,7 @@ async def test_encoded_dot_dot_is_a_400_with_the_contract_shape(
 async def test_a_symlink_planted_in_the_store_is_not_followed(
     api: Api, http: Http, site: dict[str, Any]
 ) -> None:
-    store = artifacts_of(api).blobs
-    root = Path(store.root)  # type: ignore[attr-defined]
+    root = Path(artifacts_of(api).root)
     blob = sorted((root / site["id"]).iterdir())[0]
     blob.unlink()
     os.symlink("/etc/passwd", blob)
@@ -133,7 +132,7 @@ async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
 
 
 async def test_delete_removes_the_artifacts(api: Api, http: Http, site: dict[str, Any]) -> None:
-    store_dir = Path(artifacts_of(api).blobs.root) / site["id"]  # type: ignore[attr-defined]
+    store_dir = Path(artifacts_of(api).root) / site["id"]
     assert store_dir.is_dir() and list(store_dir.iterdir())
     code, _, _ = await api.call("DELETE", f"builds/{site['id']}")
     assert code == 204
@@ -182,7 +181,7 @@ async def test_static_preview_serves_the_site(
 async def test_a_blob_gone_mid_download_cuts_the_connection(
     api: Api, http: Http, site: dict[str, Any]
 ) -> None:
-    root = Path(artifacts_of(api).blobs.root)  # type: ignore[attr-defined]
+    root = Path(artifacts_of(api).root)
     for blob in (root / site["id"]).iterdir():
         blob.unlink()
     for fmt in ("zip", "tar.gz"):
