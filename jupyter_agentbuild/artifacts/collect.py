@@ -60,7 +60,7 @@ class ArtifactError(Exception):
     """Collection failed (the build fails with this message)."""
 
 
-class _Changed(Exception):
+class _GrewWhileCopied(Exception):
     """The file grew after it was listed."""
 
 
@@ -76,6 +76,19 @@ class _Manifest:
     dispatched: int = 0
     truncated_by: str | None = None
     not_collected: int = 0
+
+    def admit(self, record: ArtifactRecord | None, size: int) -> bool:
+        """Give a selected path its slot, unless a limit is reached (then it is counted as
+        not collected, and so is every path after it). ``record`` None: a file to copy."""
+        if self.truncated_by is None and len(self.slots) >= self.max_files:
+            self.truncated_by = "max_artifact_files"
+        if self.truncated_by is None and record is None and self.reserved + size > self.max_bytes:
+            self.truncated_by = "max_artifact_bytes"
+        if self.truncated_by is not None:
+            self.not_collected += 1
+            return False
+        self.slots.append(record)
+        return True
 
     @property
     def records(self) -> list[ArtifactRecord]:
@@ -294,19 +307,7 @@ class ArtifactCollector(LoggingConfigurable):
                 if entry.kind == "dir" or not selection.selects(entry.path):
                     continue
                 record = _record_of(entry)  # None: a file to copy
-                if manifest.truncated_by is None and len(manifest.slots) >= self.max_files:
-                    manifest.truncated_by = "max_artifact_files"
-                if (
-                    manifest.truncated_by is None
-                    and record is None
-                    and manifest.reserved + entry.size > self.max_bytes
-                ):
-                    manifest.truncated_by = "max_artifact_bytes"
-                if manifest.truncated_by is not None:
-                    manifest.not_collected += 1
-                    continue
-                manifest.slots.append(record)
-                if record is not None:
+                if not manifest.admit(record, entry.size) or record is not None:
                     continue
                 key = f"{manifest.dispatched:07d}"
                 manifest.dispatched += 1
@@ -367,16 +368,18 @@ class ArtifactCollector(LoggingConfigurable):
             async for chunk in sandbox.read_file(entry.path, chunk_size=CHUNK):
                 size += len(chunk)
                 if size > entry.size:
-                    raise _Changed
+                    raise _GrewWhileCopied
                 if pending is not None:
                     handle = await asyncio.to_thread(_write, handle, opener, pending, digest, False)
                 pending = chunk
             handle = await asyncio.to_thread(_write, handle, opener, pending or b"", digest, True)
-        except (SandboxError, _Changed) as exc:
+        except (SandboxError, _GrewWhileCopied) as exc:
             if handle is not None:
                 await asyncio.to_thread(handle.close)
             await asyncio.to_thread(self.blobs.remove, build_id, key)
-            reason = "changed_while_collected" if isinstance(exc, _Changed) else "unreadable"
+            reason = (
+                "changed_while_collected" if isinstance(exc, _GrewWhileCopied) else "unreadable"
+            )
             return ArtifactRecord(entry.path, "skipped", reason=reason)
         except BaseException:
             if handle is not None:
