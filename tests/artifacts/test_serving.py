@@ -113,7 +113,9 @@ async def test_etag_head_if_range_and_download_name(http: Http, site: dict[str, 
     assert named.headers["Content-Disposition"].startswith('attachment; filename="index.html"')
 
 
-async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
+async def test_not_ready_while_the_build_runs(
+    api: Api, http: Http, agentbuild_config: dict[str, Any]
+) -> None:
     build = await api.create(
         {"steps": ["while [ ! -e go ]; do sleep 0.05; done"], "artifacts": {"paths": ["**"]}}
     )
@@ -123,8 +125,8 @@ async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
     for path in ["artifacts", "artifacts.zip", "artifacts/x"]:
         got = await http.get(f"{API}/{build['id']}/{path}")
         assert got.code == 409 and got.json()["error"]["code"] == "artifacts_not_ready", path
-    runner = api.app.web_app.settings["agentbuild"].runner
-    runner._jobs[build["id"]].sandbox.work.joinpath("go").write_text("")
+    work = Path(agentbuild_config["workspace_root"]) / build["id"] / "work"
+    work.joinpath("go").write_text("")
     while await ws.read_message() is not None:
         pass
     code, manifest, _ = await api.call("GET", f"builds/{build['id']}/artifacts")
