@@ -24,14 +24,11 @@ API = "agentbuild/api/builds"
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return multi_user_config(
-        {
-            **agentbuild_config,
-            "artifact_retention_days": 7,
-            "max_artifact_bytes_per_owner": 1000,
-            "artifact_sweep_interval": 3600,
-        }
-    )
+    config = multi_user_config(agentbuild_config)
+    config.ArtifactService.retention_days = 7
+    config.ArtifactService.max_bytes_per_owner = 1000
+    config.ArtifactService.sweep_interval = 3600
+    return config
 
 
 async def _build(api: Api, user: str, size: int) -> str:
