@@ -23,17 +23,20 @@ from traitlets.config import Config, Configurable
 APP_SECTION = "AgentBuild"
 
 
-def legacy_names(classes: Iterable[type]) -> dict[str, list[tuple[str, str]]]:
+def legacy_names(
+    classes: Iterable[type], package: str = __package__ or "jupyter_agentbuild"
+) -> dict[str, list[tuple[str, str]]]:
     """``{old AgentBuild name: [(section, trait name), ...]}`` for the config traits of
-    ``classes`` and of their configurable bases in this package (a trait inherited from a
-    common base is configured once, on the base's section)."""
+    ``classes`` and of their configurable bases in ``package`` (a trait inherited from a
+    common base is configured once, on the base's section; traitlets' and Jupyter's own
+    bases never had an ``AgentBuild`` spelling)."""
     found: dict[str, list[tuple[str, str]]] = {}
     seen: set[tuple[str, str]] = set()
     for cls in classes:
         for owner in cls.__mro__:
             if not (isinstance(owner, type) and issubclass(owner, Configurable)):
                 continue
-            if not owner.__module__.startswith(__package__ or "jupyter_agentbuild"):
+            if not owner.__module__.startswith(package):
                 continue
             for name, trait in owner.class_own_traits(config=True).items():
                 target = (owner.__name__, name)
@@ -53,10 +56,12 @@ class LegacyForwarder:
         classes: Iterable[type],
         keep: Iterable[str],
         log: logging.Logger | logging.LoggerAdapter[Any],
+        package: str = __package__ or "jupyter_agentbuild",
     ) -> None:
         #: Names the app itself still has: those are its own, never forwarded.
         keep = set(keep)
-        self.moves = {old: to for old, to in legacy_names(classes).items() if old not in keep}
+        moves = legacy_names(classes, package)
+        self.moves = {old: to for old, to in moves.items() if old not in keep}
         self.log = log
         self.warned: set[str] = set()
 
