@@ -50,7 +50,7 @@ class JupyterServer:
                 f"--IdentityProvider.token={token}", "--log-level=WARN",
                 f"--AgentBuild.db_url=sqlite+aiosqlite:///{tmp / 'bench.db'}",
                 f"--AgentBuild.workspace_root={tmp / 'sandboxes'}",
-                f"--AgentBuild.artifacts_root={tmp / 'artifacts'}",
+                f"--ArtifactService.root={tmp / 'artifacts'}",
                 *extra_args,
             ],
             stdout=self.log, stderr=subprocess.STDOUT,

@@ -1,9 +1,13 @@
-"""The ``AgentBuild`` server extension: all configuration, wiring and lifecycle.
+"""The ``AgentBuild`` server extension: its own settings, routes and lifecycle.
 
-``c.AgentBuild.*`` traits are the one source of configuration (lessons rule 9);
-environment variables are fallbacks for deployments. ``initialize_settings``
-builds objects without I/O; the start hook migrates the database and starts the
-runner; the stop hook flushes logs, stops sandboxes and disposes the engine.
+Each component carries its own configuration (``c.BuildService.*``,
+``c.ArtifactService.*``, ...; :data:`~.wiring.CONFIGURABLES`), so ``--help-all`` and the
+generated reference group it where it is used and no value is copied by hand; an old
+``c.AgentBuild.<name>`` is forwarded there with a deprecation warning
+(:mod:`.legacy_config`). Environment variables are fallbacks for deployments.
+``initialize_settings`` builds objects without I/O (:mod:`.wiring`); the start hook
+migrates the database and starts the runner; the stop hook flushes logs, stops sandboxes
+and disposes the engine.
 """
 
 from __future__ import annotations
@@ -14,25 +18,17 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import (
-    jupyter_config_dir,
-    jupyter_config_path,
-    jupyter_data_dir,
-    jupyter_runtime_dir,
-)
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from sqlalchemy import make_url
 from tornado.routing import HostMatches, Rule
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets.config import Config
 
-from .artifacts.blobs import LocalArtifactStore
-from .artifacts.collect import ArtifactCollector, Limits
-from .artifacts.service import ArtifactService, RetentionConfig
+from . import urls
 from .handlers.artifacts import ArchiveHandler, ArtifactFileHandler, ArtifactsHandler
 from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
@@ -41,44 +37,14 @@ from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
-from .hub.routes_client import HubRoutes
-from .identity import server_user
-from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .legacy_config import LegacyForwarder
 from .preview.origin import PreviewOrigins, TemplateError
-from .providers import ProviderCatalog, ProviderSettings
-from .runner import Runner, RunnerConfig
-from .sandbox.isolation import StepLimits, python_prefixes
-from .service import BuildService, ServiceConfig
-from .spec import MAX_SPEC_BYTES
-from .store.artifacts import ArtifactRecords
 from .store.engine import redact_url
-from .store.repository import Store
+from .wiring import CONFIGURABLES, AgentBuildState, build_state
 
-BUILD_ID = r"(?P<build_id>[A-Za-z0-9_-]{1,64})"
 #: The default preview CSP: scripts, forms, pop-ups, modals and downloads, but an opaque
 #: origin (no allow-same-origin), so a preview can never act as Jupyter.
 PREVIEW_CSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
-
-
-@dataclass
-class AgentBuildState:
-    """What handlers reach through ``settings["agentbuild"]``."""
-
-    service: BuildService
-    runner: Runner
-    store: Store
-    personal_owner: str
-    artifacts: ArtifactService | None = None
-    previews: PreviewManager | None = None
-    #: What the preview proxy adds to every response's Content-Security-Policy.
-    preview_csp: str = ""
-    preview_max_request_size: int = 1024**3
-    #: Largest body of ``POST api/builds`` (413 beyond).
-    max_request_bytes: int = 16 * 1024**2
-    #: The sandbox providers, what each can do here, which builds may use (info endpoint).
-    catalog: ProviderCatalog | None = None
-    #: Which host names are previews' own origins, and the URL a client is given.
-    preview_origins: PreviewOrigins = PreviewOrigins()
 
 
 class AgentBuild(ExtensionApp):
@@ -86,6 +52,8 @@ class AgentBuild(ExtensionApp):
 
     name = "jupyter_agentbuild"
     load_other_extensions = True
+    #: ``--help-all`` and ``--generate-config`` list these, each under its own section.
+    classes = [*ExtensionApp.classes, *CONFIGURABLES]
 
     db_url = Unicode(
         help="""SQLAlchemy URL of the build database. Default: a SQLite file (WAL mode)
@@ -194,19 +162,10 @@ class AgentBuild(ExtensionApp):
     max_concurrent_builds = Int(
         4, help="Builds one owner may run at once; more wait in 'queued'."
     ).tag(config=True)
-    builds_per_window = Int(
-        60, help="Builds one owner may create per rate_window; beyond it POST answers 429."
-    ).tag(config=True)
-    rate_window = Float(3600.0, help="The rate-limit window, in seconds.").tag(config=True)
     max_request_bytes = Int(
         16 * 1024**2,
         help="""Largest request body of POST api/builds, in bytes (413 request_too_large
         beyond; the body is never held whole when larger).""",
-    ).tag(config=True)
-    max_spec_bytes = Int(
-        MAX_SPEC_BYTES,
-        help="""Largest build spec stored with a build (its JSON, in bytes; 413
-        spec_too_large beyond). Lists of builds show a summary of each spec.""",
     ).tag(config=True)
     log_flush_interval = Float(
         0.25, help="Longest time (s) a log line waits in memory before it is written."
@@ -221,11 +180,6 @@ class AgentBuild(ExtensionApp):
         256 * 1024**2,
         help="""Bytes of log text one build may store (default 256 MiB). Beyond it, output
         is dropped, one 'log_truncated' event says so, and the build goes on. 0: no cap.""",
-    ).tag(config=True)
-    max_page_bytes = Int(
-        2 * 1024**2,
-        help="""Bytes of entries in one REST log page or WebSocket frame (default 2 MiB):
-        a page stops early there ('limit' still caps its entries; one entry always fits).""",
     ).tag(config=True)
     store_retry_timeout = Float(
         60.0,
@@ -322,183 +276,29 @@ class AgentBuild(ExtensionApp):
             )
         return value
 
-    artifacts_root = Unicode(
-        help="""Directory holding collected artifacts, one sub-directory per build. Default:
-        <jupyter data dir>/agentbuild/artifacts. Servers sharing a db_url must share it too.
-        Env fallback: AGENTBUILD_ARTIFACTS_ROOT.""",
-    ).tag(config=True)
-
-    @default("artifacts_root")
-    def _artifacts_root_default(self) -> str:
-        env = os.environ.get("AGENTBUILD_ARTIFACTS_ROOT")
-        return env or str(Path(jupyter_data_dir()) / "agentbuild" / "artifacts")
-
-    max_artifact_bytes = Int(
-        2 * 1024**3,
-        help="""Bytes one build may collect (default 2 GiB); collection stops there and the
-        artifacts_ready event says it was truncated.""",
-    ).tag(config=True)
-    max_artifact_files = Int(
-        100_000,
-        help="""Manifest entries (files, links, skipped paths) one build may collect
-        (default 100000); collection stops there, marked truncated.""",
-    ).tag(config=True)
-    artifact_retention_days = Float(
-        30.0,
-        help="""Days a build's artifacts are kept after collection (default 30); the
-        periodic sweep removes older ones (the build and its logs stay). 0: forever.""",
-    ).tag(config=True)
-    max_artifact_bytes_per_owner = Int(
-        0,
-        help="""Artifact bytes one owner may keep; the sweep removes the owner's oldest
-        artifacts beyond it. Default 0: no limit.""",
-    ).tag(config=True)
-    artifact_sweep_interval = Float(
-        3600.0,
-        help="""Seconds between retention sweeps (the first runs at start-up).
-        0: no periodic sweep.""",
-    ).tag(config=True)
-
     state: AgentBuildState | None = None
     _sigint_handler: Any = None
+    _legacy: LegacyForwarder | None = None
 
     @property
     def _server(self) -> Any:
         assert self.serverapp is not None, "the extension is not linked to a server"
         return self.serverapp
 
+    def update_config(self, config: Config) -> None:
+        """Every config reaching the app passes here (files, the server's config, the
+        command line): old ``c.AgentBuild.<name>`` settings move to their component's
+        section first, so traitlets never calls them unrecognized."""
+        if self._legacy is None:
+            self._legacy = LegacyForwarder(CONFIGURABLES, self.trait_names(), self.log)
+        super().update_config(self._legacy.forward(config, self.config))
+
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
         attach_logging(self._server.log)
-        store = Store.lazy(self.db_url)
-        stop_timeout = max(self.kill_grace * 2, 10.0)
-        catalog = ProviderCatalog.build(
-            ProviderSettings(
-                workspace_root=Path(self.workspace_root),
-                max_line_bytes=self.max_line_bytes,
-                kill_grace=self.kill_grace,
-                hidden_paths=tuple(self._hidden_paths()),
-                readonly_paths=(*python_prefixes(), *self.sandbox_readonly_paths),
-                limits=StepLimits(
-                    max_processes=self.sandbox_max_processes,
-                    max_memory=self.sandbox_max_memory,
-                    max_file_size=self.sandbox_max_file_size,
-                ),
-                allow_unisolated=self.allow_unisolated,
-                e2b_api_key=self.e2b_api_key,
-                e2b_template=self.e2b_template,
-                e2b_sandbox_timeout=self.e2b_sandbox_timeout,
-                config=self.config,
-            ),
-            default_setting=self.provider,
-            allowed=self.allowed_providers or None,
-        )
-        providers = catalog.providers
-        artifact_records = ArtifactRecords(store.engine)
-        blobs = LocalArtifactStore(Path(self.artifacts_root))
-        collector = ArtifactCollector(
-            artifact_records,
-            blobs,
-            Limits(max_bytes=self.max_artifact_bytes, max_files=self.max_artifact_files),
-        )
-        runner = Runner(
-            store,
-            providers,
-            RunnerConfig(
-                default_timeout=self.default_timeout,
-                max_concurrent_builds=self.max_concurrent_builds,
-                log_flush_interval=self.log_flush_interval,
-                max_log_buffer=self.max_log_buffer,
-                max_log_bytes=self.max_log_bytes or None,
-                store_retry_timeout=self.store_retry_timeout,
-                heartbeat_interval=self.heartbeat_interval,
-                stale_after=self.stale_after,
-                shutdown_timeout=stop_timeout,
-            ),
-            on_activity=self._record_activity,
-            hooks=[collector],
-        )
-        previews = PreviewManager(
-            store,
-            providers,
-            PreviewConfig(
-                idle_timeout=self.preview_idle_timeout,
-                upstream=UpstreamLimits(
-                    connect_timeout=self.preview_connect_timeout,
-                    read_timeout=self.preview_read_timeout,
-                ),
-                stop_timeout=stop_timeout,
-                poll_interval=self.heartbeat_interval,
-                stale_after=self.stale_after,
-            ),
-            base_url=self._server.base_url,
-            runner=runner,
-            on_activity=self._record_activity,
-            routes=HubRoutes.from_env(url=self.hub_routes_url),
-        )
-        runner.hooks.append(previews)
-        service = BuildService(
-            store,
-            runner,
-            ServiceConfig(
-                root_dir=Path(self._server.root_dir),
-                default_provider=catalog.default,
-                e2b_api_key=self.e2b_api_key,
-                builds_per_window=self.builds_per_window,
-                rate_window=self.rate_window,
-                max_page_bytes=self.max_page_bytes,
-                max_spec_bytes=self.max_spec_bytes,
-                catalog=catalog,
-            ),
-        )
-        artifacts = ArtifactService(
-            service,
-            artifact_records,
-            blobs,
-            RetentionConfig(
-                retention_days=self.artifact_retention_days,
-                max_bytes_per_owner=self.max_artifact_bytes_per_owner,
-                sweep_interval=self.artifact_sweep_interval,
-            ),
-        )
-        service.on_delete.append(artifacts.forget)
-        service.previews = previews
-        service.on_delete.append(previews.discard)
-        self.state = AgentBuildState(
-            service=service,
-            runner=runner,
-            store=store,
-            personal_owner=self.owner_name or server_user(),
-            artifacts=artifacts,
-            previews=previews,
-            preview_csp=self.preview_csp,
-            preview_max_request_size=self.preview_max_request_size,
-            max_request_bytes=self.max_request_bytes,
-            catalog=catalog,
-            preview_origins=PreviewOrigins(self.preview_origin_template),
-        )
+        self.state = build_state(self)
         self.settings.update({"agentbuild": self.state})
         self._stop_on_sigint()
-
-    def _hidden_paths(self) -> list[str]:
-        """What an isolated build must not see: the server's secrets and other builds."""
-        paths = [
-            str(Path.home()),
-            "/root",
-            "/home",
-            jupyter_data_dir(),
-            jupyter_runtime_dir(),
-            jupyter_config_dir(),
-            *jupyter_config_path(),
-            self.workspace_root,
-            self.artifacts_root,
-            str(self._server.root_dir),
-            *self.sandbox_hidden_paths,
-        ]
-        url = make_url(self.db_url)
-        if url.get_backend_name() == "sqlite" and url.database:
-            paths.append(str(Path(url.database).expanduser().resolve().parent))
-        return [os.path.abspath(os.path.expanduser(p)) for p in paths if p]
 
     def _stop_on_sigint(self) -> None:
         """Run the server's stop (and so this extension's) on SIGINT without a terminal.
@@ -525,22 +325,22 @@ class AgentBuild(ExtensionApp):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def initialize_handlers(self) -> None:
-        api = "agentbuild/api/builds"
+        build = f"/{urls.BUILDS}/{urls.BUILD_ID}"
         self.handlers.extend(
             [
-                (r"/agentbuild/api/contract\.json", ContractHandler),
-                (rf"/{api}", BuildsHandler),
-                (rf"/{api}/{BUILD_ID}", BuildHandler),
-                (rf"/{api}/{BUILD_ID}/cancel", CancelHandler),
-                (rf"/{api}/{BUILD_ID}/logs", LogsHandler),
-                (rf"/{api}/{BUILD_ID}/stream", StreamHandler),
-                (rf"/{api}/{BUILD_ID}/artifacts", ArtifactsHandler),
-                (rf"/{api}/{BUILD_ID}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
-                (rf"/{api}/{BUILD_ID}/artifacts/(?P<path>.+)", ArtifactFileHandler),
-                (rf"/{api}/{BUILD_ID}/preview/stop", PreviewStopHandler),
-                (r"/agentbuild/api/info", InfoHandler),
-                (rf"/agentbuild/preview/{BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
-                (r"/agentbuild/(.*)", NotFoundHandler),
+                (rf"/{urls.API}/contract\.json", ContractHandler),
+                (rf"/{urls.BUILDS}", BuildsHandler),
+                (build, BuildHandler),
+                (rf"{build}/cancel", CancelHandler),
+                (rf"{build}/logs", LogsHandler),
+                (rf"{build}/stream", StreamHandler),
+                (rf"{build}/artifacts", ArtifactsHandler),
+                (rf"{build}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
+                (rf"{build}/artifacts/(?P<path>.+)", ArtifactFileHandler),
+                (rf"{build}/preview/stop", PreviewStopHandler),
+                (rf"/{urls.API}/info", InfoHandler),
+                (rf"/{urls.PREVIEW}/{urls.BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
+                (rf"/{urls.ROOT}/(.*)", NotFoundHandler),
             ]
         )
         self._route_preview_hosts()
@@ -565,7 +365,7 @@ class AgentBuild(ExtensionApp):
         rules.remove(rule)
         rules.insert(0, rule)
 
-    def _record_activity(self) -> None:
+    def record_activity(self) -> None:
         """A running build is server activity, so idle cullers leave the server alone."""
         times = self._server.web_app.settings.setdefault("last_activity_times", {})
         times["agentbuild"] = datetime.now(UTC)
@@ -629,3 +429,9 @@ def attach_logging(server_log: logging.Logger) -> None:
     logger.parent = server_log
     logger.propagate = True
     logger.setLevel(server_log.level)
+
+
+#: ``main(["--help-all"])`` lists every option, grouped by component; with no arguments
+#: it starts a Jupyter server with this extension (what a ``jupyter-agentbuild`` script
+#: would run).
+main = AgentBuild.launch_instance

@@ -7,6 +7,7 @@ from typing import Any
 
 from .entries import iso
 from .store.repository import BuildRow
+from .urls import preview_path
 from .vocabulary import LIVE_PREVIEW
 
 
@@ -30,7 +31,7 @@ def build_json(
     if preview is not None:
         preview = dict(preview)
         label = preview.pop("label", None)
-        path_url = f"{base_url}agentbuild/preview/{row.id}/"
+        path_url = preview_path(base_url, row.id)
         preview["path_url"] = path_url
         if preview.get("state") in LIVE_PREVIEW:
             own = preview_origin(label) if preview_origin is not None and label else None

@@ -27,6 +27,17 @@ def server_user() -> str:
         return "jupyter"
 
 
+def request_owner(handler: Any) -> str:
+    """The owner of an authenticated request to one of the extension's handlers: the one
+    place that decides, so the API, the stream, the preview proxy and the static preview
+    can never disagree about whose builds a request may see."""
+    return owner_of(
+        handler.identity_provider,
+        handler.current_user,
+        handler.settings["agentbuild"].personal_owner,
+    )
+
+
 def owner_of(identity_provider: Any, user: Any, personal_owner: str) -> str:
     """The owner for a request made by ``user`` (already authenticated)."""
     if type(identity_provider) in PERSONAL_PROVIDERS:

@@ -17,35 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .entries import ACTIVE, TERMINAL, utcnow
+from traitlets import Float, Int
+from traitlets.config import LoggingConfigurable
+
+from .entries import utcnow
 from .errors import Conflict, NotFound, QuotaExceeded, SpecError, Unavailable
 from .preview.manager import Preview, PreviewManager
-from .providers import ProviderCatalog, check_e2b
+from .providers import ProviderCatalog
 from .runner import Runner
 from .spec import MAX_SPEC_BYTES, BuildSpec, parse_spec, spec_summary
 from .store.repository import BuildRow, Store
+from .vocabulary import LIVE_PREVIEW, TERMINAL, BuildStatus, EntryKind
 
 MAX_PAGE = 10_000
 #: The largest BIGINT of PostgreSQL and SQLite: cursors beyond it cannot exist.
 MAX_INT = 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 DEFAULT_PAGE = 1000
-STATUSES = (*ACTIVE, *TERMINAL)
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    root_dir: Path
-    default_provider: str
-    e2b_api_key: str | None = None
-    builds_per_window: int = 60
-    rate_window: float = 3600.0
-    #: Bytes of entries in one log page or stream frame (at least one entry each).
-    max_page_bytes: int = 2 * 2**20
-    max_spec_bytes: int = MAX_SPEC_BYTES
-    #: The providers, their availability and the admin's allow-list (None: any
-    #: provider the runner has, the E2B key checked as before).
-    catalog: ProviderCatalog | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +48,40 @@ class LogPage:
         return f'{{"entries":[{",".join(self.entries)}],"last_seq":{self.last_seq},"done":{done}}}'
 
 
-class BuildService:
-    def __init__(self, store: Store, runner: Runner, config: ServiceConfig) -> None:
+class BuildService(LoggingConfigurable):
+    """The builds API's one entry point per request; its limits are ``c.BuildService.*``."""
+
+    builds_per_window = Int(
+        60, help="Builds one owner may create per rate_window; beyond it POST answers 429."
+    ).tag(config=True)
+    rate_window = Float(3600.0, help="The rate-limit window, in seconds.").tag(config=True)
+    max_page_bytes = Int(
+        2 * 1024**2,
+        help="""Bytes of entries in one REST log page or WebSocket frame (default 2 MiB):
+        a page stops early there ('limit' still caps its entries; one entry always fits).""",
+    ).tag(config=True)
+    max_spec_bytes = Int(
+        MAX_SPEC_BYTES,
+        help="""Largest build spec stored with a build (its JSON, in bytes; 413
+        spec_too_large beyond). Lists of builds show a summary of each spec.""",
+    ).tag(config=True)
+
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        catalog: ProviderCatalog,
+        *,
+        root_dir: Path,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
         self.store = store
         self.runner = runner
-        self.config = config
+        #: The providers, their availability and the admin's allow-list.
+        self.catalog = catalog
+        #: Workspaces must resolve inside this directory (the server's root).
+        self.root_dir = root_dir
         #: Set by the start hook once migrations and reconciliation are done.
         self.ready = asyncio.Event()
         self.startup_error: str | None = None
@@ -95,37 +112,28 @@ class BuildService:
 
     async def create(self, owner: str, body: Any) -> BuildRow:
         await self._ready()
-        spec = parse_spec(body, max_bytes=self.config.max_spec_bytes)
-        catalog = self.config.catalog
-        if catalog is not None:
-            # nothing runs for a provider the admin did not allow or that cannot work here
-            provider = catalog.choose(
-                spec.provider, network=spec.network, preview=spec.preview is not None
-            )
-        else:
-            provider = spec.provider or self.config.default_provider
-        if catalog is None and provider == "e2b":
-            try:
-                check_e2b(self.config.e2b_api_key)
-            except Exception as exc:
-                raise SpecError(str(exc), field="provider", code="provider_unavailable") from exc
+        spec = parse_spec(body, max_bytes=self.max_spec_bytes)
+        # nothing runs for a provider the admin did not allow or that cannot work here
+        provider = self.catalog.choose(
+            spec.provider, network=spec.network, preview=spec.preview is not None
+        )
         workspace = self._confine_workspace(spec)
         now = utcnow()
         retry_after = await self.store.consume_quota(
-            owner, now=now, window=self.config.rate_window, limit=self.config.builds_per_window
+            owner, now=now, window=self.rate_window, limit=self.builds_per_window
         )
         if retry_after is not None:
             seconds = max(1, math.ceil(retry_after))
             raise QuotaExceeded(
-                f"at most {self.config.builds_per_window} builds per "
-                f"{self.config.rate_window:g}s; try again in {seconds}s",
+                f"at most {self.builds_per_window} builds per "
+                f"{self.rate_window:g}s; try again in {seconds}s",
                 headers={"Retry-After": str(seconds)},
             )
         row = await self.store.insert_build(
             id=secrets.token_hex(8),
             owner=owner,
             name=spec.name or _default_name(spec),
-            status="queued",
+            status=BuildStatus.QUEUED,
             provider=provider,
             spec=spec.to_json(),
             created_at=now,
@@ -138,7 +146,7 @@ class BuildService:
         """The workspace must be a directory inside the server root, symlinks resolved."""
         if spec.workspace is None:
             return None
-        root = self.config.root_dir.resolve()
+        root = self.root_dir.resolve()
         try:
             target = (root / spec.workspace).resolve()
         except (OSError, RuntimeError):  # a name too long, a symlink loop
@@ -175,7 +183,7 @@ class BuildService:
         statuses = None
         if query.get("status"):
             statuses = [s for s in query["status"].split(",") if s]
-            bad = [s for s in statuses if s not in STATUSES]
+            bad = [s for s in statuses if s not in BuildStatus.__members__.values()]
             if bad:
                 raise SpecError(f"unknown status {bad[0]!r}", field="status", code="invalid_query")
         limit = _int_param(query, "limit", default=50, low=1, high=500)
@@ -206,7 +214,7 @@ class BuildService:
         if self.previews is not None and await self.previews.stop(build_id):
             return await self.get(owner, build_id), True
         state = (row.preview or {}).get("state")
-        if state in ("starting", "ready") and row.runner_id != self.runner.runner_id:
+        if state in LIVE_PREVIEW and row.runner_id != self.runner.runner_id:
             if self.previews is not None and await self.previews.reap_orphan(row):
                 return await self.get(owner, build_id), True  # its server had died here
             await self.store.update_build(build_id, preview_stop_requested=True)
@@ -244,7 +252,7 @@ class BuildService:
         limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
         row = await self.get(owner, build_id)
         pipe = self.runner.pipe(build_id)
-        entries = await self._read(build_id, after, limit, self.config.max_page_bytes)
+        entries = await self._read(build_id, after, limit, self.max_page_bytes)
         if pipe is not None:
             # Once the pipe has ended, its last entry and the terminal row are stored.
             # Readers see what is stored (what a crash cannot take back).
@@ -271,14 +279,14 @@ class BuildService:
         await self.get(owner, build_id)
         after = 0
         while True:
-            entries = await self._read(build_id, after, MAX_PAGE, self.config.max_page_bytes)
+            entries = await self._read(build_id, after, MAX_PAGE, self.max_page_bytes)
             if not entries:
                 return
             after += len(entries)
             out: list[str] = []
             for raw in entries:
                 entry = json.loads(raw)
-                if entry["kind"] == "log":
+                if entry["kind"] == EntryKind.LOG:
                     out.append(entry["text"] if entry.get("continued") else entry["text"] + "\n")
             yield "".join(out)
 
@@ -291,7 +299,7 @@ class BuildService:
         running on another server visible too.
         """
         cursor, poll = after, 0.05
-        budget = self.config.max_page_bytes
+        budget = self.max_page_bytes
         while True:
             pipe = self.runner.pipe(build_id)
             if pipe is not None:

@@ -31,7 +31,7 @@ MAX_PATH_BYTES = 4096
 MAX_PATH_PART_BYTES = 255
 MAX_PATH_DEPTH = 128
 MAX_GLOBS = 1_000
-#: The stored spec (``Build.spec`` as JSON) by default; ``c.AgentBuild.max_spec_bytes``.
+#: The stored spec (``Build.spec`` as JSON) by default; ``c.BuildService.max_spec_bytes``.
 MAX_SPEC_BYTES = 12 * 1024 * 1024
 #: What a list shows of each command (``spec_summary``).
 SUMMARY_TEXT = 200

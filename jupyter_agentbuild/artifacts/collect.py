@@ -14,8 +14,9 @@ event precedes the end of the stream. Everything goes through the sandbox Protoc
 - Symlinks are never followed: each selected link is recorded in the manifest as a
   ``link`` (its target shown only when it stays inside the workspace). Fifos, sockets and
   devices, unreadable files and names that are not UTF-8 are recorded as ``skipped``.
-- ``max_artifact_files`` (manifest entries) and ``max_artifact_bytes`` stop collection in
-  walk order; the ``artifacts_ready`` event then says ``truncated`` and why.
+- ``max_files`` (manifest entries) and ``max_bytes`` stop collection in walk order; the
+  ``artifacts_ready`` event then says ``truncated`` and why (under the limits' old names,
+  ``max_artifact_files`` and ``max_artifact_bytes``, which clients already know).
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
 from ..entries import utcnow
 from ..runner import AfterSteps
 from ..sandbox.base import Sandbox, SandboxError, WorkspaceEntry
 from ..store.artifacts import ArtifactRecord, ArtifactRecords
 from ..swallow import swallowed
+from ..vocabulary import EventType
 from .blobs import ArtifactStore
 from .select import Selection
 
@@ -55,13 +60,7 @@ class ArtifactError(Exception):
     """Collection failed (the build fails with this message)."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int
-    max_files: int
-
-
-class _Changed(Exception):
+class _GrewWhileCopied(Exception):
     """The file grew after it was listed."""
 
 
@@ -70,12 +69,26 @@ class _Manifest:
     """The manifest being built: one slot per selected path, in walk order (a file's slot
     is filled when its copy ends, so copies can run side by side)."""
 
-    limits: Limits
+    max_bytes: int
+    max_files: int
     slots: list[ArtifactRecord | None] = field(default_factory=list)
     reserved: int = 0  # bytes of the files dispatched so far (their listed sizes)
     dispatched: int = 0
     truncated_by: str | None = None
     not_collected: int = 0
+
+    def admit(self, record: ArtifactRecord | None, size: int) -> bool:
+        """Give a selected path its slot, unless a limit is reached (then it is counted as
+        not collected, and so is every path after it). ``record`` None: a file to copy."""
+        if self.truncated_by is None and len(self.slots) >= self.max_files:
+            self.truncated_by = "max_artifact_files"
+        if self.truncated_by is None and record is None and self.reserved + size > self.max_bytes:
+            self.truncated_by = "max_artifact_bytes"
+        if self.truncated_by is not None:
+            self.not_collected += 1
+            return False
+        self.slots.append(record)
+        return True
 
     @property
     def records(self) -> list[ArtifactRecord]:
@@ -99,11 +112,7 @@ class _Manifest:
             "skipped": sum(1 for r in records if r.kind == "skipped"),
         }
         if self.truncated_by is not None:
-            limit = (
-                self.limits.max_files
-                if self.truncated_by == "max_artifact_files"
-                else self.limits.max_bytes
-            )
+            limit = self.max_files if self.truncated_by == "max_artifact_files" else self.max_bytes
             out.update(
                 reason=self.truncated_by,
                 limit=limit,
@@ -216,13 +225,25 @@ def _write(
     return handle
 
 
-class ArtifactCollector:
-    """The :class:`~jupyter_agentbuild.runner.BuildHook` that collects artifacts."""
+class ArtifactCollector(LoggingConfigurable):
+    """The :class:`~jupyter_agentbuild.runner.BuildHook` that collects artifacts; its
+    limits are ``c.ArtifactCollector.*``."""
 
-    def __init__(self, records: ArtifactRecords, blobs: ArtifactStore, limits: Limits) -> None:
+    max_bytes = Int(
+        2 * 1024**3,
+        help="""Bytes one build may collect (default 2 GiB); collection stops there and the
+        artifacts_ready event says it was truncated.""",
+    ).tag(config=True, legacy="max_artifact_bytes")
+    max_files = Int(
+        100_000,
+        help="""Manifest entries (files, links, skipped paths) one build may collect
+        (default 100000); collection stops there, marked truncated.""",
+    ).tag(config=True, legacy="max_artifact_files")
+
+    def __init__(self, records: ArtifactRecords, blobs: ArtifactStore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.records = records
         self.blobs = blobs
-        self.limits = limits
 
     async def after_steps(self, ctx: AfterSteps) -> None:
         spec = ctx.spec.artifacts
@@ -247,10 +268,10 @@ class ArtifactCollector:
             if isinstance(exc, Exception):
                 message = f"artifact collection failed: {exc}"
                 log.warning("agentbuild: build %s: %s", ctx.build_id, message)
-                await ctx.pipe.event("artifacts_failed", {"error": message})
+                await ctx.pipe.event(EventType.ARTIFACTS_FAILED, {"error": message})
                 raise ArtifactError(message) from exc
             raise
-        await ctx.pipe.event("artifacts_ready", summary)
+        await ctx.pipe.event(EventType.ARTIFACTS_READY, summary)
 
     async def _discard(self, build_id: str) -> None:
         with swallowed(log, f"discarding the artifact files of {build_id}"):
@@ -261,7 +282,7 @@ class ArtifactCollector:
     async def _collect(self, build_id: str, sandbox: Sandbox, selection: Selection) -> _Manifest:
         """Walk, select and copy; up to ``COPIERS`` files are copied at once (file creation
         and thread hand-offs overlap), the manifest keeps the walk order."""
-        manifest = _Manifest(self.limits)
+        manifest = _Manifest(self.max_bytes, self.max_files)
         await asyncio.to_thread(self.blobs.remove_build, build_id)  # a retried collection
         room = asyncio.Semaphore(COPIERS)
         running: set[asyncio.Task[None]] = set()
@@ -286,19 +307,7 @@ class ArtifactCollector:
                 if entry.kind == "dir" or not selection.selects(entry.path):
                     continue
                 record = _record_of(entry)  # None: a file to copy
-                if manifest.truncated_by is None and len(manifest.slots) >= self.limits.max_files:
-                    manifest.truncated_by = "max_artifact_files"
-                if (
-                    manifest.truncated_by is None
-                    and record is None
-                    and manifest.reserved + entry.size > self.limits.max_bytes
-                ):
-                    manifest.truncated_by = "max_artifact_bytes"
-                if manifest.truncated_by is not None:
-                    manifest.not_collected += 1
-                    continue
-                manifest.slots.append(record)
-                if record is not None:
+                if not manifest.admit(record, entry.size) or record is not None:
                     continue
                 key = f"{manifest.dispatched:07d}"
                 manifest.dispatched += 1
@@ -359,16 +368,18 @@ class ArtifactCollector:
             async for chunk in sandbox.read_file(entry.path, chunk_size=CHUNK):
                 size += len(chunk)
                 if size > entry.size:
-                    raise _Changed
+                    raise _GrewWhileCopied
                 if pending is not None:
                     handle = await asyncio.to_thread(_write, handle, opener, pending, digest, False)
                 pending = chunk
             handle = await asyncio.to_thread(_write, handle, opener, pending or b"", digest, True)
-        except (SandboxError, _Changed) as exc:
+        except (SandboxError, _GrewWhileCopied) as exc:
             if handle is not None:
                 await asyncio.to_thread(handle.close)
             await asyncio.to_thread(self.blobs.remove, build_id, key)
-            reason = "changed_while_collected" if isinstance(exc, _Changed) else "unreadable"
+            reason = (
+                "changed_while_collected" if isinstance(exc, _GrewWhileCopied) else "unreadable"
+            )
             return ArtifactRecord(entry.path, "skipped", reason=reason)
         except BaseException:
             if handle is not None:

@@ -13,7 +13,8 @@ Patterns are POSIX paths relative to the workspace root:
 - An exclude wins over an include. The default excludes (``.git/``, ``node_modules/``,
   ``__pycache__/``, ``.cache/``) apply when the spec gives no ``exclude`` list; any list
   (``[]`` too) replaces them. Build outputs (``dist``, ``build``, ``.next``, ``out``) are
-  never excluded by default (lessons rule 8).
+  never excluded by default: a default that dropped them would silently lose exactly
+  what a build was run to produce.
 """
 
 from __future__ import annotations

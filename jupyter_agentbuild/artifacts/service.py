@@ -13,30 +13,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..entries import TERMINAL, iso, utcnow
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Float, Int, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..entries import iso, utcnow
 from ..errors import Conflict, NotFound, SpecError
 from ..service import BuildService
 from ..store.artifacts import ArtifactRecords
 from ..store.repository import BuildRow
+from ..vocabulary import TERMINAL
 from .archive import READ_CHUNK, in_thread, tar_gz_stream, zip_stream
-from .blobs import ArtifactStore, BlobMissing
+from .blobs import ArtifactStore, BlobMissing, LocalArtifactStore
 from .http import content_type, slug
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"zip": "application/zip", "tar.gz": "application/gzip"}
-
-
-@dataclass(frozen=True)
-class RetentionConfig:
-    retention_days: float = 30.0  # 0: keep forever
-    max_bytes_per_owner: int = 0  # 0: no cap
-    sweep_interval: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -94,18 +94,47 @@ def check_path(path: str) -> str:
     return path
 
 
-class ArtifactService:
+class ArtifactService(LoggingConfigurable):
+    """Artifacts for the API, and the retention sweep; configured as ``c.ArtifactService.*``."""
+
+    root = Unicode(
+        help="""Directory holding collected artifacts, one sub-directory per build. Default:
+        <jupyter data dir>/agentbuild/artifacts. Servers sharing a database must share it
+        too. Env fallback: AGENTBUILD_ARTIFACTS_ROOT.""",
+    ).tag(config=True, legacy="artifacts_root")
+
+    @default("root")
+    def _root_default(self) -> str:
+        env = os.environ.get("AGENTBUILD_ARTIFACTS_ROOT")
+        return env or str(Path(jupyter_data_dir()) / "agentbuild" / "artifacts")
+
+    retention_days = Float(
+        30.0,
+        help="""Days a build's artifacts are kept after collection (default 30); the
+        periodic sweep removes older ones (the build and its logs stay). 0: forever.""",
+    ).tag(config=True, legacy="artifact_retention_days")
+    max_bytes_per_owner = Int(
+        0,
+        help="""Artifact bytes one owner may keep; the sweep removes the owner's oldest
+        artifacts beyond it. Default 0: no limit.""",
+    ).tag(config=True, legacy="max_artifact_bytes_per_owner")
+    sweep_interval = Float(
+        3600.0,
+        help="""Seconds between retention sweeps (the first runs at start-up).
+        0: no periodic sweep.""",
+    ).tag(config=True, legacy="artifact_sweep_interval")
+
+    #: The owner-scoped build lookup. Set by the extension once the build service exists:
+    #: that needs the sandbox catalog, which needs :attr:`root` first (to hide it from builds).
+    builds: BuildService
+
     def __init__(
-        self,
-        builds: BuildService,
-        records: ArtifactRecords,
-        blobs: ArtifactStore,
-        retention: RetentionConfig,
+        self, records: ArtifactRecords, blobs: ArtifactStore | None = None, **kwargs: Any
     ) -> None:
-        self.builds = builds
+        super().__init__(**kwargs)
         self.records = records
-        self.blobs = blobs
-        self.retention = retention
+        #: Where the bytes are (default: the local directory :attr:`root`).
+        self.blobs: ArtifactStore = blobs or LocalArtifactStore(Path(self.root))
         self.sweeps = 0
         self._swept = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -239,12 +268,12 @@ class ArtifactService:
         no build needs. Build records and logs stay."""
         now = now or utcnow()
         report = SweepReport()
-        days = self.retention.retention_days
+        days = self.retention_days
         if days > 0:
             for item in await self.records.expired(now - timedelta(days=days)):
                 if await self._remove(item.build_id, "expired", now):
                     report.expired.append(item.build_id)
-        cap = self.retention.max_bytes_per_owner
+        cap = self.max_bytes_per_owner
         if cap > 0:
             for owner in await self.records.owners_over(cap):
                 kept = await self.records.kept_sets(owner)
@@ -264,7 +293,7 @@ class ArtifactService:
     # -- the periodic sweep --------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None and self.retention.sweep_interval > 0:
+        if self._task is None and self.sweep_interval > 0:
             self._task = asyncio.create_task(self._sweep_loop(), name="agentbuild-artifact-sweep")
 
     async def stop(self) -> None:
@@ -297,4 +326,4 @@ class ArtifactService:
             async with self._swept:
                 self.sweeps += 1
                 self._swept.notify_all()
-            await asyncio.sleep(self.retention.sweep_interval)
+            await asyncio.sleep(self.sweep_interval)

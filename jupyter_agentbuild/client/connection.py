@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlparse
 
+from .. import urls
 from .exceptions import ServerNotFound
 
 HUB_DEFAULT_ORIGIN = "http://127.0.0.1:8888"
@@ -54,7 +55,7 @@ class ServerInfo:
     @property
     def api_url(self) -> str:
         """``{url}agentbuild/api/``"""
-        return self.url + "agentbuild/api/"
+        return urls.api_url(self.url)
 
     @property
     def ws_api_url(self) -> str:
@@ -72,7 +73,7 @@ class ServerInfo:
 
         Links never carry the token: the browser authenticates with Jupyter's cookie.
         """
-        return self.base_path + "agentbuild/" + "/".join(quote(p, safe="/") for p in parts)
+        return urls.extension_path(self.base_path, *(quote(p, safe="/") for p in parts))
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"} if self.token else {}

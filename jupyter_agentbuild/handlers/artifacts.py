@@ -32,7 +32,7 @@ from ..artifacts.http import (
 )
 from ..artifacts.service import ArtifactFile, ArtifactService
 from ..errors import Unavailable
-from ..identity import owner_of
+from ..identity import request_owner
 from .base import AgentBuildHandler
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ async def serve_static_preview(
     """
     state = handler.settings["agentbuild"]
     service = artifact_service_of(handler)
-    owner = owner_of(handler.identity_provider, handler.current_user, state.personal_owner)
+    owner = request_owner(handler)
     if path == "" and not handler.request.path.endswith("/"):
         await service.static(owner, build_id, path)  # 404 for a missing build first
         handler.redirect(handler.request.path.rsplit("/", 1)[-1] + "/")

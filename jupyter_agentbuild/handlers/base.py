@@ -10,7 +10,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..errors import AgentBuildError, SpecError, Unavailable, database_unavailable
-from ..identity import owner_of
+from ..identity import request_owner
 
 AUTH_RESOURCE = "agentbuild"
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class AgentBuildHandler(JsonErrors, APIHandler):
 
     @property
     def owner(self) -> str:
-        return owner_of(self.identity_provider, self.current_user, self.agentbuild.personal_owner)
+        return request_owner(self)
 
     def query(self) -> dict[str, str]:
         return {k: self.get_query_argument(k) for k in self.request.query_arguments}

@@ -9,6 +9,7 @@ from tornado import web
 
 from ..build_json import build_json
 from ..errors import TooLarge
+from ..urls import build_url
 from .base import AgentBuildHandler
 
 
@@ -31,7 +32,7 @@ class BuildHandlerBase(AgentBuildHandler):
         return origins.url(label, scheme=self.request.protocol, request_host=self.request.host)  # type: ignore[no-any-return]
 
     def _url(self, build_id: str) -> str:
-        return f"{self.base_url}agentbuild/api/builds/{build_id}"
+        return build_url(self.base_url, build_id)
 
 
 @web.stream_request_body

@@ -25,7 +25,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
 from ..errors import Forbidden, NotFound, Unavailable
-from ..identity import owner_of
+from ..identity import request_owner
 from ..preview.headers import ResponseRewriter, cross_site_request, strip_credentials
 from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, JsonErrors, error_body
@@ -88,7 +88,7 @@ class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
         if not await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)):
             raise http_error(403, "not authorized to use previews")
         agentbuild = self.agentbuild
-        owner = owner_of(self.identity_provider, user, agentbuild.personal_owner)
+        owner = request_owner(self)
         build_id = self.path_kwargs["build_id"]
         self.preview = await agentbuild.service.preview_target(owner, build_id)
         if self.preview is None:

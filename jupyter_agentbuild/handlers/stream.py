@@ -17,7 +17,7 @@ from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
-from ..identity import owner_of
+from ..identity import request_owner
 from .base import AUTH_RESOURCE, JsonErrors
 
 FRAME_ENTRIES = 5000
@@ -35,7 +35,7 @@ class StreamHandler(JsonErrors, JupyterHandler, websocket.WebSocketHandler):
         if not allowed:
             raise web.HTTPError(403)
         agentbuild = self.settings["agentbuild"]
-        owner = owner_of(self.identity_provider, user, agentbuild.personal_owner)
+        owner = request_owner(self)
         query = {"after": self.get_query_argument("after", "")}
         self.after = await agentbuild.service.stream_from(owner, build_id, query)
         self.build_id = build_id

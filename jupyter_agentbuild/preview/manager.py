@@ -41,6 +41,7 @@ from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
 from ..store.repository import BuildRow, Store
 from ..swallow import swallowed
+from ..urls import preview_path
 from .origin import mint_label, parse_label, same_label
 from .readiness import check_path
 from .upstream import UpstreamLimits, UpstreamPool
@@ -150,7 +151,7 @@ class PreviewManager:
     # -- what the service and the proxy ask ----------------------------------------------
 
     def prefix(self, build_id: str) -> str:
-        return f"{self.base_url}agentbuild/preview/{build_id}/"
+        return preview_path(self.base_url, build_id)
 
     def get(self, build_id: str) -> Preview | None:
         """The live preview of ``build_id`` run by this server (starting or ready)."""

@@ -271,7 +271,7 @@ async def test_small_files_share_pack_blobs_and_read_back_exactly(
     bid = build["id"]
     code, manifest, _ = await api.call("GET", f"builds/{bid}/artifacts")
     assert manifest["count"] == 41
-    store = Path(artifacts_of(api).blobs.root) / bid  # type: ignore[attr-defined]
+    store = Path(artifacts_of(api).root) / bid
     names = sorted(p.name for p in store.iterdir())
     assert len([n for n in names if n.startswith("pack-")]) > 5  # rolled over
     assert len(names) < 41  # small files share blobs; "large" has its own
@@ -320,5 +320,5 @@ async def test_a_failing_artifact_store_fails_the_build_clearly(
     assert statuses(entries)[-1] == "failed"
     code, manifest, _ = await api.call("GET", f"builds/{build['id']}/artifacts")
     assert code == 200 and manifest["artifacts"] == [] and build["artifacts"] is None
-    store = Path(blobs.root) / build["id"]  # type: ignore[attr-defined]
+    store = Path(artifacts_of(api).root) / build["id"]
     assert not store.exists()  # nothing half-written is left behind

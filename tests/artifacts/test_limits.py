@@ -1,18 +1,22 @@
-"""max_artifact_files and max_artifact_bytes stop collection, and the event says so."""
+"""ArtifactCollector.max_files and max_bytes stop collection, and the event says so."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from traitlets.config import Config
 
 from tests.artifacts.conftest import build_and_collect, events
-from tests.conftest import Api
+from tests.conftest import Api, server_config
 
 
 @pytest.fixture
-def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
-    return {**agentbuild_config, "max_artifact_files": 3, "max_artifact_bytes": 1000}
+def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
+    config = server_config(agentbuild_config)
+    config.ArtifactCollector.max_files = 3
+    config.ArtifactCollector.max_bytes = 1000
+    return config
 
 
 async def test_file_limit_truncates_in_walk_order(api: Api) -> None:

@@ -4,7 +4,6 @@ orphaned blobs; nothing else (not other owners', not recent ones, not build reco
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 from datetime import timedelta
@@ -25,14 +24,11 @@ API = "agentbuild/api/builds"
 
 @pytest.fixture
 def jp_server_config(agentbuild_config: dict[str, Any]) -> Config:
-    return multi_user_config(
-        {
-            **agentbuild_config,
-            "artifact_retention_days": 7,
-            "max_artifact_bytes_per_owner": 1000,
-            "artifact_sweep_interval": 3600,
-        }
-    )
+    config = multi_user_config(agentbuild_config)
+    config.ArtifactService.retention_days = 7
+    config.ArtifactService.max_bytes_per_owner = 1000
+    config.ArtifactService.sweep_interval = 3600
+    return config
 
 
 async def _build(api: Api, user: str, size: int) -> str:
@@ -69,7 +65,7 @@ async def _manifest(api: Api, user: str, build_id: str) -> dict[str, Any]:
 
 async def test_sweep_removes_what_it_should_and_nothing_else(api: Api, http: Http) -> None:
     service = artifacts_of(api)
-    root = Path(service.blobs.root)  # type: ignore[attr-defined]
+    root = Path(service.root)
     a_old = await _build(api, "alice", 300)
     a2, a3, a4 = [await _build(api, "alice", 400) for _ in range(3)]
     b_old = await _build(api, "bob", 100)
@@ -117,7 +113,7 @@ async def test_the_periodic_sweep_runs_on_its_own(api: Api) -> None:
     build_id = await _build(api, "carol", 10)
     await _age(api, build_id, 30)
     await service.stop()
-    service.retention = dataclasses.replace(service.retention, sweep_interval=0.01)
+    service.sweep_interval = 0.01
     service.start()
     await service.wait_for_sweeps(service.sweeps + 2)  # at least one whole sweep after aging
     manifest = await _manifest(api, "carol", build_id)

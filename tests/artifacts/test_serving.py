@@ -74,8 +74,7 @@ async def test_encoded_dot_dot_is_a_400_with_the_contract_shape(
 async def test_a_symlink_planted_in_the_store_is_not_followed(
     api: Api, http: Http, site: dict[str, Any]
 ) -> None:
-    store = artifacts_of(api).blobs
-    root = Path(store.root)  # type: ignore[attr-defined]
+    root = Path(artifacts_of(api).root)
     blob = sorted((root / site["id"]).iterdir())[0]
     blob.unlink()
     os.symlink("/etc/passwd", blob)
@@ -114,7 +113,9 @@ async def test_etag_head_if_range_and_download_name(http: Http, site: dict[str, 
     assert named.headers["Content-Disposition"].startswith('attachment; filename="index.html"')
 
 
-async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
+async def test_not_ready_while_the_build_runs(
+    api: Api, http: Http, agentbuild_config: dict[str, Any]
+) -> None:
     build = await api.create(
         {"steps": ["while [ ! -e go ]; do sleep 0.05; done"], "artifacts": {"paths": ["**"]}}
     )
@@ -124,8 +125,8 @@ async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
     for path in ["artifacts", "artifacts.zip", "artifacts/x"]:
         got = await http.get(f"{API}/{build['id']}/{path}")
         assert got.code == 409 and got.json()["error"]["code"] == "artifacts_not_ready", path
-    runner = api.app.web_app.settings["agentbuild"].runner
-    runner._jobs[build["id"]].sandbox.work.joinpath("go").write_text("")
+    work = Path(agentbuild_config["workspace_root"]) / build["id"] / "work"
+    work.joinpath("go").write_text("")
     while await ws.read_message() is not None:
         pass
     code, manifest, _ = await api.call("GET", f"builds/{build['id']}/artifacts")
@@ -133,7 +134,7 @@ async def test_not_ready_while_the_build_runs(api: Api, http: Http) -> None:
 
 
 async def test_delete_removes_the_artifacts(api: Api, http: Http, site: dict[str, Any]) -> None:
-    store_dir = Path(artifacts_of(api).blobs.root) / site["id"]  # type: ignore[attr-defined]
+    store_dir = Path(artifacts_of(api).root) / site["id"]
     assert store_dir.is_dir() and list(store_dir.iterdir())
     code, _, _ = await api.call("DELETE", f"builds/{site['id']}")
     assert code == 204
@@ -182,7 +183,7 @@ async def test_static_preview_serves_the_site(
 async def test_a_blob_gone_mid_download_cuts_the_connection(
     api: Api, http: Http, site: dict[str, Any]
 ) -> None:
-    root = Path(artifacts_of(api).blobs.root)  # type: ignore[attr-defined]
+    root = Path(artifacts_of(api).root)
     for blob in (root / site["id"]).iterdir():
         blob.unlink()
     for fmt in ("zip", "tar.gz"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import Api, read_until, statuses, texts
-from tests.sandbox.helpers import group_members
+from tests.sandbox.helpers import marked
 
 
 async def test_build_runs_and_every_field_is_populated(api: Api) -> None:
@@ -98,7 +99,14 @@ async def test_stream_resumes_from_any_seq_and_rest_paging_agrees(api: Api) -> N
     assert page["done"] is True and len(page["entries"]) == 2
 
 
-async def test_live_stream_follows_a_running_build(api: Api) -> None:
+def work_dir(agentbuild_config: dict[str, Any], build_id: str) -> Path:
+    """The build's working directory on this host (a local sandbox's ``work/``)."""
+    return Path(agentbuild_config["workspace_root"]) / build_id / "work"
+
+
+async def test_live_stream_follows_a_running_build(
+    api: Api, agentbuild_config: dict[str, Any]
+) -> None:
     # The build waits for a file the test creates after the stream has seen the first line.
     build = await api.create(
         {"steps": ["echo started; while [ ! -e go ]; do sleep 0.05; done; echo done"]}
@@ -107,8 +115,7 @@ async def test_live_stream_follows_a_running_build(api: Api) -> None:
     seen = await read_until(ws, lambda seen: "started" in texts(seen))
     running = await api.get(build["id"])
     assert running["status"] == "running" and running["sandbox_id"] and running["started_at"]
-    workdir = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]].sandbox
-    (workdir.work / "go").write_text("")
+    (work_dir(agentbuild_config, build["id"]) / "go").write_text("")
     while True:
         msg = await ws.read_message()
         if msg is None:
@@ -119,24 +126,18 @@ async def test_live_stream_follows_a_running_build(api: Api) -> None:
     assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
 
 
-def _group_members(pgids: list[int]) -> list[int]:
-    return [pid for pgid in pgids for pid in group_members(pgid)]
-
-
 async def test_cancel_leaves_no_process(api: Api) -> None:
     build = await api.create(
         {"steps": ["sleep 1000 & echo $$ > pid; echo ready; sleep 1000", "echo never"]}
     )
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     seen = await read_until(ws, lambda seen: "ready" in texts(seen))
-    job = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]]
-    pgids = [pgid for pgid, _ in job.sandbox.state()["pgids"]]
-    assert pgids and _group_members(pgids)
+    assert marked(build["id"], "sleep", "1000")
     code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
     assert code == 202
     assert body["status"] == "cancelled"
     assert body["finished_at"] and body["exit_code"] is not None
-    assert _group_members(pgids) == []
+    assert marked(build["id"]) == []
     code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
     assert code == 409 and body["error"]["code"] == "not_running"
     while (msg := await ws.read_message()) is not None:
@@ -205,7 +206,9 @@ async def test_secret_env_is_masked_and_never_returned(api: Api) -> None:
     assert secret not in json.dumps(await api.get(build["id"]))
 
 
-async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
+async def test_concurrency_limit_queues_extra_builds(
+    api: Api, agentbuild_config: dict[str, Any]
+) -> None:
     runner = api.app.web_app.settings["agentbuild"].runner
     runner.config = type(runner.config)(**{**runner.config.__dict__, "max_concurrent_builds": 1})
     first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
@@ -213,14 +216,16 @@ async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
     await read_until(ws, lambda seen: "running" in statuses(seen))
     assert (await api.get(second["id"]))["status"] == "queued"
-    runner._jobs[first["id"]].sandbox.work.joinpath("go").write_text("")
+    work_dir(agentbuild_config, first["id"]).joinpath("go").write_text("")
     assert (await api.finish(second["id"]))["status"] == "succeeded"
     assert (await api.finish(first["id"]))["status"] == "succeeded"
     ws.close()
     await asyncio.sleep(0)
 
 
-async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(api: Api) -> None:
+async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(
+    api: Api, agentbuild_config: dict[str, Any]
+) -> None:
     from sqlalchemy import event
 
     agentbuild = api.app.web_app.settings["agentbuild"]
@@ -248,7 +253,7 @@ async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(api: Api)
         event.remove(engine, "before_cursor_execute", count)
     # the step's process group appears once; four beats do not write it again
     assert counts["state_writes"] <= 1, counts
-    agentbuild.runner._jobs[build["id"]].sandbox.work.joinpath("go").write_text("")
+    work_dir(agentbuild_config, build["id"]).joinpath("go").write_text("")
     assert (await api.finish(build["id"]))["status"] == "succeeded"
     ws.close()
 

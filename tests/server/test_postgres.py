@@ -65,7 +65,7 @@ async def test_a_build_on_another_server_streams_live_and_cancels(
 
 async def test_quota_is_shared_between_servers(api: Api, other_server: ServerProcess) -> None:
     service = api.app.web_app.settings["agentbuild"].service
-    service.config = type(service.config)(**{**service.config.__dict__, "builds_per_window": 3})
+    service.builds_per_window = 3
     # Same owner on both (each server's OS user); the other server allows 60, this one 3.
     for _ in range(3):
         other_server.call("POST", "builds", {"steps": ["true"]})

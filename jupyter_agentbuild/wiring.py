@@ -1,0 +1,200 @@
+"""The extension's object graph: each component made once, with ``parent=`` the app.
+
+A component that owns its configuration reads ``c.<Component>.*`` through its parent;
+one that still takes a config object gets it from the ``AgentBuild`` traits here, in a
+function of its own, so each can move to its own traits without touching the others.
+Nothing here does I/O: the start hook connects and starts what needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jupyter_core.paths import (
+    jupyter_config_dir,
+    jupyter_config_path,
+    jupyter_data_dir,
+    jupyter_runtime_dir,
+)
+from sqlalchemy import make_url
+
+from .artifacts.collect import ArtifactCollector
+from .artifacts.service import ArtifactService
+from .hub.routes_client import HubRoutes
+from .identity import server_user
+from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .preview.origin import PreviewOrigins
+from .providers import ProviderCatalog, ProviderSettings
+from .runner import Runner, RunnerConfig
+from .sandbox.base import SandboxProvider
+from .sandbox.isolation import StepLimits, python_prefixes
+from .service import BuildService
+from .store.artifacts import ArtifactRecords
+from .store.repository import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .app import AgentBuild
+
+#: The components configured on their own (``c.<Class>.<trait>``), in the order the
+#: reference and ``--help-all`` list them.
+CONFIGURABLES: tuple[type, ...] = (BuildService, ArtifactService, ArtifactCollector)
+
+
+@dataclass
+class AgentBuildState:
+    """What handlers reach through ``settings["agentbuild"]``."""
+
+    service: BuildService
+    runner: Runner
+    store: Store
+    personal_owner: str
+    artifacts: ArtifactService | None = None
+    previews: PreviewManager | None = None
+    #: What the preview proxy adds to every response's Content-Security-Policy.
+    preview_csp: str = ""
+    preview_max_request_size: int = 1024**3
+    #: Largest body of ``POST api/builds`` (413 beyond).
+    max_request_bytes: int = 16 * 1024**2
+    #: The sandbox providers, what each can do here, which builds may use (info endpoint).
+    catalog: ProviderCatalog | None = None
+    #: Which host names are previews' own origins, and the URL a client is given.
+    preview_origins: PreviewOrigins = PreviewOrigins()
+
+
+def build_state(app: AgentBuild) -> AgentBuildState:
+    """Every component, connected: the runner's hooks collect artifacts, then run the
+    preview; deleting a build removes its artifacts and its preview."""
+    server: Any = app.serverapp
+    store = make_store(app)
+    artifacts = ArtifactService(ArtifactRecords(store.engine), parent=app)
+    catalog = make_catalog(app, hidden_paths(app, artifacts.root))
+    collector = ArtifactCollector(artifacts.records, artifacts.blobs, parent=app)
+    runner = make_runner(app, store, catalog.providers, collector)
+    previews = make_previews(app, store, catalog.providers, runner)
+    runner.hooks.append(previews)
+    service = BuildService(store, runner, catalog, root_dir=Path(server.root_dir), parent=app)
+    artifacts.builds = service
+    service.previews = previews
+    service.on_delete.extend([artifacts.forget, previews.discard])
+    return AgentBuildState(
+        service=service,
+        runner=runner,
+        store=store,
+        personal_owner=app.owner_name or server_user(),
+        artifacts=artifacts,
+        previews=previews,
+        preview_csp=app.preview_csp,
+        preview_max_request_size=app.preview_max_request_size,
+        max_request_bytes=app.max_request_bytes,
+        catalog=catalog,
+        preview_origins=PreviewOrigins(app.preview_origin_template),
+    )
+
+
+def stop_timeout(app: AgentBuild) -> float:
+    """How long stopping a sandbox may take: twice the kill grace, at least 10 s."""
+    return max(app.kill_grace * 2, 10.0)
+
+
+def make_store(app: AgentBuild) -> Store:
+    return Store.lazy(app.db_url)
+
+
+def make_catalog(app: AgentBuild, hidden: list[str]) -> ProviderCatalog:
+    return ProviderCatalog.build(
+        ProviderSettings(
+            workspace_root=Path(app.workspace_root),
+            max_line_bytes=app.max_line_bytes,
+            kill_grace=app.kill_grace,
+            hidden_paths=tuple(hidden),
+            readonly_paths=(*python_prefixes(), *app.sandbox_readonly_paths),
+            limits=StepLimits(
+                max_processes=app.sandbox_max_processes,
+                max_memory=app.sandbox_max_memory,
+                max_file_size=app.sandbox_max_file_size,
+            ),
+            allow_unisolated=app.allow_unisolated,
+            e2b_api_key=app.e2b_api_key,
+            e2b_template=app.e2b_template,
+            e2b_sandbox_timeout=app.e2b_sandbox_timeout,
+            config=app.config,
+        ),
+        default_setting=app.provider,
+        allowed=app.allowed_providers or None,
+    )
+
+
+def make_runner(
+    app: AgentBuild,
+    store: Store,
+    providers: Mapping[str, SandboxProvider],
+    collector: ArtifactCollector,
+) -> Runner:
+    return Runner(
+        store,
+        providers,
+        RunnerConfig(
+            default_timeout=app.default_timeout,
+            max_concurrent_builds=app.max_concurrent_builds,
+            log_flush_interval=app.log_flush_interval,
+            max_log_buffer=app.max_log_buffer,
+            max_log_bytes=app.max_log_bytes or None,
+            store_retry_timeout=app.store_retry_timeout,
+            heartbeat_interval=app.heartbeat_interval,
+            stale_after=app.stale_after,
+            shutdown_timeout=stop_timeout(app),
+        ),
+        on_activity=app.record_activity,
+        hooks=[collector],
+    )
+
+
+def make_previews(
+    app: AgentBuild, store: Store, providers: Mapping[str, SandboxProvider], runner: Runner
+) -> PreviewManager:
+    server: Any = app.serverapp
+    return PreviewManager(
+        store,
+        providers,
+        PreviewConfig(
+            idle_timeout=app.preview_idle_timeout,
+            upstream=UpstreamLimits(
+                connect_timeout=app.preview_connect_timeout,
+                read_timeout=app.preview_read_timeout,
+            ),
+            stop_timeout=stop_timeout(app),
+            poll_interval=app.heartbeat_interval,
+            stale_after=app.stale_after,
+        ),
+        base_url=server.base_url,
+        runner=runner,
+        on_activity=app.record_activity,
+        routes=HubRoutes.from_env(url=app.hub_routes_url),
+    )
+
+
+def hidden_paths(app: AgentBuild, artifacts_root: str) -> list[str]:
+    """What an isolated build must not see: the server's secrets and other builds."""
+    server: Any = app.serverapp
+    paths = [
+        str(Path.home()),
+        "/root",
+        "/home",
+        jupyter_data_dir(),
+        jupyter_runtime_dir(),
+        jupyter_config_dir(),
+        *jupyter_config_path(),
+        app.workspace_root,
+        artifacts_root,
+        str(server.root_dir),
+        *app.sandbox_hidden_paths,
+    ]
+    url = make_url(app.db_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        paths.append(str(Path(url.database).expanduser().resolve().parent))
+    return [os.path.abspath(os.path.expanduser(p)) for p in paths if p]
