@@ -19,6 +19,11 @@ from typing import Any, Protocol
 OutputSink = Callable[[str, list[str], bool], Awaitable[None]]
 
 
+async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
+    """The :data:`OutputSink` for output nobody reads (a preview process without one)."""
+    return None
+
+
 @dataclass(frozen=True)
 class StepResult:
     """How one step ended: ``exit_code`` (negative: killed by that signal)."""
@@ -32,8 +37,8 @@ class SandboxError(Exception):
     """The sandbox could not be created or used (not a failing step)."""
 
 
-class ServiceFailed(SandboxError):
-    """A service (:meth:`Sandbox.start_service`) exited or was not ready in time.
+class PreviewFailed(SandboxError):
+    """The preview process (:meth:`Sandbox.start_preview_process`) exited or was not ready in time.
 
     ``exit_code`` is the process's exit status when it exited, else None."""
 
@@ -93,9 +98,9 @@ class Sandbox(Protocol):
         """Kill everything and remove the sandbox's files."""
         ...
 
-    # ---- the port primitive (lessons.md rule 7): how a preview reaches the proxy
+    # ---- the port primitive: the only way a preview reaches the proxy
 
-    async def start_service(
+    async def start_preview_process(
         self,
         command: str,
         *,
@@ -111,24 +116,24 @@ class Sandbox(Protocol):
         below 500, all within ``ready_timeout``; return the proxy target (the only address
         the proxy will ever connect to): ``http://127.0.0.1:{port}`` for local sandboxes,
         an https URL for cloud ones. Output goes to ``on_output`` (with back-pressure).
-        Raises :class:`ServiceFailed` when the process exits or is not ready in time."""
+        Raises :class:`PreviewFailed` when the process exits or is not ready in time."""
         ...
 
     def preview_headers(self) -> dict[str, str]:
-        """Headers the proxy must send to the service's target (a cloud sandbox's traffic
+        """Headers the proxy must send to the preview process's target (a cloud sandbox's traffic
         token, so its public URL answers nobody else); secret, never shown or logged."""
         ...
 
-    async def stop_service(self) -> None:
-        """Stop the service and everything it started (no-op if none runs)."""
+    async def stop_preview_process(self) -> None:
+        """Stop the preview process and everything it started (no-op if none runs)."""
         ...
 
-    def service_running(self) -> bool:
-        """Is the service started by :meth:`start_service` still running?"""
+    def preview_running(self) -> bool:
+        """Is the service started by :meth:`start_preview_process` still running?"""
         ...
 
-    async def wait_service(self) -> int | None:
-        """Wait until the service exits; its exit status (None when none was started)."""
+    async def wait_preview_process(self) -> int | None:
+        """Wait until the preview process exits; its exit status (None when none was started)."""
         ...
 
     # ---- workspace files (artifact collection)

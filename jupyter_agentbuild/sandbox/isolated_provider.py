@@ -27,7 +27,7 @@ from .isolation import IsolationPlan, find_bwrap, find_perl, probe
 from .local import LocalSandbox
 from .local_provider import LocalSandboxProvider
 from .namespaces import NamespaceGroups
-from .workspace_copy import _rmtree
+from .workspace_copy import delete_tree
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class IsolatedLocalProvider(LocalSandboxProvider):
         except OSError as exc:
             return f"cannot probe namespaces: {exc.strerror or exc}"
         finally:
-            _rmtree(scratch)
+            delete_tree(scratch)
 
     def base_env(self, build_id: str, sandbox_dir: Path) -> dict[str, str]:
         """The local environment, with the server's Python first on ``PATH`` when it is not

@@ -1,13 +1,13 @@
 """The local process sandbox: a directory per build and a process group per step.
 
 Isolation is by convention, not by the kernel: steps run as the server's user. This module
-runs a build's steps and its service in the sandbox dir's ``work/`` and passes their output
+runs a build's steps and its preview process in the sandbox dir's ``work/`` and passes their output
 on one batch at a time (a slow consumer holds the process back). What the local sandbox
 guarantees is hygiene, kept where it is enforced:
 
 - :mod:`.local_provider`: the layout, a step's environment (an allow-list, never the
   server's secrets), the confined workspace copy, reaping what a dead server left behind;
-- :mod:`.groups`: nothing a step (or the service) starts survives it;
+- :mod:`.groups`: nothing a step (or the preview process) starts survives it;
 - :mod:`.workspace_fs`: files are read from ``work/`` without following symlinks.
 """
 
@@ -22,17 +22,24 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import workspace_fs
-from .base import OutputSink, SandboxError, ServiceFailed, StepResult, WorkspaceEntry
+from .base import (
+    OutputSink,
+    PreviewFailed,
+    SandboxError,
+    StepResult,
+    WorkspaceEntry,
+    discard_output,
+)
 from .groups import ProcessGroups, StepGroups
 from .lines import LineSplitter
-from .pipes import _Drain, _PipeReader
-from .ports import _free_port, _http_status, _non_loopback_listeners, _port_open
-from .processes import _Group
-from .workspace_copy import _rmtree
+from .pipes import DrainMode, PipeReader
+from .ports import free_port, http_status, non_loopback_listeners, port_open
+from .processes import LiveGroup
+from .workspace_copy import delete_tree
 
 
 class LocalSandbox:
-    """One build's directory and the process groups of its steps (and its service)."""
+    """One build's directory and the process groups of its steps (and its preview process)."""
 
     def __init__(
         self,
@@ -60,9 +67,9 @@ class LocalSandbox:
             bash=bash,
             kill_grace=kill_grace,
         )
-        self._service: _Group | None = None
-        self._service_tasks: list[asyncio.Task[None]] = []
-        self._service_drain = _Drain()
+        self._preview: LiveGroup | None = None
+        self._preview_tasks: list[asyncio.Task[None]] = []
+        self._preview_drain = DrainMode()
 
     # ---- Protocol
 
@@ -95,7 +102,7 @@ class LocalSandbox:
         and stderr take turns), so a slow consumer blocks the step's output.
         """
         group = self._groups.spawn(command, env, kind="step")
-        drain = _Drain()
+        drain = DrainMode()
         pumps = self._pumps(group, drain, on_output)
         exit_task = group.exit_task
         assert exit_task is not None
@@ -126,16 +133,16 @@ class LocalSandbox:
                     error = failed[0].exception()
                     break
                 waiting -= done  # a stream reached EOF: keep waiting for the exit
-            await self._groups.terminate(group)
+            await self._groups.stop(group)
             drain.start()
             results = await asyncio.gather(*pumps, return_exceptions=True)
         except BaseException:
             # The caller was cancelled (e.g. server shutdown): kill hard, right now.
-            self._groups.kill_now(group)
+            self._groups.kill(group)
             drain.start()
             for pump in pumps:
                 pump.cancel()
-            self._groups.forget(group, keep=True)
+            self._groups.unlist(group, keep=True)
             raise
         finally:
             cancel_task.cancel()
@@ -164,17 +171,17 @@ class LocalSandbox:
             await group.gone_event.wait()
 
     async def close(self) -> None:
-        """Cancel running steps, stop the service, kill anything still alive."""
+        """Cancel running steps, stop the preview process, kill anything still alive."""
         self._groups.closed = True
-        await self.stop_service()
+        await self.stop_preview_process()
         await self.cancel()
         for group in self._groups.listed():
-            await self._groups.terminate(group)
+            await self._groups.stop(group)
 
     async def destroy(self) -> None:
         """:meth:`close`, then remove the sandbox directory."""
         await self.close()
-        await asyncio.to_thread(_rmtree, self.dir)
+        await asyncio.to_thread(delete_tree, self.dir)
 
     # ---- workspace files (artifact collection; see workspace_fs)
 
@@ -188,9 +195,9 @@ class LocalSandbox:
         """Read a regular file of ``work/`` in chunks, never through a symlink."""
         return workspace_fs.read_chunks(self.work, path, chunk_size)
 
-    # ---- the port primitive (lessons.md rule 7)
+    # ---- the port primitive: the only way a preview reaches the proxy
 
-    async def start_service(
+    async def start_preview_process(
         self,
         command: str,
         *,
@@ -206,56 +213,56 @@ class LocalSandbox:
         target, ``"http://127.0.0.1:{port}"`` (the proxy connects to nothing else).
 
         ``port=None`` picks a free port. Either way ``$PORT`` is set for the command. The
-        service runs in its own process group (listed by :meth:`state`) and lives until
-        :meth:`stop_service`, :meth:`close` or :meth:`destroy`. Its output goes to
-        ``on_output`` (with back-pressure) or is discarded; a service that listens on more
+        process runs in its own process group (listed by :meth:`state`) and lives until
+        :meth:`stop_preview_process`, :meth:`close` or :meth:`destroy`. Its output goes to
+        ``on_output`` (with back-pressure) or is discarded; a process that listens on more
         than the loopback interface gets a warning line there. Raises :class:`SandboxError`
-        if the port is already taken, :class:`ServiceFailed` if the process exits or is
+        if the port is already taken, :class:`PreviewFailed` if the process exits or is
         not ready in time.
         """
-        if self._service is not None and self._service.proc.poll() is None:
-            raise SandboxError("a service is already running in this sandbox")
-        await self.stop_service()
+        if self._preview is not None and self._preview.proc.poll() is None:
+            raise SandboxError("a preview process is already running in this sandbox")
+        await self.stop_preview_process()
         if port is None:
-            port = _free_port()
-        elif await _port_open(port):
+            port = free_port()
+        elif await port_open(port):
             raise SandboxError(f"port {port} is already in use on this host")
         extra = {"PORT": str(port), **(env or {})}
-        group = self._groups.spawn(command, extra, kind="service")
-        sink = on_output or _discard
-        drain = _Drain()
-        self._service = group
-        self._service_tasks = self._pumps(group, drain, sink)
-        self._service_drain = drain
+        group = self._groups.spawn(command, extra, kind="preview")
+        sink = on_output or discard_output
+        drain = DrainMode()
+        self._preview = group
+        self._preview_tasks = self._pumps(group, drain, sink)
+        self._preview_drain = drain
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         exit_task = group.exit_task
         assert exit_task is not None
         answer: str = "no connection"
         while True:
-            if await _port_open(port):
+            if await port_open(port):
                 if ready_path is None:
                     break
-                status = await _http_status(port, ready_path, max(0.1, deadline - loop.time()))
+                status = await http_status(port, ready_path, max(0.1, deadline - loop.time()))
                 if status is not None and status < 500:
                     break
                 answer = f"HTTP {status}" if status is not None else "no HTTP answer"
             if exit_task.done():
-                await self.stop_service()
+                await self.stop_preview_process()
                 code = self._groups.exit_code(group)
-                raise ServiceFailed(
-                    f"the service exited with status {code} before it was ready on port {port}",
+                raise PreviewFailed(
+                    f"the preview process exited with status {code} before it was ready on port {port}",
                     exit_code=code,
                 )
             if loop.time() >= deadline:
-                await self.stop_service()
+                await self.stop_preview_process()
                 what = f"answer GET {ready_path} below 500 ({answer})" if ready_path else "listen"
-                raise ServiceFailed(
-                    f"the service did not {what} on port {port} within {ready_timeout:g}s"
+                raise PreviewFailed(
+                    f"the preview process did not {what} on port {port} within {ready_timeout:g}s"
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exit_task), 0.1)
-        exposed = await asyncio.to_thread(_non_loopback_listeners, port)
+        exposed = await asyncio.to_thread(non_loopback_listeners, port)
         if exposed:
             await sink(
                 "stderr",
@@ -271,33 +278,33 @@ class LocalSandbox:
         """None needed: the target is this host's loopback."""
         return {}
 
-    def service_running(self) -> bool:
-        """Is the process started by :meth:`start_service` still running?"""
-        return self._service is not None and self._service.proc.poll() is None
+    def preview_running(self) -> bool:
+        """Is the process started by :meth:`start_preview_process` still running?"""
+        return self._preview is not None and self._preview.proc.poll() is None
 
-    async def wait_service(self) -> int | None:
-        """Wait until the service's main process exits; its exit status (negative: the
-        signal that killed it), or None when no service was started."""
-        group = self._service
+    async def wait_preview_process(self) -> int | None:
+        """Wait until the preview's main process exits; its exit status (negative: the
+        signal that killed it), or None when none was started."""
+        group = self._preview
         if group is None or group.exit_task is None:
             return None
         await asyncio.shield(group.exit_task)
         return self._groups.exit_code(group)
 
-    async def stop_service(self) -> None:
-        """Stop the service started by :meth:`start_service` (no-op if none)."""
-        group, tasks = self._service, self._service_tasks
-        self._service, self._service_tasks = None, []
+    async def stop_preview_process(self) -> None:
+        """Stop the service started by :meth:`start_preview_process` (no-op if none)."""
+        group, tasks = self._preview, self._preview_tasks
+        self._preview, self._preview_tasks = None, []
         if group is None:
             return
-        await self._groups.terminate(group)
-        self._service_drain.start()
+        await self._groups.stop(group)
+        self._preview_drain.start()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- internals
 
     def _pumps(
-        self, group: _Group, drain: _Drain, on_output: OutputSink
+        self, group: LiveGroup, drain: DrainMode, on_output: OutputSink
     ) -> list[asyncio.Task[None]]:
         """One :meth:`_pump` task per pipe of ``group`` (stdout, stderr), taking turns."""
         assert group.proc.stdout is not None and group.proc.stderr is not None
@@ -310,7 +317,7 @@ class LocalSandbox:
     async def _pump(
         self,
         pipe: IO[bytes],
-        drain: _Drain,
+        drain: DrainMode,
         stream: str,
         on_output: OutputSink,
         lock: asyncio.Lock,
@@ -318,7 +325,7 @@ class LocalSandbox:
         """Read one pipe to its end (or the drain bound), passing batches to ``on_output``
         one at a time; the pipe is closed when this ends, however it ends."""
         try:
-            reader = _PipeReader(pipe.fileno(), drain)
+            reader = PipeReader(pipe.fileno(), drain)
             splitter = LineSplitter(self._max_line_bytes)
             while True:
                 data = await reader.read()
@@ -332,10 +339,6 @@ class LocalSandbox:
                     await on_output(stream, lines, continued)
         finally:
             pipe.close()
-
-
-async def _discard(stream: str, lines: list[str], continued: bool) -> None:
-    return None
 
 
 __all__ = ["LocalSandbox"]

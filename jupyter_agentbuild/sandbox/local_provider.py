@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from .base import SandboxError
-from .environment import _SECRET_ENV, DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, _check_env
+from .environment import DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, SECRET_ENV, check_env
 from .groups import StepGroups
 from .local import LocalSandbox
-from .processes import _reap
-from .workspace_copy import _rmtree, fill_work
+from .processes import reap_leftovers
+from .workspace_copy import delete_tree, fill_work
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class LocalSandboxProvider:
         env = {
             key: os.environ[key]
             for key in self.env_passthrough
-            if key in os.environ and not _SECRET_ENV.match(key)
+            if key in os.environ and not SECRET_ENV.match(key)
         }
         env["HOME"] = str(sandbox_dir)
         env[MARKER_ENV] = build_id
@@ -87,7 +87,7 @@ class LocalSandboxProvider:
         ``network=False`` needs an isolated provider: plain processes share the host's."""
         if not isinstance(build_id, str) or not _BUILD_ID.match(build_id):
             raise SandboxError("invalid build id for a local sandbox")
-        _check_env(env, "build env")
+        check_env(env, "build env")
         self._check_network(network)
         directory = self.workspace_root / build_id
         job = asyncio.ensure_future(
@@ -98,7 +98,9 @@ class LocalSandboxProvider:
         except asyncio.CancelledError:
             # the copy goes on in its thread: remove what it made once it is done
             job.add_done_callback(
-                lambda _: threading.Thread(target=_rmtree, args=(directory,), daemon=True).start()
+                lambda _: threading.Thread(
+                    target=delete_tree, args=(directory,), daemon=True
+                ).start()
             )
             raise
         base = self.base_env(build_id, directory)
@@ -145,7 +147,7 @@ class LocalSandboxProvider:
                 work, workspace, files, skip_dirs=[str(self.workspace_root)], label=directory.name
             )
         except BaseException:
-            _rmtree(directory)
+            delete_tree(directory)
             raise
 
     async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
@@ -161,7 +163,7 @@ class LocalSandboxProvider:
         if state.get("host") not in (None, socket.gethostname()):
             return False  # its processes are on another host: only a server there can
         try:
-            await asyncio.to_thread(_reap, sandbox_id, dict(state))
+            await asyncio.to_thread(reap_leftovers, sandbox_id, dict(state))
         except Exception:  # reaping is best effort: log, never fail start-up
             log.exception("sandbox %s: reaping failed", sandbox_id)
         return True
@@ -177,7 +179,7 @@ class LocalSandboxProvider:
             return True
         path = Path(directory)
         if path.parent == self.workspace_root and _BUILD_ID.match(path.name):
-            await asyncio.to_thread(_rmtree, path)
+            await asyncio.to_thread(delete_tree, path)
         return True
 
 

@@ -29,14 +29,14 @@ import psutil
 from .base import SandboxError
 from .environment import command_environment
 from .isolation import IsolationPlan, bwrap_command
-from .pipes import _wait_exit
-from .processes import _KILL_WAIT, _POLL, _Group
+from .pipes import wait_exit
+from .processes import KILL_WAIT, POLL_INTERVAL, LiveGroup
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _NamespaceGroup(_Group):
+class _NamespaceGroup(LiveGroup):
     """A step under bubblewrap: ``proc`` is bwrap; ``status_fd`` the status pipe's read end."""
 
     status_fd: int = -1
@@ -77,10 +77,10 @@ class NamespaceGroups:
         """``[[bwrap pid, its create time], ...]``: bwrap leads each step's process group."""
         return [[g.pgid, g.create_time] for g in self._groups.values()]
 
-    def listed(self, kind: str | None = None) -> list[_Group]:
+    def listed(self, kind: str | None = None) -> list[LiveGroup]:
         return [g for g in self._groups.values() if kind is None or g.kind == kind]
 
-    def spawn(self, command: str, env: Mapping[str, str] | None, *, kind: str) -> _Group:
+    def spawn(self, command: str, env: Mapping[str, str] | None, *, kind: str) -> LiveGroup:
         """Start ``command`` with bash in ``work/`` inside a new set of namespaces."""
         if self.closed:
             raise SandboxError("the sandbox is closed")
@@ -118,11 +118,11 @@ class NamespaceGroups:
         except psutil.Error:
             create_time = 0.0
         group = _NamespaceGroup(proc=proc, create_time=create_time, kind=kind, status_fd=read)
-        group.exit_task = asyncio.create_task(_wait_exit(proc))
+        group.exit_task = asyncio.create_task(wait_exit(proc))
         self._groups[group.pgid] = group
         return group
 
-    def exit_code(self, group: _Group) -> int | None:
+    def exit_code(self, group: LiveGroup) -> int | None:
         """The step shell's status: its exit code, or minus the signal that killed it.
 
         When pid 1 could not report it (it was SIGKILLed with the namespace), the signal
@@ -142,7 +142,7 @@ class NamespaceGroups:
         code = group.proc.returncode
         return -(code - 128) if 128 < code < 128 + 65 else code
 
-    async def terminate(self, group: _Group) -> None:
+    async def stop(self, group: LiveGroup) -> None:
         """SIGTERM to every process of the step, the grace, then SIGKILL; never hangs.
 
         After a normal exit there is nothing to do: the namespace died with its pid 1."""
@@ -158,20 +158,20 @@ class NamespaceGroups:
                     if sig == signal.SIGKILL:
                         log.warning("sandbox %s: step %s did not die", self.sandbox_id, group.pgid)
                         return
-                    sig, deadline = signal.SIGKILL, loop.time() + _KILL_WAIT
+                    sig, deadline = signal.SIGKILL, loop.time() + KILL_WAIT
                 self._send(group, sig)
                 await self._wait_gone(group, deadline - loop.time())
         finally:
-            self.forget(group, keep=group.proc.poll() is None)
+            self.unlist(group, keep=group.proc.poll() is None)
 
-    def kill_now(self, group: _Group) -> None:
+    def kill(self, group: LiveGroup) -> None:
         """Synchronous SIGKILL of the whole namespace (for cancellation paths)."""
         assert isinstance(group, _NamespaceGroup)
         self._send(group, signal.SIGKILL)
         with contextlib.suppress(OSError):
             group.proc.poll()
 
-    def forget(self, group: _Group, *, keep: bool = False) -> None:
+    def unlist(self, group: LiveGroup, *, keep: bool = False) -> None:
         """Termination is over: wake waiters; drop the group unless it survived."""
         assert isinstance(group, _NamespaceGroup)
         if group.proc.returncode is not None:
@@ -196,13 +196,13 @@ class NamespaceGroups:
             with contextlib.suppress(ProcessLookupError):
                 group.proc.kill()
 
-    async def _wait_gone(self, group: _Group, seconds: float) -> bool:
+    async def _wait_gone(self, group: LiveGroup, seconds: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while group.proc.poll() is None:
             if loop.time() >= deadline:
                 return False
-            await asyncio.sleep(_POLL)
+            await asyncio.sleep(POLL_INTERVAL)
         return True
 
 

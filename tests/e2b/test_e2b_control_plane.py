@@ -109,7 +109,7 @@ async def test_vms_are_found_by_their_builds_metadata(fake_cloud: Cloud) -> None
     plane, _ = fake_cloud
     provider = E2BSandboxProvider(KEY, sandbox_timeout=60)
     sandbox = await provider.create("build-a", workspace=None, files={"x": "1"}, env={})
-    await sandbox.run_step("true", step=0, timeout=10, on_output=_discard)
+    await sandbox.run_step("true", step=0, timeout=10, on_output=discard_output)
     successor = E2BSandboxProvider(KEY)
     vm_id = sandbox.state()["sandbox_id"]
     assert await successor.find("build-a") == [vm_id]
@@ -128,5 +128,5 @@ async def test_a_wrong_key_is_an_error_without_the_key(fake_cloud: Cloud) -> Non
     assert "wrongKey" not in str(info.value)
 
 
-async def _discard(stream: str, lines: list[str], continued: bool) -> None:
+async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
     return None

@@ -754,13 +754,13 @@ def test_service_port_primitive(provider: LocalSandboxProvider) -> None:
     async def main() -> None:
         sandbox = await make(provider, files={"index.html": "hello preview"})
         out = Collector()
-        url = await sandbox.start_service(
+        url = await sandbox.start_preview_process(
             f"exec {PY} -m http.server --bind 127.0.0.1 $PORT",
             ready_timeout=20,
             on_output=out,
         )
         assert url.startswith("http://127.0.0.1:")
-        assert sandbox.service_running()
+        assert sandbox.preview_running()
         [[pgid, _]] = sandbox.state()["pgids"]
 
         def fetch() -> bytes:
@@ -774,19 +774,19 @@ def test_service_port_primitive(provider: LocalSandboxProvider) -> None:
             "setsid sleep 1000 & echo sid $!", step=0, timeout=30, on_output=steps_out
         )
         assert result.exit_code == 0 and not pid_running(sandbox, steps_out.value("sid"))
-        assert sandbox.service_running() and group_members(pgid) != []
+        assert sandbox.preview_running() and group_members(pgid) != []
         assert await asyncio.to_thread(fetch) == b"hello preview"
         port = int(url.rsplit(":", 1)[1])
         with pytest.raises(SandboxError, match="already"):
-            await sandbox.start_service("sleep 1000", port=port)
-        await sandbox.stop_service()
+            await sandbox.start_preview_process("sleep 1000", port=port)
+        await sandbox.stop_preview_process()
         assert group_members(pgid) == [] and sandbox.state()["pgids"] == []
-        assert not sandbox.service_running()
+        assert not sandbox.preview_running()
         # taken port, early exit
         with pytest.raises(SandboxError, match="in use"):
-            await sandbox.start_service("sleep 1000", port=_listening_port())
+            await sandbox.start_preview_process("sleep 1000", port=_listening_port())
         with pytest.raises(SandboxError, match="exited with status 3"):
-            await sandbox.start_service("exit 3", ready_timeout=20)
+            await sandbox.start_preview_process("exit 3", ready_timeout=20)
         await sandbox.destroy()
 
     asyncio.run(main())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import SandboxError
-from ..environment import _check_env
+from ..environment import check_env
 from ..workspace_copy import fill_work
 from .common import HOME, redacted
 from .sandbox import E2BSandbox
@@ -87,7 +87,7 @@ class E2BSandboxProvider:
         staged tree as one archive and unpack it into ``/home/user/work``."""
         from e2b_code_interpreter import AsyncSandbox
 
-        _check_env(env, "build env")
+        check_env(env, "build env")
         archive = await asyncio.to_thread(_stage, build_id, workspace, dict(files))
         try:
             sdk = await AsyncSandbox.create(
@@ -114,7 +114,7 @@ class E2BSandboxProvider:
         sandbox = self._sandbox(sdk, build_id, env)
         try:
             if debug:  # what an earlier build left (a crash skipped its wipe)
-                await sandbox._wipe()
+                await sandbox.delete_files()
             await sdk.files.write(f"{HOME}/{_ARCHIVE}", archive)
             unpack = f"mkdir -p work && tar -xzf {_ARCHIVE} -C work && rm -f {_ARCHIVE}"
             await sdk.commands.run(unpack, cwd=HOME, timeout=600)

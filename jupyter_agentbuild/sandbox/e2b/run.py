@@ -91,7 +91,3 @@ async def exit_code_of(handle: Any) -> int:
     except CommandExitException as exc:
         return int(exc.exit_code)
     return int(result.exit_code)
-
-
-async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
-    return None

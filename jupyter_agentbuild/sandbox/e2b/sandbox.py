@@ -29,12 +29,12 @@ from typing import Any
 import httpx
 
 from ...swallow import swallowed
-from ..base import OutputSink, SandboxError, ServiceFailed, StepResult
+from ..base import OutputSink, PreviewFailed, SandboxError, StepResult, discard_output
 from ..environment import command_environment
-from ..ports import _free_port, _port_open
+from ..ports import free_port, port_open
 from .common import HOME, WORK_DIR, redacted
 from .files import WorkspaceFiles
-from .run import CommandRun, bash_script, discard_output, exit_code_of
+from .run import CommandRun, bash_script, exit_code_of
 from .scripts import ENV_FILE, FOLLOW, PLUMB_MARKER, RUNS_DIR, STEP_MARKER, SWEEP, step_command
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class E2BSandbox(WorkspaceFiles):
         self._on_destroy = on_destroy
         self._steps: dict[str, CommandRun] = {}
         self._cancel = asyncio.Event()
-        self._service: CommandRun | None = None
+        self._preview: CommandRun | None = None
         self._closed = False
         #: Set when the server stops gracefully and leaves the build to the next server:
         #: the running step is no longer followed but goes on in the VM.
@@ -108,7 +108,7 @@ class E2BSandbox(WorkspaceFiles):
         run.waited = asyncio.ensure_future(exit_code_of(run.handle))
         return run
 
-    async def _sweep(self, name: str, marker: str, first: str = "TERM") -> bool:
+    async def _stop_marked(self, name: str, marker: str, first: str = "TERM") -> bool:
         """Signal every process carrying ``name=marker`` (``first``, then SIGKILL after the
         grace); True when SIGKILL was needed."""
         grace = max(0, int(self._kill_grace * 1000)) if first == "TERM" else 0
@@ -221,7 +221,7 @@ class E2BSandbox(WorkspaceFiles):
             reason = "cancel" if cancelled in done else "timeout"
             # the step's processes: background children after an exit, all of them on a
             # stop (SIGTERM, the grace, SIGKILL; the plumbing keeps reading meanwhile)
-            killed = await self._sweep(STEP_MARKER, run.marker)
+            killed = await self._stop_marked(STEP_MARKER, run.marker)
             if stopped:
                 signal = 9 if killed else 15
             try:
@@ -230,7 +230,7 @@ class E2BSandbox(WorkspaceFiles):
                 if run.error is not None:
                     raise run.error from None
                 # the pipes stay open (a process out of the marker's reach holds them)
-                await self._sweep(PLUMB_MARKER, run.marker, "KILL")
+                await self._stop_marked(PLUMB_MARKER, run.marker, "KILL")
                 with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
                     await run.handle.kill()
                 if not stopped and run.status is None:
@@ -248,7 +248,7 @@ class E2BSandbox(WorkspaceFiles):
             # the caller was cancelled (server shutdown): stop the step in the VM first
             with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
                 await asyncio.wait_for(
-                    asyncio.shield(self._sweep(STEP_MARKER, run.marker)), self._kill_grace + 5
+                    asyncio.shield(self._stop_marked(STEP_MARKER, run.marker)), self._kill_grace + 5
                 )
             raise
         finally:
@@ -296,7 +296,7 @@ class E2BSandbox(WorkspaceFiles):
 
     async def close(self) -> None:
         self._closed = True  # first, as the local sandbox does: no step starts meanwhile
-        await self.stop_service()
+        await self.stop_preview_process()
         await self.cancel()
 
     async def destroy(self) -> None:
@@ -312,7 +312,7 @@ class E2BSandbox(WorkspaceFiles):
         finally:
             try:
                 if self.debug:
-                    await asyncio.shield(self._wipe())
+                    await asyncio.shield(self.delete_files())
                 else:
                     await asyncio.shield(self.sdk.kill())
             except Exception as exc:
@@ -323,7 +323,7 @@ class E2BSandbox(WorkspaceFiles):
                 if self._on_destroy is not None:
                     self._on_destroy()
 
-    async def _wipe(self) -> None:
+    async def delete_files(self) -> None:
         """Remove the workspace and the step files (the debug sandbox is reused)."""
         await self.sdk.commands.run(
             f"rm -rf work {RUNS_DIR.split('/')[0]} {ENV_FILE}", cwd=HOME, user="root", timeout=60
@@ -331,7 +331,7 @@ class E2BSandbox(WorkspaceFiles):
 
     # ---- the port primitive
 
-    async def start_service(
+    async def start_preview_process(
         self,
         command: str,
         *,
@@ -346,13 +346,13 @@ class E2BSandbox(WorkspaceFiles):
         its public URL, ``https://{port}-{id}.{domain}`` (``http://localhost:{port}`` in
         the SDK's debug mode, where the "VM" is this host: there, no port is a default,
         ``None`` picks a free one and a port already in use is refused, as locally)."""
-        if self.service_running():
-            raise SandboxError("a service is already running in this sandbox")
-        await self.stop_service()
+        if self.preview_running():
+            raise SandboxError("a preview process is already running in this sandbox")
+        await self.stop_preview_process()
         debug = self.debug
         if debug and port is None:
-            port = _free_port()
-        elif debug and await _port_open(port or 0):
+            port = free_port()
+        elif debug and await port_open(port or 0):
             raise SandboxError(f"port {port} is already in use on this host")
         port = port or 8000  # in a VM of its own, nothing else listens there
         extra = {"PORT": str(port), **(env or {})}
@@ -361,7 +361,7 @@ class E2BSandbox(WorkspaceFiles):
         envs[STEP_MARKER] = marker
         run = CommandRun(marker, self._max_line_bytes, on_output or discard_output)
         await self._launch(run, bash_script(command), envs)
-        self._service = run
+        self._preview = run
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         await self._extend()  # the preview outlives the build's timeout
         assert run.waited is not None
@@ -380,15 +380,15 @@ class E2BSandbox(WorkspaceFiles):
                     answer = type(exc).__name__
                 if run.waited.done():
                     code = run.waited.result() if not run.waited.exception() else None
-                    await self.stop_service()
-                    raise ServiceFailed(
-                        f"the service exited with status {code} before it was ready on port {port}",
+                    await self.stop_preview_process()
+                    raise PreviewFailed(
+                        f"the preview process exited with status {code} before it was ready on port {port}",
                         exit_code=code,
                     )
                 if loop.time() >= deadline:
-                    await self.stop_service()
-                    raise ServiceFailed(
-                        f"the service did not answer on port {port} within "
+                    await self.stop_preview_process()
+                    raise PreviewFailed(
+                        f"the preview process did not answer on port {port} within "
                         f"{ready_timeout:g}s ({answer})"
                     )
                 with contextlib.suppress(TimeoutError):
@@ -401,12 +401,12 @@ class E2BSandbox(WorkspaceFiles):
         token = getattr(self.sdk, "traffic_access_token", None)
         return {"e2b-traffic-access-token": token} if isinstance(token, str) and token else {}
 
-    def service_running(self) -> bool:
-        run = self._service
+    def preview_running(self) -> bool:
+        run = self._preview
         return run is not None and run.waited is not None and not run.waited.done()
 
-    async def wait_service(self) -> int | None:
-        run = self._service
+    async def wait_preview_process(self) -> int | None:
+        run = self._preview
         if run is None or run.waited is None:
             return None
         try:
@@ -414,13 +414,13 @@ class E2BSandbox(WorkspaceFiles):
         except Exception:
             return None
 
-    async def stop_service(self) -> None:
-        run, self._service = self._service, None
+    async def stop_preview_process(self) -> None:
+        run, self._preview = self._preview, None
         if run is None:
             return
-        await self._sweep(STEP_MARKER, run.marker)
+        await self._stop_marked(STEP_MARKER, run.marker)
         if run.waited is not None:
-            with swallowed(log, f"waiting for E2B service {run.marker}", describe=redacted):
+            with swallowed(log, f"waiting for E2B preview process {run.marker}", describe=redacted):
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
-        with swallowed(log, f"flushing E2B service {run.marker}", describe=redacted):
+        with swallowed(log, f"flushing E2B preview process {run.marker}", describe=redacted):
             await run.flush()
