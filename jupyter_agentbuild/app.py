@@ -45,9 +45,8 @@ from .hub.routes_client import HubRoutes
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .preview.origin import PreviewOrigins, TemplateError
-from .providers import ProviderCatalog, ProviderSettings
+from .providers import ProviderCatalog, with_legacy_settings
 from .runner import Runner, RunnerConfig
-from .sandbox.isolation import StepLimits, python_prefixes
 from .service import BuildService, ServiceConfig
 from .spec import MAX_SPEC_BYTES
 from .store.artifacts import ArtifactRecords
@@ -372,26 +371,10 @@ class AgentBuild(ExtensionApp):
         attach_logging(self._server.log)
         store = Store.lazy(self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
-        catalog = ProviderCatalog.build(
-            ProviderSettings(
-                workspace_root=Path(self.workspace_root),
-                max_line_bytes=self.max_line_bytes,
-                kill_grace=self.kill_grace,
-                hidden_paths=tuple(self._hidden_paths()),
-                readonly_paths=(*python_prefixes(), *self.sandbox_readonly_paths),
-                limits=StepLimits(
-                    max_processes=self.sandbox_max_processes,
-                    max_memory=self.sandbox_max_memory,
-                    max_file_size=self.sandbox_max_file_size,
-                ),
-                allow_unisolated=self.allow_unisolated,
-                e2b_api_key=self.e2b_api_key,
-                e2b_template=self.e2b_template,
-                e2b_sandbox_timeout=self.e2b_sandbox_timeout,
-                config=self.config,
-            ),
-            default_setting=self.provider,
-            allowed=self.allowed_providers or None,
+        catalog = ProviderCatalog(
+            parent=self,
+            config=with_legacy_settings(self.config),
+            private_paths=tuple(self._hidden_paths()),
         )
         providers = catalog.providers
         artifact_records = ArtifactRecords(store.engine)

@@ -136,7 +136,7 @@ def test_the_build_env_kept_in_the_vm_is_roots_only(fake_envd: FakeEnvd) -> None
     from jupyter_agentbuild.sandbox.e2b import E2BSandboxProvider
 
     async def main() -> list[str]:
-        provider = E2BSandboxProvider(KEY, kill_grace=1.0)
+        provider = E2BSandboxProvider(api_key=KEY, kill_grace=1.0)
         sandbox = await provider.create("b-env", workspace=None, files={}, env={"S": "x1"})
         seen: list[str] = []
 

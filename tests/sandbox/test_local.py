@@ -26,7 +26,6 @@ import pytest
 from jupyter_agentbuild.sandbox import LocalSandbox, LocalSandboxProvider, SandboxError
 from jupyter_agentbuild.sandbox.base import Sandbox, SandboxProvider
 from jupyter_agentbuild.sandbox.isolated_provider import IsolatedLocalProvider
-from jupyter_agentbuild.sandbox.isolation import IsolationPlan, python_prefixes
 
 from .helpers import (
     WAIT,
@@ -44,8 +43,7 @@ PY = shlex.quote(sys.executable)
 
 def isolated_provider(root: Path, **kw: Any) -> IsolatedLocalProvider:
     """The isolated provider, hiding the home dir as the server does (Python bound back)."""
-    plan = IsolationPlan(hidden=(str(Path.home()),), readonly=tuple(python_prefixes()))
-    return IsolatedLocalProvider(root, plan=plan, **kw)
+    return IsolatedLocalProvider(workspace_root=str(root), private_paths=(str(Path.home()),), **kw)
 
 
 @pytest.fixture(params=["process", "isolated"])
@@ -55,9 +53,11 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def provider(tmp_path: Path, kind: str) -> LocalSandboxProvider:
+    # 1 MiB lines: the split tests count pieces of multi-megabyte lines
+    settings: dict[str, Any] = {"kill_grace": 1.0, "max_line_bytes": 1_048_576}
     if kind == "process":
-        return LocalSandboxProvider(tmp_path / "sandboxes", kill_grace=1.0)
-    isolated = isolated_provider(tmp_path / "sandboxes", kill_grace=1.0)
+        return LocalSandboxProvider(workspace_root=str(tmp_path / "sandboxes"), **settings)
+    isolated = isolated_provider(tmp_path / "sandboxes", **settings)
     status = asyncio.run(isolated.check())
     assert status.available and status.isolated, status.detail
     return isolated
@@ -502,7 +502,7 @@ def test_reap_after_the_server_was_killed(tmp_path: Path) -> None:
     victims = {pid: create_time(pid) for pid in [*members, pids["sid"]]}
     assert all(is_running(pid, ct) for pid, ct in victims.items()), "the step outlived its server"
 
-    provider = LocalSandboxProvider(root)
+    provider = LocalSandboxProvider(workspace_root=str(root))
     assert asyncio.run(provider.reap(report["sandbox_id"], state)) is True
     assert group_members(pgid) == []
     assert not any(is_running(pid, ct) for pid, ct in victims.items())
@@ -542,7 +542,7 @@ def test_reap_guards_against_pid_reuse(tmp_path: Path) -> None:
     leader, inside, outside = _spawn_group(tmp_path, sandbox_dir / "work")
     pgid = leader.pid
     pids = (pgid, inside, outside)
-    provider = LocalSandboxProvider(tmp_path / "sandboxes")
+    provider = LocalSandboxProvider(workspace_root=str(tmp_path / "sandboxes"))
     leader_time = create_time(pgid)
     base = {"dir": str(sandbox_dir), "host": socket.gethostname()}
     try:
@@ -635,7 +635,7 @@ def test_workspace_holding_the_sandboxes_is_not_copied_into_itself(tmp_path: Pat
     home = tmp_path / "home"
     (home / "project").mkdir(parents=True)
     (home / "project" / "main.py").write_text("print(1)")
-    provider = LocalSandboxProvider(home / ".local" / "sandboxes")
+    provider = LocalSandboxProvider(workspace_root=str(home / ".local" / "sandboxes"))
 
     async def main() -> None:
         first = await provider.create("one", workspace=home, files={}, env={})
@@ -674,7 +674,7 @@ def test_inline_files_written_and_confined(provider: LocalSandboxProvider, tmp_p
         for i, bad in enumerate(["../x", "/etc/x", "a/../../x", "", ".", "a/\x00"]):
             with pytest.raises(SandboxError):
                 await make(provider, build_id=f"bad{i}", files={bad: "nope"})
-            assert not (provider.workspace_root / f"bad{i}").exists(), "cleaned up"
+            assert not (provider.root / f"bad{i}").exists(), "cleaned up"
         assert not (tmp_path / "sandboxes" / "x").exists()
         assert not (tmp_path / "x").exists()
 
@@ -690,7 +690,7 @@ def test_create_rejects_bad_ids_and_reuse(provider: LocalSandboxProvider) -> Non
         with pytest.raises(SandboxError):
             await make(provider, build_id="same")
         with pytest.raises(SandboxError):
-            await make(provider, build_id="other", workspace=provider.workspace_root / "nope")
+            await make(provider, build_id="other", workspace=provider.root / "nope")
         await sandbox.destroy()
 
     asyncio.run(main())
@@ -716,7 +716,7 @@ def test_step_env_has_no_server_secrets(
     passthrough = ("PATH", "LANG", "JUPYTER_TOKEN", "E2B_API_KEY")  # secrets refused
     root = tmp_path / "sandboxes"
     provider = (
-        LocalSandboxProvider(root, env_passthrough=passthrough)
+        LocalSandboxProvider(workspace_root=str(root), env_passthrough=passthrough)
         if kind == "process"
         else isolated_provider(root, env_passthrough=passthrough)
     )
@@ -808,14 +808,13 @@ def _listening_port() -> int:
 
 
 def test_isolated_steps_have_limits_they_cannot_raise(tmp_path: Path) -> None:
-    from jupyter_agentbuild.sandbox.isolation import StepLimits
-
-    plan = IsolationPlan(
-        hidden=(str(Path.home()),),
-        readonly=tuple(python_prefixes()),
-        limits=StepLimits(max_processes=300, max_memory=256 * 1024**2, max_file_size=1024**2),
+    provider = isolated_provider(
+        tmp_path / "sandboxes",
+        kill_grace=1.0,
+        max_processes=300,
+        max_memory=256 * 1024**2,
+        max_file_size=1024**2,
     )
-    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan, kill_grace=1.0)
     assert asyncio.run(provider.check()).isolated
 
     async def main() -> None:
@@ -848,8 +847,11 @@ def test_what_an_isolated_step_sees(tmp_path: Path) -> None:
     (home / "secret.txt").write_text("home secret")
     (prefix / "tool.txt").write_text("tool\n")
     (inner / "config.py").write_text("c.Token = 'x'")
-    plan = IsolationPlan(hidden=(str(home), str(inner)), readonly=(str(prefix),))
-    provider = IsolatedLocalProvider(tmp_path / "sandboxes", plan=plan)
+    provider = IsolatedLocalProvider(
+        workspace_root=str(tmp_path / "sandboxes"),
+        private_paths=(str(home), str(inner)),
+        readonly_paths=[str(prefix)],
+    )
     assert asyncio.run(provider.check()).isolated
     script = (
         "set +e\n"
