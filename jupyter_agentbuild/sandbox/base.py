@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-#: ``await on_output(stream, lines, continued)``: ``stream`` is "stdout" or "stderr";
-#: ``lines`` are complete lines without their newline, decoded as UTF-8 with
-#: replacement; ``continued`` is true when the *last* line is a piece of a longer
+#: ``await on_output(stream, lines, continued)``: ``stream`` is a
+#: :class:`~jupyter_agentbuild.vocabulary.Stream`; ``lines`` are complete lines without
+#: their newline, decoded as UTF-8 with replacement; ``continued`` is true when the *last* line is a piece of a longer
 #: line (split at ``max_line_bytes``) whose rest follows in the next call.
 #: The sandbox awaits it: a slow consumer slows the reader (back-pressure).
 OutputSink = Callable[[str, list[str], bool], Awaitable[None]]
@@ -47,18 +48,26 @@ class PreviewFailed(SandboxError):
         self.exit_code = exit_code
 
 
+class FileKind(StrEnum):
+    """What a workspace entry is (:attr:`WorkspaceEntry.kind`)."""
+
+    FILE = "file"  # a regular file
+    DIR = "dir"
+    SYMLINK = "symlink"
+    OTHER = "other"  # fifo, socket, device
+
+
 @dataclass(frozen=True)
 class WorkspaceEntry:
     """One entry of a sandbox's workspace, as :meth:`Sandbox.list_files` reports it.
 
     ``path`` is relative to the workspace root, ``/``-separated, without ``.`` or ``..``
-    segments. ``kind`` is ``"file"`` (regular file), ``"dir"``, ``"symlink"`` or
-    ``"other"`` (fifo, socket, device). ``size`` is in bytes for files, else 0;
+    segments. ``kind`` is a :class:`FileKind`. ``size`` is in bytes for files, else 0;
     ``target`` is a symlink's text as stored (never followed).
     """
 
     path: str
-    kind: str
+    kind: FileKind
     size: int = 0
     target: str | None = None
 

@@ -14,27 +14,27 @@ guarantees is hygiene, kept where it is enforced:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from ..vocabulary import Stream
 from . import workspace_fs
 from .base import (
     OutputSink,
-    PreviewFailed,
     SandboxError,
     StepResult,
     WorkspaceEntry,
     discard_output,
 )
 from .groups import ProcessGroups, StepGroups
-from .lines import LineSplitter
 from .pipes import DrainMode, PipeReader
 from .ports import free_port, http_status, non_loopback_listeners, port_open
 from .processes import LiveGroup
+from .readiness import wait_until_ready
+from .relay import OutputRelay
 from .workspace_copy import delete_tree
 
 
@@ -71,6 +71,11 @@ class LocalSandbox:
         self._preview_tasks: list[asyncio.Task[None]] = []
         self._preview_drain = DrainMode()
 
+    @property
+    def isolated(self) -> bool:
+        """Do its steps run in Linux namespaces (else as plain process groups)?"""
+        return not isinstance(self._groups, ProcessGroups)
+
     # ---- Protocol
 
     def state(self) -> dict[str, Any]:
@@ -104,35 +109,8 @@ class LocalSandbox:
         group = self._groups.spawn(command, env, kind="step")
         drain = DrainMode()
         pumps = self._pumps(group, drain, on_output)
-        exit_task = group.exit_task
-        assert exit_task is not None
-        cancel_task = asyncio.create_task(group.cancel_event.wait())
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        reason = "exit"
-        error: BaseException | None = None
         try:
-            waiting: set[asyncio.Future[Any]] = {exit_task, cancel_task, *pumps}
-            while True:
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                done, _ = await asyncio.wait(
-                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if exit_task in done:
-                    reason = "exit"
-                    break
-                if cancel_task in done:
-                    reason = "cancel"
-                    break
-                if not done:
-                    reason = "timeout"
-                    break
-                failed = [p for p in done if p in pumps and p.exception() is not None]
-                if failed:
-                    reason = "error"
-                    error = failed[0].exception()
-                    break
-                waiting -= done  # a stream reached EOF: keep waiting for the exit
+            reason, error = await self._step_end(group, pumps, timeout)
             await self._groups.stop(group)
             drain.start()
             results = await asyncio.gather(*pumps, return_exceptions=True)
@@ -144,8 +122,6 @@ class LocalSandbox:
                 pump.cancel()
             self._groups.unlist(group, keep=True)
             raise
-        finally:
-            cancel_task.cancel()
         if error is None:
             error = next((r for r in results if isinstance(r, BaseException)), None)
         if error is not None:
@@ -156,6 +132,39 @@ class LocalSandbox:
         return StepResult(
             exit_code=code, timed_out=reason == "timeout", cancelled=reason == "cancel"
         )
+
+    async def _step_end(
+        self,
+        group: LiveGroup,
+        pumps: list[asyncio.Task[None]],
+        timeout: float | None,  # noqa: ASYNC109 (the step's, counted from its start)
+    ) -> tuple[str, BaseException | None]:
+        """Wait for what ends a step: its exit, a cancel, its timeout, or a failing output
+        sink (with what it raised). A stream's EOF alone does not end it."""
+        exit_task = group.exit_task
+        assert exit_task is not None
+        cancel_task = asyncio.create_task(group.cancel_event.wait())
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiting: set[asyncio.Future[Any]] = {exit_task, cancel_task, *pumps}
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if exit_task in done:
+                    return "exit", None
+                if cancel_task in done:
+                    return "cancel", None
+                if not done:
+                    return "timeout", None
+                failed = [p for p in done if p in pumps and p.exception() is not None]
+                if failed:
+                    return "error", failed[0].exception()
+                waiting -= done  # a stream reached EOF: keep waiting for the exit
+        finally:
+            cancel_task.cancel()
 
     async def cancel(self) -> None:
         """Stop the running step(s); return once their processes are gone.
@@ -230,48 +239,26 @@ class LocalSandbox:
         extra = {"PORT": str(port), **(env or {})}
         group = self._groups.spawn(command, extra, kind="preview")
         sink = on_output or discard_output
-        drain = DrainMode()
         self._preview = group
-        self._preview_tasks = self._pumps(group, drain, sink)
-        self._preview_drain = drain
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ready_timeout
-        exit_task = group.exit_task
-        assert exit_task is not None
-        answer: str = "no connection"
-        while True:
-            if await port_open(port):
-                if ready_path is None:
-                    break
-                status = await http_status(port, ready_path, max(0.1, deadline - loop.time()))
-                if status is not None and status < 500:
-                    break
-                answer = f"HTTP {status}" if status is not None else "no HTTP answer"
-            if exit_task.done():
-                await self.stop_preview_process()
-                code = self._groups.exit_code(group)
-                raise PreviewFailed(
-                    f"the preview process exited with status {code} before it was ready on port {port}",
-                    exit_code=code,
-                )
-            if loop.time() >= deadline:
-                await self.stop_preview_process()
-                what = f"answer GET {ready_path} below 500 ({answer})" if ready_path else "listen"
-                raise PreviewFailed(
-                    f"the preview process did not {what} on port {port} within {ready_timeout:g}s"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exit_task), 0.1)
-        exposed = await asyncio.to_thread(non_loopback_listeners, port)
-        if exposed:
-            await sink(
-                "stderr",
-                [
-                    f"agentbuild: warning: the preview listens on {', '.join(exposed)}, "
-                    "reachable from the network; bind 127.0.0.1 (the proxy only uses it)"
-                ],
-                False,
-            )
+        self._preview_drain = DrainMode()
+        self._preview_tasks = self._pumps(group, self._preview_drain, sink)
+        assert group.exit_task is not None
+        what = f"answer GET {ready_path} below 500" if ready_path else "listen"
+        await wait_until_ready(
+            lambda seconds: _probe(port, ready_path, seconds),
+            group.exit_task,
+            exit_code=lambda: self._groups.exit_code(group),
+            stop=self.stop_preview_process,
+            port=port,
+            timeout=ready_timeout,
+            interval=0.1,
+            not_ready=lambda answer: (
+                f"the preview process did not {what}"
+                + (f" ({answer})" if ready_path else "")
+                + f" on port {port} within {ready_timeout:g}s"
+            ),
+        )
+        await _warn_if_exposed(port, sink)
         return f"http://127.0.0.1:{port}"
 
     def preview_headers(self) -> dict[str, str]:
@@ -308,37 +295,54 @@ class LocalSandbox:
     ) -> list[asyncio.Task[None]]:
         """One :meth:`_pump` task per pipe of ``group`` (stdout, stderr), taking turns."""
         assert group.proc.stdout is not None and group.proc.stderr is not None
-        lock = asyncio.Lock()
+        relay = OutputRelay(self._max_line_bytes, on_output)
         return [
-            asyncio.create_task(self._pump(pipe, drain, name, on_output, lock))
-            for pipe, name in ((group.proc.stdout, "stdout"), (group.proc.stderr, "stderr"))
+            asyncio.create_task(self._pump(pipe, drain, stream, relay))
+            for pipe, stream in (
+                (group.proc.stdout, Stream.STDOUT),
+                (group.proc.stderr, Stream.STDERR),
+            )
         ]
 
     async def _pump(
-        self,
-        pipe: IO[bytes],
-        drain: DrainMode,
-        stream: str,
-        on_output: OutputSink,
-        lock: asyncio.Lock,
+        self, pipe: IO[bytes], drain: DrainMode, stream: Stream, relay: OutputRelay
     ) -> None:
-        """Read one pipe to its end (or the drain bound), passing batches to ``on_output``
-        one at a time; the pipe is closed when this ends, however it ends."""
+        """Read one pipe to its end (or the drain bound), passing its lines on; the pipe
+        is closed when this ends, however it ends."""
         try:
             reader = PipeReader(pipe.fileno(), drain)
-            splitter = LineSplitter(self._max_line_bytes)
-            while True:
-                data = await reader.read()
-                if not data:
-                    break
-                for lines, continued in splitter.feed(data):
-                    async with lock:
-                        await on_output(stream, lines, continued)
-            for lines, continued in splitter.finish():
-                async with lock:
-                    await on_output(stream, lines, continued)
+            while data := await reader.read():
+                await relay.feed(stream, data)
+            await relay.finish(stream)
         finally:
             pipe.close()
+
+
+async def _warn_if_exposed(port: int, sink: OutputSink) -> None:
+    """A warning line on stderr when the preview listens on more than loopback."""
+    exposed = await asyncio.to_thread(non_loopback_listeners, port)
+    if exposed:
+        await sink(
+            Stream.STDERR,
+            [
+                f"agentbuild: warning: the preview listens on {', '.join(exposed)}, "
+                "reachable from the network; bind 127.0.0.1 (the proxy only uses it)"
+            ],
+            False,
+        )
+
+
+async def _probe(port: int, ready_path: str | None, seconds: float) -> str | None:
+    """None when the preview is ready: it accepts connections and, with ``ready_path``,
+    answers GET of it below 500; else what it answered."""
+    if not await port_open(port):
+        return "no connection"
+    if ready_path is None:
+        return None
+    status = await http_status(port, ready_path, seconds)
+    if status is not None and status < 500:
+        return None
+    return f"HTTP {status}" if status is not None else "no HTTP answer"
 
 
 __all__ = ["LocalSandbox"]

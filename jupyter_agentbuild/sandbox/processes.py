@@ -13,12 +13,14 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
+from .base import SandboxError
 from .environment import MARKER_ENV
 from .paths import inside
 
@@ -44,6 +46,36 @@ class LiveGroup:
     @property
     def pgid(self) -> int:
         return self.proc.pid
+
+
+def start_leader(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``argv`` as the leader of a new session (so of its own process group), output
+    on pipes, no stdin; with its create time (0.0 when it is already gone and reaped)."""
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        raise SandboxError(f"cannot start the step: {exc.strerror or exc}") from None
+    try:
+        create_time = psutil.Process(proc.pid).create_time()
+    except psutil.Error:  # exited and reaped by someone else already
+        create_time = 0.0
+    return proc, create_time
 
 
 def group_members(pgid: int) -> list[int]:

@@ -18,7 +18,6 @@ What the local sandbox guarantees holds here too, by other means:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -29,9 +28,11 @@ from typing import Any
 import httpx
 
 from ...swallow import swallowed
-from ..base import OutputSink, PreviewFailed, SandboxError, StepResult, discard_output
+from ...vocabulary import Stream
+from ..base import OutputSink, SandboxError, StepResult, discard_output
 from ..environment import command_environment
 from ..ports import free_port, port_open
+from ..readiness import wait_until_ready
 from .common import HOME, WORK_DIR, redacted
 from .files import WorkspaceFiles
 from .run import CommandRun, bash_script, exit_code_of
@@ -98,8 +99,8 @@ class E2BSandbox(WorkspaceFiles):
                 background=True,
                 envs=dict(envs),
                 cwd=WORK_DIR,
-                on_stdout=lambda text: run.emit("stdout", text),
-                on_stderr=lambda text: run.emit("stderr", text),
+                on_stdout=lambda text: run.emit(Stream.STDOUT, text),
+                on_stderr=lambda text: run.emit(Stream.STDERR, text),
                 timeout=0,
                 retain_output=False,
             )
@@ -224,32 +225,10 @@ class E2BSandbox(WorkspaceFiles):
             killed = await self._stop_marked(STEP_MARKER, run.marker)
             if stopped:
                 signal = 9 if killed else 15
-            try:
-                code = await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
-            except Exception as exc:
-                if run.error is not None:
-                    raise run.error from None
-                # the pipes stay open (a process out of the marker's reach holds them)
-                await self._stop_marked(PLUMB_MARKER, run.marker, "KILL")
-                with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
-                    await run.handle.kill()
-                if not stopped and run.status is None:
-                    raise SandboxError(
-                        f"lost the step's connection to E2B: {redacted(exc)}"
-                    ) from None
-                code = -9
+            code = await self._wrapper_exit(run, stopped)
             await run.flush()
         except asyncio.CancelledError:
-            if self._detached:  # left to the next server: stop listening, not the step
-                waited.cancel()
-                with swallowed(log, f"leaving E2B step {run.marker}", describe=redacted):
-                    await asyncio.shield(run.handle.disconnect())
-                raise
-            # the caller was cancelled (server shutdown): stop the step in the VM first
-            with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
-                await asyncio.wait_for(
-                    asyncio.shield(self._stop_marked(STEP_MARKER, run.marker)), self._kill_grace + 5
-                )
+            await self._leave_or_stop(run)
             raise
         finally:
             cancelled.cancel()
@@ -269,6 +248,39 @@ class E2BSandbox(WorkspaceFiles):
             timed_out=bool(signal) and reason == "timeout",
             cancelled=bool(signal) and reason == "cancel",
         )
+
+    async def _wrapper_exit(self, run: CommandRun, stopped: bool) -> int:
+        """The step wrapper's exit status, once its processes were stopped; when envd
+        does not tell it in time, the command is killed and ``-9`` stands for it (unless
+        the step had not ended: then the connection to E2B was lost)."""
+        assert run.waited is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
+        except Exception as exc:
+            if run.error is not None:
+                raise run.error from None
+            # the pipes stay open (a process out of the marker's reach holds them)
+            await self._stop_marked(PLUMB_MARKER, run.marker, "KILL")
+            with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
+                await run.handle.kill()
+            if not stopped and run.status is None:
+                raise SandboxError(f"lost the step's connection to E2B: {redacted(exc)}") from None
+            return -9
+
+    async def _leave_or_stop(self, run: CommandRun) -> None:
+        """The caller of ``run_step`` was cancelled: a detached sandbox stops listening and
+        leaves the step to the next server; otherwise (server shutdown) the step is
+        stopped in the VM first."""
+        if self._detached:
+            assert run.waited is not None
+            run.waited.cancel()
+            with swallowed(log, f"leaving E2B step {run.marker}", describe=redacted):
+                await asyncio.shield(run.handle.disconnect())
+            return
+        with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
+            await asyncio.wait_for(
+                asyncio.shield(self._stop_marked(STEP_MARKER, run.marker)), self._kill_grace + 5
+            )
 
     def detach(self) -> None:
         """Leave the VM to the next server (a graceful stop of this one): from now on a
@@ -364,35 +376,22 @@ class E2BSandbox(WorkspaceFiles):
         self._preview = run
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         await self._extend()  # the preview outlives the build's timeout
-        assert run.waited is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ready_timeout
-        answer = "no answer"
+        waited = run.waited
+        assert waited is not None
         async with httpx.AsyncClient(timeout=5.0, headers=self.preview_headers()) as client:
-            while True:
-                try:
-                    response = await client.get(url + (ready_path or "/"))
-                    # E2B's edge answers 502 while nothing listens on the port
-                    if response.status_code < (500 if ready_path else 502):
-                        break
-                    answer = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    answer = type(exc).__name__
-                if run.waited.done():
-                    code = run.waited.result() if not run.waited.exception() else None
-                    await self.stop_preview_process()
-                    raise PreviewFailed(
-                        f"the preview process exited with status {code} before it was ready on port {port}",
-                        exit_code=code,
-                    )
-                if loop.time() >= deadline:
-                    await self.stop_preview_process()
-                    raise PreviewFailed(
-                        f"the preview process did not answer on port {port} within "
-                        f"{ready_timeout:g}s ({answer})"
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(run.waited), 0.2)
+            await wait_until_ready(
+                lambda _seconds: _probe(client, url, ready_path),
+                waited,
+                exit_code=lambda: waited.result() if not waited.exception() else None,
+                stop=self.stop_preview_process,
+                port=port,
+                timeout=ready_timeout,
+                interval=0.2,
+                not_ready=lambda answer: (
+                    f"the preview process did not answer on port {port} within "
+                    f"{ready_timeout:g}s ({answer})"
+                ),
+            )
         return url
 
     def preview_headers(self) -> dict[str, str]:
@@ -424,3 +423,15 @@ class E2BSandbox(WorkspaceFiles):
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
         with swallowed(log, f"flushing E2B preview process {run.marker}", describe=redacted):
             await run.flush()
+
+
+async def _probe(client: httpx.AsyncClient, url: str, ready_path: str | None) -> str | None:
+    """None when the app itself answers (an HTTP GET of ``ready_path`` below 500, else of
+    ``/`` below 502: E2B's edge answers 502 while nothing listens); else what answered."""
+    try:
+        response = await client.get(url + (ready_path or "/"))
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    if response.status_code < (500 if ready_path else 502):
+        return None
+    return f"HTTP {response.status_code}"
