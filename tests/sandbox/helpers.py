@@ -139,3 +139,12 @@ def marked(build_id: str, *argv: str) -> list[int]:
             continue
         found.append(proc.pid)
     return found
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """A file-system check for an async test (a stat of a local path: never blocks long)."""
+    return os.path.exists(path)
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    return os.path.isdir(path)
