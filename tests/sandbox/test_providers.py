@@ -3,7 +3,6 @@ has it, without any change to this package; the admin's allow-list and the defau
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +62,7 @@ def catalog(tmp_path: Path, config: Config | None = None, **kw: Any) -> Provider
     return ProviderCatalog(config=base, **kw)
 
 
-def test_a_registered_plugin_is_loaded_and_used(plugin_package: Path, tmp_path: Path) -> None:
+async def test_a_registered_plugin_is_loaded_and_used(plugin_package: Path, tmp_path: Path) -> None:
     factories = load_factories()
     assert {"local", "process", "e2b", "dockerlike"} <= set(factories)
     made = catalog(
@@ -81,7 +80,7 @@ def test_a_registered_plugin_is_loaded_and_used(plugin_package: Path, tmp_path: 
         0.5,
     )
     assert getattr(made.providers["local"], "kill_grace", None) == 5.0
-    asyncio.run(made.check())
+    await made.check()
     assert made.statuses["dockerlike"] == ProviderStatus(
         True, True, "a container of alpine:3 per build", network_off=True
     )

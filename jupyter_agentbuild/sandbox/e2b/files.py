@@ -22,8 +22,9 @@ _KINDS = {"f": FileKind.FILE, "d": FileKind.DIR, "l": FileKind.SYMLINK}
 class WorkspaceFiles:
     """The Protocol's ``list_files`` and ``read_file`` for :class:`~.sandbox.E2BSandbox`."""
 
-    sdk: Any
-    _checked_dirs: set[str]
+    def __init__(self, sdk: Any) -> None:
+        self.sdk = sdk
+        self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
 
     async def list_files(
         self, *, prune: Callable[[str], bool] | None = None

@@ -55,7 +55,7 @@ class E2BSandbox(WorkspaceFiles):
         keep_alive: int,
         on_destroy: Callable[[], None] | None = None,
     ) -> None:
-        self.sdk = sdk_sandbox
+        super().__init__(sdk_sandbox)
         self.id = f"e2b-{sdk_sandbox.sandbox_id}"
         self.build_id = build_id
         self._base_env = dict(base_env)
@@ -70,7 +70,6 @@ class E2BSandbox(WorkspaceFiles):
         #: Set when the server stops gracefully and leaves the build to the next server:
         #: the running step is no longer followed but goes on in the VM.
         self._detached = False
-        self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
         #: Set by a server re-attaching to this VM: the step that was running and the line
         #: pieces per stream its predecessor stored (see :meth:`run_step`).
         self.resume_step: int | None = None
