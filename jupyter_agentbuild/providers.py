@@ -17,6 +17,7 @@ on this server, is refused before anything runs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -263,8 +264,7 @@ def with_legacy_settings(config: Config) -> Config:
     """``config`` plus the old ``c.AgentBuild.<name>`` sandbox settings at their new places
     (the trait of the same name, or the one tagged ``legacy="<name>"``) where those are not
     set there: a bridge, until the application forwards old settings for every component."""
-    merged = Config()
-    merged.merge(config)
+    merged = copy.deepcopy(config)  # the application's own stays as it was
     if "AgentBuild" not in config:
         return merged
     old = config["AgentBuild"]

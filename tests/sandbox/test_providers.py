@@ -16,6 +16,7 @@ from jupyter_agentbuild.providers import (
     ENTRY_POINT_GROUP,
     ProviderCatalog,
     load_factories,
+    with_legacy_settings,
 )
 from jupyter_agentbuild.sandbox.base import ProviderStatus
 from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
@@ -115,3 +116,28 @@ def test_a_broken_plugin_does_not_stop_the_server(plugin_package: Path, tmp_path
     made = catalog(tmp_path, factories=factories, allow_unisolated=True)
     assert isinstance(made.providers["process"], LocalSandboxProvider)
     assert set(made.providers) == {"local", "process"}, "e2b has no key here"
+
+
+def test_old_agentbuild_settings_reach_the_providers(tmp_path: Path) -> None:
+    """``c.AgentBuild.sandbox_max_memory`` (an old name) configures the isolated provider;
+    where the new place is set too, the new place wins."""
+    old = Config(
+        {
+            "AgentBuild": {
+                "sandbox_max_memory": 1024**3,
+                "kill_grace": 1.5,
+                "allow_unisolated": True,
+                "sandbox_max_processes": 10,
+            },
+            "IsolatedLocalProvider": {"max_processes": 20},
+        }
+    )
+    made = catalog(tmp_path, with_legacy_settings(old))
+    local = made.providers["local"]
+    assert (getattr(local, "max_memory", None), getattr(local, "max_processes", None)) == (
+        1024**3,
+        20,
+    )
+    assert getattr(made.providers["process"], "kill_grace", None) == 1.5
+    assert made.allow_unisolated
+    assert "IsolatedLocalProvider" not in old or "max_memory" not in old.IsolatedLocalProvider
