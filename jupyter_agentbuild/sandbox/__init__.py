@@ -28,15 +28,17 @@ from .base import (
 from .lines import LineSplitter
 from .local import LocalSandbox
 from .local_provider import LocalSandboxProvider
+from .provider_base import ProviderBase
 
 __all__ = [
     "LineSplitter",
     "LocalSandbox",
     "LocalSandboxProvider",
     "OutputSink",
+    "PreviewFailed",
+    "ProviderBase",
     "Sandbox",
     "SandboxError",
     "SandboxProvider",
-    "PreviewFailed",
     "StepResult",
 ]
