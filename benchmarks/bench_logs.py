@@ -238,15 +238,15 @@ def page_cost(server: Server, build_id: str, last_seq: int) -> tuple[float, floa
 def step_startup(tmp: Path, runs: int = 41) -> tuple[float, float]:
     """Median seconds to run the step `true`: (isolated, plain), alternating runs."""
     from jupyter_agentbuild.sandbox.isolated_provider import IsolatedLocalProvider
-    from jupyter_agentbuild.sandbox.isolation import IsolationPlan, python_prefixes
     from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
 
     async def run() -> tuple[float, float]:
-        plan = IsolationPlan(hidden=(str(Path.home()),), readonly=tuple(python_prefixes()))
-        isolated = IsolatedLocalProvider(tmp / "iso", plan=plan)
+        isolated = IsolatedLocalProvider(
+            workspace_root=str(tmp / "iso"), private_paths=(str(Path.home()),)
+        )
         status = await isolated.check()
         assert status.available and status.isolated, status.detail
-        plain = LocalSandboxProvider(tmp / "plain")
+        plain = LocalSandboxProvider(workspace_root=str(tmp / "plain"))
         boxes = [
             await isolated.create("startup", workspace=None, files={}, env={}),
             await plain.create("startup", workspace=None, files={}, env={}),

@@ -25,7 +25,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.routing import HostMatches, Rule
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Config
 
 from . import urls
@@ -68,94 +68,6 @@ class AgentBuild(ExtensionApp):
             return env
         return f"sqlite+aiosqlite:///{Path(jupyter_data_dir()) / 'agentbuild' / 'agentbuild.db'}"
 
-    provider = Unicode(
-        help="""Sandbox provider for builds that do not name one: 'local' (the default
-        without a real E2B key) runs steps in Linux namespaces (bubblewrap); 'e2b' uses E2B
-        cloud sandboxes and needs a real e2b_api_key; 'process' runs plain processes (needs
-        allow_unisolated); 'auto' (default) uses E2B only when the key looks real, else
-        local. Any provider registered in the 'jupyter_agentbuild.providers' entry-point
-        group can be named. Env fallback: AGENTBUILD_PROVIDER.""",
-    ).tag(config=True)
-
-    @default("provider")
-    def _provider_default(self) -> str:
-        return os.environ.get("AGENTBUILD_PROVIDER", "auto")
-
-    allowed_providers = List(
-        Unicode(),
-        help="""The providers builds may use (default: every registered one). A build that
-        names another is refused (400, error.code 'provider_not_allowed') and nothing runs;
-        e.g. ['e2b'] keeps every build off this host.""",
-    ).tag(config=True)
-    allow_unisolated = Bool(
-        False,
-        help="""Allow builds to run as plain processes of the server's user, which can read
-        everything the server can (its token, cookie secret, database, other builds): the
-        'process' provider, and 'local' where Linux namespaces cannot be made. Default False:
-        such builds are refused with the reason.""",
-    ).tag(config=True)
-    sandbox_max_processes = Int(
-        2048,
-        help="""Processes per user an isolated step may have (RLIMIT_NPROC; the kernel does
-        not enforce it for root). 0: no limit.""",
-    ).tag(config=True)
-    sandbox_max_memory = Int(
-        8 * 1024**3,
-        help="Bytes of memory one process of an isolated step may use (RLIMIT_DATA). 0: no limit.",
-    ).tag(config=True)
-    sandbox_max_file_size = Int(
-        4 * 1024**3,
-        help="Largest file (bytes) an isolated step may write (RLIMIT_FSIZE). 0: no limit.",
-    ).tag(config=True)
-    sandbox_hidden_paths = List(
-        Unicode(),
-        help="""More directories isolated builds must not see, besides those always hidden
-        (the home dirs, the Jupyter data, runtime and config dirs, the server root, the
-        sandboxes, the database's directory, the artifact store).""",
-    ).tag(config=True)
-    sandbox_readonly_paths = List(
-        Unicode(),
-        help="""Directories inside hidden ones that isolated builds get back read-only
-        (e.g. a toolchain in the home dir). The server's Python installation always is.""",
-    ).tag(config=True)
-
-    e2b_api_key = Unicode(
-        None,
-        allow_none=True,
-        help="E2B API key (never logged or returned). Default None: env E2B_API_KEY.",
-    ).tag(config=True)
-
-    @default("e2b_api_key")
-    def _e2b_key_default(self) -> str | None:
-        return os.environ.get("E2B_API_KEY")
-
-    e2b_template = Unicode(
-        None,
-        allow_none=True,
-        help="""E2B sandbox template for builds (default None: the SDK's code-interpreter
-        template). Env fallback: AGENTBUILD_E2B_TEMPLATE.""",
-    ).tag(config=True)
-
-    @default("e2b_template")
-    def _e2b_template_default(self) -> str | None:
-        return os.environ.get("AGENTBUILD_E2B_TEMPLATE")
-
-    e2b_sandbox_timeout = Int(
-        3600,
-        help="""Seconds E2B keeps a sandbox alive at most (its own timeout, a last resort
-        behind ours): a build's VM is killed when the build, or its preview, ends.""",
-    ).tag(config=True)
-
-    workspace_root = Unicode(
-        help="""Directory holding one sub-directory per local sandbox. Default:
-        <jupyter data dir>/agentbuild/sandboxes. Env fallback: AGENTBUILD_WORKSPACE_ROOT.""",
-    ).tag(config=True)
-
-    @default("workspace_root")
-    def _workspace_root_default(self) -> str:
-        env = os.environ.get("AGENTBUILD_WORKSPACE_ROOT")
-        return env or str(Path(jupyter_data_dir()) / "agentbuild" / "sandboxes")
-
     default_timeout = Float(3600.0, help="Build timeout in seconds when the spec sets none.").tag(
         config=True
     )
@@ -170,9 +82,6 @@ class AgentBuild(ExtensionApp):
     log_flush_interval = Float(
         0.25, help="Longest time (s) a log line waits in memory before it is written."
     ).tag(config=True)
-    max_line_bytes = Int(
-        65536, help="Longer output lines are split into pieces marked 'continued'."
-    ).tag(config=True)
     max_log_buffer = Int(
         100_000, help="Entries held in memory per build before the sandbox reader is paused."
     ).tag(config=True)
@@ -185,9 +94,6 @@ class AgentBuild(ExtensionApp):
         60.0,
         help="How long (s) writes to an unavailable database are retried before a build fails.",
     ).tag(config=True)
-    kill_grace = Float(5.0, help="Seconds between SIGTERM and SIGKILL when stopping a step.").tag(
-        config=True
-    )
     heartbeat_interval = Float(
         5.0, help="Seconds between a server's heartbeats for the builds and previews it runs."
     ).tag(config=True)

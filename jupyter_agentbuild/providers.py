@@ -1,11 +1,12 @@
 """Sandbox providers: plugins, the admin's allow-list, and the explicit choice.
 
 Providers register in the entry-point group :data:`ENTRY_POINT_GROUP` (the way
-jupyter_server and JupyterHub load pluggable classes): each entry point names a factory
-``(ProviderSettings) -> SandboxProvider``. This package registers three: ``local``
-(isolated, Linux namespaces), ``process`` (plain processes, only with
-``allow_unisolated``) and ``e2b``; another package adds a Docker or Kubernetes one
-without touching this one.
+jupyter_server and JupyterHub load pluggable classes): each entry point names a callable
+``(*, parent: ProviderCatalog) -> SandboxProvider``, such as a provider class (a
+``LoggingConfigurable``: made with the catalog as parent, its traits are configured as
+``c.<ClassName>.<trait>``). This package registers three: ``local`` (isolated, Linux
+namespaces), ``process`` (plain processes, only with ``allow_unisolated``) and ``e2b``;
+another package adds a Docker or Kubernetes one without touching this one.
 
 The choice is explicit: the predecessor switched to the real cloud whenever its key
 differed from one placeholder. Here the default is ``local``, ``e2b`` or ``auto``;
@@ -16,17 +17,19 @@ on this server, is refused before anything runs.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
+
+from traitlets import Bool, List, Unicode, default
+from traitlets.config import Config, Configurable, LoggingConfigurable
 
 from .errors import ConfigError, SpecError
 from .sandbox.base import ProviderStatus, SandboxProvider
-from .sandbox.isolation import StepLimits
 
 #: The entry-point group sandbox providers register in.
 ENTRY_POINT_GROUP = "jupyter_agentbuild.providers"
@@ -46,27 +49,8 @@ class ProviderUnavailable(Exception):
     configuration (the message says why and which setting to change)."""
 
 
-@dataclass(frozen=True)
-class ProviderSettings:
-    """What the extension's configuration gives every provider factory."""
-
-    workspace_root: Path
-    max_line_bytes: int = 65536
-    kill_grace: float = 5.0
-    #: Paths an isolated sandbox must not see (data, runtime and config dirs, home,
-    #: database, artifacts...), and paths it gets back read-only (the Python install).
-    hidden_paths: tuple[str, ...] = ()
-    readonly_paths: tuple[str, ...] = ()
-    limits: StepLimits = field(default_factory=StepLimits)
-    allow_unisolated: bool = False
-    e2b_api_key: str | None = None
-    e2b_template: str | None = None
-    e2b_sandbox_timeout: int = 3600
-    #: The server's traitlets config, for third-party providers' own settings.
-    config: Any = None
-
-
-ProviderFactory = Callable[[ProviderSettings], SandboxProvider]
+#: What an entry point names: called with ``parent=`` the catalog (a provider class is one).
+ProviderFactory = Callable[..., SandboxProvider]
 
 
 def load_factories() -> dict[str, ProviderFactory]:
@@ -93,65 +77,101 @@ def _load(spec: str) -> ProviderFactory:
     return factory
 
 
-@dataclass
-class ProviderCatalog:
+class ProviderCatalog(LoggingConfigurable):
     """The providers this server has, what each can do here, and which builds may use.
 
     ``providers`` is the mapping the runner and the preview manager use; ``statuses``
-    covers every registered provider (also those that could not be made)."""
+    covers every registered provider (also those that could not be made). Made once at
+    start-up; a setup that cannot work (unknown default, a default the allow-list
+    excludes) raises :class:`ConfigError`."""
 
-    default: str
-    allowed: frozenset[str] | None = None
-    providers: dict[str, SandboxProvider] = field(default_factory=dict)
-    statuses: dict[str, ProviderStatus] = field(default_factory=dict)
+    provider = Unicode(
+        help="""Sandbox provider for builds that do not name one: 'local' (the default
+        without a real E2B key) runs steps in Linux namespaces (bubblewrap); 'e2b' uses E2B
+        cloud sandboxes and needs a real api_key; 'process' runs plain processes (needs
+        allow_unisolated); 'auto' (default) uses E2B only when the key looks real, else
+        local. Any provider registered in the 'jupyter_agentbuild.providers' entry-point
+        group can be named. Env fallback: AGENTBUILD_PROVIDER.""",
+    ).tag(config=True)
 
-    @classmethod
-    def build(
-        cls,
-        settings: ProviderSettings,
+    @default("provider")
+    def _provider_default(self) -> str:
+        return os.environ.get("AGENTBUILD_PROVIDER", "auto")
+
+    allowed_providers = List(
+        Unicode(),
+        help="""The providers builds may use (default: every registered one). A build that
+        names another is refused (400, error.code 'provider_not_allowed') and nothing runs;
+        e.g. ['e2b'] keeps every build off this host.""",
+    ).tag(config=True)
+    allow_unisolated = Bool(
+        False,
+        help="""Allow builds to run as plain processes of the server's user, which can read
+        everything the server can (its token, cookie secret, database, other builds): the
+        'process' provider, and 'local' where Linux namespaces cannot be made. Default False:
+        such builds are refused with the reason.""",
+    ).tag(config=True)
+
+    def __init__(
+        self,
         *,
-        default_setting: str,
-        allowed: Iterable[str] | None,
+        private_paths: Sequence[str] = (),
         factories: Mapping[str, ProviderFactory] | None = None,
-    ) -> ProviderCatalog:
-        """Make every registered provider; raise :class:`ConfigError` for a setup
-        that cannot work (unknown default, a default the allow-list excludes)."""
+        **kwargs: Any,
+    ) -> None:
+        """``private_paths``: what this server keeps from isolated builds, found at
+        start-up; ``factories``: the registered providers (default: the entry points)."""
+        super().__init__(**kwargs)
+        self.private_paths = tuple(private_paths)
         factories = load_factories() if factories is None else factories
-        allowed_set = frozenset(allowed) if allowed else None
-        if allowed_set is not None:
-            unknown = sorted(allowed_set - set(factories))
+        self.allowed = frozenset(self.allowed_providers) if self.allowed_providers else None
+        self.providers: dict[str, SandboxProvider] = {}
+        self.statuses: dict[str, ProviderStatus] = {}
+        if self.allowed is not None:
+            unknown = sorted(self.allowed - set(factories))
             if unknown:
                 raise ConfigError(
-                    f"c.AgentBuild.allowed_providers names unregistered providers: "
+                    f"c.ProviderCatalog.allowed_providers names unregistered providers: "
                     f"{', '.join(unknown)} (registered: {', '.join(sorted(factories))})"
                 )
-        if default_setting == "auto":
-            default = default_provider("auto", settings.e2b_api_key)
-            if allowed_set is not None and default not in allowed_set:
-                default = sorted(allowed_set)[0]
-        elif default_setting in ("local", "e2b"):
-            default = default_provider(default_setting, settings.e2b_api_key)
-        elif default_setting in factories:
-            default = default_setting
+        for name, factory in factories.items():
+            self._make(name, factory)
+        self.default = self._default(set(factories))
+
+    def _make(self, name: str, factory: ProviderFactory) -> None:
+        try:
+            self.providers[name] = factory(parent=self)
+        except ProviderUnavailable as exc:
+            self.statuses[name] = ProviderStatus(False, False, str(exc))
+        except Exception as exc:
+            log.error("agentbuild: sandbox provider %r failed to start: %s", name, exc)
+            self.statuses[name] = ProviderStatus(False, False, f"failed to start: {exc}")
+
+    def _default(self, registered: set[str]) -> str:
+        """The provider for builds that name none, from the ``provider`` setting."""
+        setting = self.provider
+        if setting == "e2b" and "e2b" in self.statuses and "e2b" not in self.providers:
+            raise ConfigError(self.statuses["e2b"].detail)  # why it could not be made
+        key = getattr(self.providers.get("e2b"), "api_key", None)
+        if setting == "auto":
+            chosen = default_provider("auto", key)
+            if self.allowed is not None and chosen not in self.allowed:
+                chosen = sorted(self.allowed)[0]
+        elif setting in ("local", "e2b"):
+            chosen = default_provider(setting, key)
+        elif setting in registered:
+            chosen = setting
         else:
             raise ConfigError(
-                f"c.AgentBuild.provider = {default_setting!r} is not a registered provider "
-                f"(registered: {', '.join(sorted(factories))}, or auto)"
+                f"c.ProviderCatalog.provider = {setting!r} is not a registered provider "
+                f"(registered: {', '.join(sorted(registered))}, or auto)"
             )
-        if allowed_set is not None and default not in allowed_set:
+        if self.allowed is not None and chosen not in self.allowed:
             raise ConfigError(
-                f"c.AgentBuild.provider {default!r} is not in c.AgentBuild.allowed_providers"
+                f"c.ProviderCatalog.provider {chosen!r} is not in "
+                "c.ProviderCatalog.allowed_providers"
             )
-        catalog = cls(default=default, allowed=allowed_set)
-        for name, factory in factories.items():
-            try:
-                catalog.providers[name] = factory(settings)
-            except ProviderUnavailable as exc:
-                catalog.statuses[name] = ProviderStatus(False, False, str(exc))
-            except Exception as exc:
-                log.error("agentbuild: sandbox provider %r failed to start: %s", name, exc)
-                catalog.statuses[name] = ProviderStatus(False, False, f"failed to start: {exc}")
-        return catalog
+        return chosen
 
     async def check(self) -> None:
         """Ask each provider whether it works here (e.g. can namespaces be made)."""
@@ -223,7 +243,44 @@ class ProviderCatalog:
         }
 
 
-E2B_KEY_SETTING = "c.AgentBuild.e2b_api_key (or the E2B_API_KEY environment variable)"
+def configurable_classes() -> list[type[Configurable]]:
+    """The classes whose traits configure this package's sandboxes (for ``--help-all``)."""
+    from .sandbox.e2b.provider import E2BSandboxProvider
+    from .sandbox.isolated_provider import IsolatedLocalProvider
+    from .sandbox.local_provider import LocalSandboxProvider, ProcessProvider
+    from .sandbox.provider_base import ProviderBase
+
+    return [
+        ProviderCatalog,
+        ProviderBase,
+        LocalSandboxProvider,
+        IsolatedLocalProvider,
+        ProcessProvider,
+        E2BSandboxProvider,
+    ]
+
+
+def with_legacy_settings(config: Config) -> Config:
+    """``config`` plus the old ``c.AgentBuild.<name>`` sandbox settings at their new places
+    (the trait of the same name, or the one tagged ``legacy="<name>"``) where those are not
+    set there: a bridge, until the application forwards old settings for every component."""
+    merged = copy.deepcopy(config)  # the application's own stays as it was
+    if "AgentBuild" not in config:
+        return merged
+    old = config["AgentBuild"]
+    for cls in configurable_classes():
+        section = cls.__name__
+        for name, trait in cls.class_own_traits(config=True).items():
+            legacy = trait.metadata.get("legacy", name)
+            if legacy in old and not (section in config and name in config[section]):
+                merged[section][name] = old[legacy]
+    return merged
+
+
+E2B_KEY_SETTING = (
+    "c.E2BSandboxProvider.api_key (formerly c.AgentBuild.e2b_api_key), "
+    "or the E2B_API_KEY environment variable"
+)
 _PLACEHOLDER = re.compile(
     r"(your|xxx|placeholder|example|changeme|change_me|dummy|fake|replace|insert|todo|\.\.\.|<|>)",
     re.IGNORECASE,

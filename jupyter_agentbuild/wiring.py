@@ -27,10 +27,9 @@ from .hub.routes_client import HubRoutes
 from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .preview.origin import PreviewOrigins
-from .providers import ProviderCatalog, ProviderSettings
+from .providers import ProviderCatalog, configurable_classes
 from .runner import Runner, RunnerConfig
 from .sandbox.base import SandboxProvider
-from .sandbox.isolation import StepLimits, python_prefixes
 from .service import BuildService
 from .store.artifacts import ArtifactRecords
 from .store.repository import Store
@@ -42,7 +41,12 @@ if TYPE_CHECKING:
 
 #: The components configured on their own (``c.<Class>.<trait>``), in the order the
 #: reference and ``--help-all`` list them.
-CONFIGURABLES: tuple[type, ...] = (BuildService, ArtifactService, ArtifactCollector)
+CONFIGURABLES: tuple[type, ...] = (
+    BuildService,
+    ArtifactService,
+    ArtifactCollector,
+    *configurable_classes(),
+)
 
 
 @dataclass
@@ -96,37 +100,18 @@ def build_state(app: AgentBuild) -> AgentBuildState:
     )
 
 
-def stop_timeout(app: AgentBuild) -> float:
-    """How long stopping a sandbox may take: twice the kill grace, at least 10 s."""
-    return max(app.kill_grace * 2, 10.0)
+def stop_timeout(providers: Mapping[str, SandboxProvider]) -> float:
+    """How long stopping a sandbox may take: twice the longest kill grace, at least 10 s."""
+    graces = [float(getattr(p, "kill_grace", 0.0)) for p in providers.values()]
+    return max(max(graces, default=0.0) * 2, 10.0)
 
 
 def make_store(app: AgentBuild) -> Store:
     return Store.lazy(app.db_url)
 
 
-def make_catalog(app: AgentBuild, hidden: list[str]) -> ProviderCatalog:
-    return ProviderCatalog.build(
-        ProviderSettings(
-            workspace_root=Path(app.workspace_root),
-            max_line_bytes=app.max_line_bytes,
-            kill_grace=app.kill_grace,
-            hidden_paths=tuple(hidden),
-            readonly_paths=(*python_prefixes(), *app.sandbox_readonly_paths),
-            limits=StepLimits(
-                max_processes=app.sandbox_max_processes,
-                max_memory=app.sandbox_max_memory,
-                max_file_size=app.sandbox_max_file_size,
-            ),
-            allow_unisolated=app.allow_unisolated,
-            e2b_api_key=app.e2b_api_key,
-            e2b_template=app.e2b_template,
-            e2b_sandbox_timeout=app.e2b_sandbox_timeout,
-            config=app.config,
-        ),
-        default_setting=app.provider,
-        allowed=app.allowed_providers or None,
-    )
+def make_catalog(app: AgentBuild, private_paths: list[str]) -> ProviderCatalog:
+    return ProviderCatalog(parent=app, private_paths=tuple(private_paths))
 
 
 def make_runner(
@@ -147,7 +132,7 @@ def make_runner(
             store_retry_timeout=app.store_retry_timeout,
             heartbeat_interval=app.heartbeat_interval,
             stale_after=app.stale_after,
-            shutdown_timeout=stop_timeout(app),
+            shutdown_timeout=stop_timeout(providers),
         ),
         on_activity=app.record_activity,
         hooks=[collector],
@@ -167,7 +152,7 @@ def make_previews(
                 connect_timeout=app.preview_connect_timeout,
                 read_timeout=app.preview_read_timeout,
             ),
-            stop_timeout=stop_timeout(app),
+            stop_timeout=stop_timeout(providers),
             poll_interval=app.heartbeat_interval,
             stale_after=app.stale_after,
         ),
@@ -179,7 +164,8 @@ def make_previews(
 
 
 def hidden_paths(app: AgentBuild, artifacts_root: str) -> list[str]:
-    """What an isolated build must not see: the server's secrets and other builds."""
+    """What an isolated build must not see of this server: its secrets, the notebooks and
+    the artifacts (each provider adds its own workspace root and configured paths)."""
     server: Any = app.serverapp
     paths = [
         str(Path.home()),
@@ -189,10 +175,8 @@ def hidden_paths(app: AgentBuild, artifacts_root: str) -> list[str]:
         jupyter_runtime_dir(),
         jupyter_config_dir(),
         *jupyter_config_path(),
-        app.workspace_root,
         artifacts_root,
         str(server.root_dir),
-        *app.sandbox_hidden_paths,
     ]
     url = make_url(app.db_url)
     if url.get_backend_name() == "sqlite" and url.database:

@@ -27,18 +27,51 @@ def agentbuild_config(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def server_config(agentbuild_config: dict[str, Any], **server_app: Any) -> Config:
-    """The test server's config: the extension enabled, as root, plus ``ServerApp`` extras."""
-    return Config(
+def server_config(
+    agentbuild_config: dict[str, Any],
+    *,
+    legacy: dict[str, Any] | None = None,
+    **server_app: Any,
+) -> Config:
+    """The test server's config: the extension enabled, as root, plus ``ServerApp`` extras.
+
+    ``agentbuild_config`` is flat (the tests' one vocabulary of settings); each setting goes
+    to the section of the component that owns it now (``c.Runner.stale_after``, ...), so
+    the servers start without deprecation warnings. ``legacy`` settings are put under
+    ``c.AgentBuild`` as an old config file would (the forwarding tests use it).
+    """
+    config = Config(
         {
             "ServerApp": {
                 "jpserver_extensions": {"jupyter_agentbuild": True},
                 "allow_root": True,
                 **server_app,
             },
-            "AgentBuild": agentbuild_config,
         }
     )
+    for section, name, value in place_settings(agentbuild_config):
+        config[section][name] = value
+    for name, value in (legacy or {}).items():
+        config["AgentBuild"][name] = value
+    return config
+
+
+def place_settings(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """``(section, trait, value)`` for flat settings named as the app or the old
+    ``c.AgentBuild`` spelling names them (the ``legacy`` tags say where each went)."""
+    from jupyter_agentbuild.app import AgentBuild
+    from jupyter_agentbuild.legacy_config import legacy_names
+    from jupyter_agentbuild.wiring import CONFIGURABLES
+
+    own = set(AgentBuild.class_trait_names(config=True))
+    moves = legacy_names(CONFIGURABLES)
+    placed: list[tuple[str, str, Any]] = []
+    for name, value in settings.items():
+        if name in own or name not in moves:
+            placed.append(("AgentBuild", name, value))
+        else:
+            placed.extend((section, trait, value) for section, trait in moves[name])
+    return placed
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from ..entries import TERMINAL, iso, utcnow
 from ..logpipe import LogPipe, StoreUnavailable
 from ..retry import every, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
-from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
+from ..sandbox.base import PreviewFailed, Sandbox, SandboxError, SandboxProvider
 from ..spec import PreviewSpec
 from ..store.repository import BuildRow, Store
 from ..swallow import swallowed
@@ -260,7 +260,7 @@ class PreviewManager:
         if "HOST" not in ctx.spec.env:
             env["HOST"] = "127.0.0.1"
         start = asyncio.create_task(
-            ctx.sandbox.start_service(
+            ctx.sandbox.start_preview_process(
                 spec.command,
                 port=spec.port,
                 ready_timeout=spec.ready_timeout,
@@ -285,14 +285,14 @@ class PreviewManager:
         if not start.done():
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
-            await _quietly(ctx.sandbox.stop_service())
+            await _quietly(ctx.sandbox.stop_preview_process())
             why = "stopped by request" if preview.stop_requested.is_set() else "the build stopped"
             await self._fail_start(preview, pipe, "stopped", reason=why)
             return
         try:
             target = start.result()
-        except SandboxError as exc:  # ServiceFailed included: it has the exit code
-            exit_code = exc.exit_code if isinstance(exc, ServiceFailed) else None
+        except SandboxError as exc:  # PreviewFailed included: it has the exit code
+            exit_code = exc.exit_code if isinstance(exc, PreviewFailed) else None
             await self._fail_start(
                 preview,
                 pipe,
@@ -313,7 +313,7 @@ class PreviewManager:
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else None)
         if parts.scheme not in ("http", "https") or not parts.hostname or not port:
-            await _quietly(ctx.sandbox.stop_service())
+            await _quietly(ctx.sandbox.stop_preview_process())
             await self._fail_start(
                 preview,
                 pipe,
@@ -346,7 +346,7 @@ class PreviewManager:
             ctx.sandbox_kept = False
             preview.state = "failed"
             preview.pool.close()
-            await _quietly(ctx.sandbox.stop_service())
+            await _quietly(ctx.sandbox.stop_preview_process())
             raise
         self._spawn(self._watch_exit(preview), f"preview-exit-{preview.build_id}")
         self._spawn(self._after_build(preview), f"preview-build-{preview.build_id}")
@@ -389,7 +389,7 @@ class PreviewManager:
         await self._close(preview, "stopped", reason=why, record=row is not None)
 
     async def _watch_exit(self, preview: Preview) -> None:
-        code = await preview.sandbox.wait_service()
+        code = await preview.sandbox.wait_preview_process()
         if preview.stopping:
             return
         await self._close(

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-#: ``await on_output(stream, lines, continued)``: ``stream`` is "stdout" or "stderr";
-#: ``lines`` are complete lines without their newline, decoded as UTF-8 with
-#: replacement; ``continued`` is true when the *last* line is a piece of a longer
+#: ``await on_output(stream, lines, continued)``: ``stream`` is a
+#: :class:`~jupyter_agentbuild.vocabulary.Stream`; ``lines`` are complete lines without
+#: their newline, decoded as UTF-8 with replacement; ``continued`` is true when the *last* line is a piece of a longer
 #: line (split at ``max_line_bytes``) whose rest follows in the next call.
 #: The sandbox awaits it: a slow consumer slows the reader (back-pressure).
 OutputSink = Callable[[str, list[str], bool], Awaitable[None]]
+
+
+async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
+    """The :data:`OutputSink` for output nobody reads (a preview process without one)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,8 @@ class SandboxError(Exception):
     """The sandbox could not be created or used (not a failing step)."""
 
 
-class ServiceFailed(SandboxError):
-    """A service (:meth:`Sandbox.start_service`) exited or was not ready in time.
+class PreviewFailed(SandboxError):
+    """The preview process (:meth:`Sandbox.start_preview_process`) exited or was not ready in time.
 
     ``exit_code`` is the process's exit status when it exited, else None."""
 
@@ -42,18 +48,26 @@ class ServiceFailed(SandboxError):
         self.exit_code = exit_code
 
 
+class FileKind(StrEnum):
+    """What a workspace entry is (:attr:`WorkspaceEntry.kind`)."""
+
+    FILE = "file"  # a regular file
+    DIR = "dir"
+    SYMLINK = "symlink"
+    OTHER = "other"  # fifo, socket, device
+
+
 @dataclass(frozen=True)
 class WorkspaceEntry:
     """One entry of a sandbox's workspace, as :meth:`Sandbox.list_files` reports it.
 
     ``path`` is relative to the workspace root, ``/``-separated, without ``.`` or ``..``
-    segments. ``kind`` is ``"file"`` (regular file), ``"dir"``, ``"symlink"`` or
-    ``"other"`` (fifo, socket, device). ``size`` is in bytes for files, else 0;
+    segments. ``kind`` is a :class:`FileKind`. ``size`` is in bytes for files, else 0;
     ``target`` is a symlink's text as stored (never followed).
     """
 
     path: str
-    kind: str
+    kind: FileKind
     size: int = 0
     target: str | None = None
 
@@ -93,9 +107,9 @@ class Sandbox(Protocol):
         """Kill everything and remove the sandbox's files."""
         ...
 
-    # ---- the port primitive (lessons.md rule 7): how a preview reaches the proxy
+    # ---- the port primitive: the only way a preview reaches the proxy
 
-    async def start_service(
+    async def start_preview_process(
         self,
         command: str,
         *,
@@ -111,24 +125,24 @@ class Sandbox(Protocol):
         below 500, all within ``ready_timeout``; return the proxy target (the only address
         the proxy will ever connect to): ``http://127.0.0.1:{port}`` for local sandboxes,
         an https URL for cloud ones. Output goes to ``on_output`` (with back-pressure).
-        Raises :class:`ServiceFailed` when the process exits or is not ready in time."""
+        Raises :class:`PreviewFailed` when the process exits or is not ready in time."""
         ...
 
     def preview_headers(self) -> dict[str, str]:
-        """Headers the proxy must send to the service's target (a cloud sandbox's traffic
+        """Headers the proxy must send to the preview process's target (a cloud sandbox's traffic
         token, so its public URL answers nobody else); secret, never shown or logged."""
         ...
 
-    async def stop_service(self) -> None:
-        """Stop the service and everything it started (no-op if none runs)."""
+    async def stop_preview_process(self) -> None:
+        """Stop the preview process and everything it started (no-op if none runs)."""
         ...
 
-    def service_running(self) -> bool:
-        """Is the service started by :meth:`start_service` still running?"""
+    def preview_running(self) -> bool:
+        """Is the service started by :meth:`start_preview_process` still running?"""
         ...
 
-    async def wait_service(self) -> int | None:
-        """Wait until the service exits; its exit status (None when none was started)."""
+    async def wait_preview_process(self) -> int | None:
+        """Wait until the preview process exits; its exit status (None when none was started)."""
         ...
 
     # ---- workspace files (artifact collection)

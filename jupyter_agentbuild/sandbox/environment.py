@@ -11,12 +11,12 @@ from .base import SandboxError
 DEFAULT_ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 
 #: Server variables that never reach a step, even when listed in ``env_passthrough``.
-_SECRET_ENV = re.compile(r"^(JUPYTER_TOKEN|JPY_.*|JUPYTERHUB_.*|AGENTBUILD_.*|E2B_API_KEY)$")
+SECRET_ENV = re.compile(r"^(JUPYTER_TOKEN|JPY_.*|JUPYTERHUB_.*|AGENTBUILD_.*|E2B_API_KEY)$")
 #: The marker every step process inherits; :meth:`LocalSandboxProvider.reap` looks for it.
 MARKER_ENV = "AGENTBUILD_BUILD_ID"
 
 
-def _check_env(env: Mapping[str, str], what: str) -> None:
+def check_env(env: Mapping[str, str], what: str) -> None:
     for key, value in env.items():
         if (
             not isinstance(key, str)
@@ -38,6 +38,6 @@ def command_environment(
         raise SandboxError("the command must be text without NUL")
     env = dict(base)
     if extra:
-        _check_env(extra, "step env")
+        check_env(extra, "step env")
         env.update(extra)
     return env

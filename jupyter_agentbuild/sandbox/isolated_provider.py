@@ -19,15 +19,16 @@ import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from traitlets import Int, List, Unicode
 
 from .base import ProviderStatus, SandboxError
-from .environment import DEFAULT_ENV_PASSTHROUGH
 from .groups import StepGroups
-from .isolation import IsolationPlan, find_bwrap, find_perl, probe
-from .local import LocalSandbox
+from .isolation import IsolationPlan, StepLimits, find_bwrap, find_perl, probe, python_prefixes
 from .local_provider import LocalSandboxProvider
 from .namespaces import NamespaceGroups
-from .workspace_copy import _rmtree
+from .workspace_copy import delete_tree
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +38,52 @@ class IsolatedLocalProvider(LocalSandboxProvider):
 
     name = "local"
 
+    hidden_paths = List(
+        Unicode(),
+        help="""More directories isolated builds must not see, besides those always hidden
+        (the home dirs, the Jupyter data, runtime and config dirs, the server root, the
+        sandboxes, the database's directory, the artifact store).""",
+    ).tag(config=True, legacy="sandbox_hidden_paths")
+    readonly_paths = List(
+        Unicode(),
+        help="""Directories inside hidden ones that isolated builds get back read-only
+        (e.g. a toolchain in the home dir). The server's Python installation always is.""",
+    ).tag(config=True, legacy="sandbox_readonly_paths")
+    max_processes = Int(
+        2048,
+        help="""Processes per user an isolated step may have (RLIMIT_NPROC; the kernel does
+        not enforce it for root). 0: no limit.""",
+    ).tag(config=True, legacy="sandbox_max_processes")
+    max_memory = Int(
+        8 * 1024**3,
+        help="Bytes of memory one process of an isolated step may use (RLIMIT_DATA). 0: no limit.",
+    ).tag(config=True, legacy="sandbox_max_memory")
+    max_file_size = Int(
+        4 * 1024**3,
+        help="Largest file (bytes) an isolated step may write (RLIMIT_FSIZE). 0: no limit.",
+    ).tag(config=True, legacy="sandbox_max_file_size")
+
     def __init__(
         self,
-        workspace_root: Path,
         *,
-        plan: IsolationPlan,
+        private_paths: Sequence[str] = (),
         allow_unisolated: bool = False,
-        max_line_bytes: int = 1_048_576,
-        kill_grace: float = 5.0,
-        env_passthrough: Sequence[str] = DEFAULT_ENV_PASSTHROUGH,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            workspace_root,
-            max_line_bytes=max_line_bytes,
-            kill_grace=kill_grace,
-            env_passthrough=env_passthrough,
-        )
+        """``private_paths``: what this server keeps from builds, found at start-up (its
+        data, runtime and config dirs, the database's directory...); ``allow_unisolated``:
+        where namespaces cannot be made, run builds as plain processes rather than refuse."""
+        super().__init__(**kwargs)
+        configured = (os.path.abspath(os.path.expanduser(p)) for p in self.hidden_paths)
         # the sandboxes themselves are hidden from every build (each gets its own back)
         self.plan = IsolationPlan(
-            hidden=(*plan.hidden, str(self.workspace_root)),
-            readonly=plan.readonly,
-            limits=plan.limits,
+            hidden=(*private_paths, *configured, str(self.root)),
+            readonly=(*python_prefixes(), *self.readonly_paths),
+            limits=StepLimits(
+                max_processes=self.max_processes,
+                max_memory=self.max_memory,
+                max_file_size=self.max_file_size,
+            ),
         )
         self.allow_unisolated = allow_unisolated
         self._bwrap = find_bwrap()
@@ -88,7 +114,7 @@ class IsolatedLocalProvider(LocalSandboxProvider):
                         False,
                         False,
                         f"{why}. Local builds are refused; install bubblewrap where "
-                        "namespaces work, or set c.AgentBuild.allow_unisolated = True "
+                        "namespaces work, or set c.ProviderCatalog.allow_unisolated = True "
                         "to run them as plain processes",
                     )
             return self._status
@@ -99,17 +125,17 @@ class IsolatedLocalProvider(LocalSandboxProvider):
         if self._perl is None:
             return "perl is not installed (the isolated sandbox's pid 1 is a Perl script)"
         try:
-            self.workspace_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            return f"cannot create {self.workspace_root}: {exc.strerror}"
-        scratch = self.workspace_root / f".probe-{secrets.token_hex(6)}"
+            return f"cannot create {self.root}: {exc.strerror}"
+        scratch = self.root / f".probe-{secrets.token_hex(6)}"
         try:
             scratch.mkdir(mode=0o700)
             return probe(self._bwrap, self._perl, self.plan, scratch)
         except OSError as exc:
             return f"cannot probe namespaces: {exc.strerror or exc}"
         finally:
-            _rmtree(scratch)
+            delete_tree(scratch)
 
     def base_env(self, build_id: str, sandbox_dir: Path) -> dict[str, str]:
         """The local environment, with the server's Python first on ``PATH`` when it is not
@@ -127,25 +153,12 @@ class IsolatedLocalProvider(LocalSandboxProvider):
         """Do new sandboxes run in namespaces (known after :meth:`check`)?"""
         return self._status is not None and self._status.isolated
 
-    async def create(
-        self,
-        build_id: str,
-        *,
-        workspace: Path | None,
-        files: Mapping[str, str],
-        env: Mapping[str, str],
-        network: bool = True,
-    ) -> LocalSandbox:
+    async def admit(self, network: bool) -> None:
         status = await self.check()
         if not status.available:
             raise SandboxError(status.detail)
-        return await super().create(
-            build_id, workspace=workspace, files=files, env=env, network=network
-        )
-
-    def _check_network(self, network: bool) -> None:
         if not self.isolated:
-            super()._check_network(network)
+            await super().admit(network)
 
     def _groups(
         self, sandbox_id: str, directory: Path, base_env: Mapping[str, str], network: bool

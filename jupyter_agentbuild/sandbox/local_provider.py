@@ -26,37 +26,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import SandboxError
-from .environment import _SECRET_ENV, DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, _check_env
+from .base import ProviderStatus, SandboxError
+from .environment import DEFAULT_ENV_PASSTHROUGH, MARKER_ENV, SECRET_ENV, check_env
 from .groups import StepGroups
 from .local import LocalSandbox
-from .processes import _reap
-from .workspace_copy import _rmtree, fill_work
+from .processes import reap_leftovers
+from .provider_base import ProviderBase
+from .workspace_copy import delete_tree, fill_work
 
 log = logging.getLogger(__name__)
 
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class LocalSandboxProvider:
-    """Creates :class:`LocalSandbox` directories under ``workspace_root``."""
+class LocalSandboxProvider(ProviderBase):
+    """Creates :class:`LocalSandbox` directories under ``workspace_root``: the plain
+    process sandbox, and the base of the isolated one."""
 
     name = "local"
 
     def __init__(
-        self,
-        workspace_root: Path,
-        *,
-        max_line_bytes: int = 1_048_576,
-        kill_grace: float = 5.0,
-        env_passthrough: Sequence[str] = DEFAULT_ENV_PASSTHROUGH,
+        self, *, env_passthrough: Sequence[str] = DEFAULT_ENV_PASSTHROUGH, **kwargs: Any
     ) -> None:
-        if max_line_bytes < 4:
-            raise ValueError("max_line_bytes must be at least 4")
-        # absolute and resolved: the dir is compared with processes' cwd and HOME
-        self.workspace_root = Path(workspace_root).expanduser().resolve()
-        self.max_line_bytes = max_line_bytes
-        self.kill_grace = kill_grace
+        super().__init__(**kwargs)
+        #: ``workspace_root``, absolute and resolved: compared with processes' cwd and HOME.
+        self.root = Path(self.workspace_root).expanduser().resolve()
         self.env_passthrough = tuple(env_passthrough)
         self._bash = shutil.which("bash") or "/bin/bash"
 
@@ -65,7 +59,7 @@ class LocalSandboxProvider:
         env = {
             key: os.environ[key]
             for key in self.env_passthrough
-            if key in os.environ and not _SECRET_ENV.match(key)
+            if key in os.environ and not SECRET_ENV.match(key)
         }
         env["HOME"] = str(sandbox_dir)
         env[MARKER_ENV] = build_id
@@ -87,9 +81,9 @@ class LocalSandboxProvider:
         ``network=False`` needs an isolated provider: plain processes share the host's."""
         if not isinstance(build_id, str) or not _BUILD_ID.match(build_id):
             raise SandboxError("invalid build id for a local sandbox")
-        _check_env(env, "build env")
-        self._check_network(network)
-        directory = self.workspace_root / build_id
+        check_env(env, "build env")
+        await self.admit(network)
+        directory = self.root / build_id
         job = asyncio.ensure_future(
             asyncio.to_thread(self._prepare, directory, workspace, dict(files))
         )
@@ -98,7 +92,9 @@ class LocalSandboxProvider:
         except asyncio.CancelledError:
             # the copy goes on in its thread: remove what it made once it is done
             job.add_done_callback(
-                lambda _: threading.Thread(target=_rmtree, args=(directory,), daemon=True).start()
+                lambda _: threading.Thread(
+                    target=delete_tree, args=(directory,), daemon=True
+                ).start()
             )
             raise
         base = self.base_env(build_id, directory)
@@ -113,7 +109,7 @@ class LocalSandboxProvider:
             groups=self._groups(f"local-{build_id}", directory, base, network),
         )
 
-    def _check_network(self, network: bool) -> None:
+    async def admit(self, network: bool) -> None:
         if not network:
             raise SandboxError(
                 "network: false needs the isolated local provider (plain processes "
@@ -130,7 +126,7 @@ class LocalSandboxProvider:
         """Make ``directory`` (never reusing one) with ``work/``, the workspace copy and the
         inline files; on any failure remove it, so a failed create leaves nothing behind."""
         try:
-            self.workspace_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.mkdir(mode=0o700)
         except FileExistsError:
             raise SandboxError(
@@ -141,11 +137,9 @@ class LocalSandboxProvider:
         try:
             work = directory / "work"
             work.mkdir()
-            fill_work(
-                work, workspace, files, skip_dirs=[str(self.workspace_root)], label=directory.name
-            )
+            fill_work(work, workspace, files, skip_dirs=[str(self.root)], label=directory.name)
         except BaseException:
-            _rmtree(directory)
+            delete_tree(directory)
             raise
 
     async def reap(self, sandbox_id: str, state: Mapping[str, Any]) -> bool:
@@ -161,7 +155,7 @@ class LocalSandboxProvider:
         if state.get("host") not in (None, socket.gethostname()):
             return False  # its processes are on another host: only a server there can
         try:
-            await asyncio.to_thread(_reap, sandbox_id, dict(state))
+            await asyncio.to_thread(reap_leftovers, sandbox_id, dict(state))
         except Exception:  # reaping is best effort: log, never fail start-up
             log.exception("sandbox %s: reaping failed", sandbox_id)
         return True
@@ -176,13 +170,39 @@ class LocalSandboxProvider:
         if state.get("host") != socket.gethostname() or not isinstance(directory, str):
             return True
         path = Path(directory)
-        if path.parent == self.workspace_root and _BUILD_ID.match(path.name):
-            await asyncio.to_thread(_rmtree, path)
+        if path.parent == self.root and _BUILD_ID.match(path.name):
+            await asyncio.to_thread(delete_tree, path)
         return True
+
+
+class ProcessProvider(LocalSandboxProvider):
+    """``process``: steps as plain processes of the server's user (no isolation).
+
+    Made on every server, so that any server can reap what a dead one left of such a
+    sandbox; builds may use it only with ``allow_unisolated`` (its :meth:`check`)."""
+
+    name = "process"
+
+    def __init__(self, *, allowed: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allowed = allowed
+
+    async def check(self) -> ProviderStatus:
+        if not self.allowed:
+            return ProviderStatus(
+                False,
+                False,
+                "plain processes can read everything the server can; "
+                "set c.ProviderCatalog.allow_unisolated = True to allow them",
+            )
+        return ProviderStatus(
+            True, False, "UNISOLATED plain processes of the server's user (allow_unisolated)"
+        )
 
 
 __all__ = [
     "DEFAULT_ENV_PASSTHROUGH",
     "MARKER_ENV",
     "LocalSandboxProvider",
+    "ProcessProvider",
 ]

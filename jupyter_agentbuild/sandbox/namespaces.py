@@ -1,6 +1,6 @@
 """The live steps of one isolated local sandbox: each in a pid namespace of its own.
 
-Same interface as :class:`.groups.ProcessGroups`, so :class:`.local.LocalSandbox` runs
+A :class:`.groups.StepGroups` as :class:`.groups.ProcessGroups` is, so :class:`.local.LocalSandbox` runs
 either. What this module guarantees: nothing a step starts survives it. The step runs
 under bubblewrap with :data:`.isolation.INIT` as the namespace's pid 1; when the step's
 shell ends, pid 1 exits and the kernel kills every process left in the namespace
@@ -14,12 +14,10 @@ status pipe pid 1 writes, since bubblewrap reports ``128+n`` for a signal.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +26,15 @@ import psutil
 
 from .base import SandboxError
 from .environment import command_environment
+from .groups import StepGroups
 from .isolation import IsolationPlan, bwrap_command
-from .pipes import _wait_exit
-from .processes import _KILL_WAIT, _POLL, _Group
+from .processes import LiveGroup, start_leader
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _NamespaceGroup(_Group):
+class _NamespaceGroup(LiveGroup):
     """A step under bubblewrap: ``proc`` is bwrap; ``status_fd`` the status pipe's read end."""
 
     status_fd: int = -1
@@ -44,7 +42,7 @@ class _NamespaceGroup(_Group):
     status: int | None = None
 
 
-class NamespaceGroups:
+class NamespaceGroups(StepGroups):
     """The namespaced steps one sandbox started and has not seen end yet."""
 
     def __init__(
@@ -60,30 +58,19 @@ class NamespaceGroups:
         plan: IsolationPlan,
         network: bool,
     ) -> None:
-        self.sandbox_id = sandbox_id
+        super().__init__(sandbox_id=sandbox_id, kill_grace=kill_grace)
         self.dir = directory
         self._base_env = dict(base_env)
         self._bash = bash
-        self._kill_grace = kill_grace
         self._bwrap = bwrap
         self._perl = perl
         self._plan = plan
         self._network = network
-        self._groups: dict[int, _NamespaceGroup] = {}
-        #: Set once the sandbox closes: no step may start afterwards.
-        self.closed = False
 
-    def pgids(self) -> list[list[float]]:
-        """``[[bwrap pid, its create time], ...]``: bwrap leads each step's process group."""
-        return [[g.pgid, g.create_time] for g in self._groups.values()]
-
-    def listed(self, kind: str | None = None) -> list[_Group]:
-        return [g for g in self._groups.values() if kind is None or g.kind == kind]
-
-    def spawn(self, command: str, env: Mapping[str, str] | None, *, kind: str) -> _Group:
-        """Start ``command`` with bash in ``work/`` inside a new set of namespaces."""
-        if self.closed:
-            raise SandboxError("the sandbox is closed")
+    def spawn(self, command: str, env: Mapping[str, str] | None, *, kind: str) -> LiveGroup:
+        """Start ``command`` with bash in ``work/`` inside a new set of namespaces; bwrap
+        leads the step's process group."""
+        self._check_open()
         full_env = command_environment(command, self._base_env, env)
         script = self._plan.limits.shell_prefix() + "set -eo pipefail\n" + command
         read, write = os.pipe()
@@ -98,31 +85,16 @@ class NamespaceGroups:
             network=self._network,
         )
         try:
-            proc = subprocess.Popen(
-                argv,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(write,),
-            )
-        except OSError as exc:
+            proc, create_time = start_leader(argv, full_env, pass_fds=(write,))
+        except SandboxError:
             os.close(read)
-            raise SandboxError(f"cannot start the step: {exc.strerror or exc}") from None
+            raise
         finally:
             os.close(write)
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
-            create_time = 0.0
         group = _NamespaceGroup(proc=proc, create_time=create_time, kind=kind, status_fd=read)
-        group.exit_task = asyncio.create_task(_wait_exit(proc))
-        self._groups[group.pgid] = group
-        return group
+        return self._listed(group)
 
-    def exit_code(self, group: _Group) -> int | None:
+    def exit_code(self, group: LiveGroup) -> int | None:
         """The step shell's status: its exit code, or minus the signal that killed it.
 
         When pid 1 could not report it (it was SIGKILLed with the namespace), the signal
@@ -142,48 +114,28 @@ class NamespaceGroups:
         code = group.proc.returncode
         return -(code - 128) if 128 < code < 128 + 65 else code
 
-    async def terminate(self, group: _Group) -> None:
-        """SIGTERM to every process of the step, the grace, then SIGKILL; never hangs.
-
-        After a normal exit there is nothing to do: the namespace died with its pid 1."""
-        assert isinstance(group, _NamespaceGroup)
-        if group.gone_event.is_set() and group.proc.poll() is not None:
-            return
-        loop = asyncio.get_running_loop()
-        sig = signal.SIGTERM
-        deadline = loop.time() + self._kill_grace
-        try:
-            while group.proc.poll() is None:
-                if loop.time() >= deadline:
-                    if sig == signal.SIGKILL:
-                        log.warning("sandbox %s: step %s did not die", self.sandbox_id, group.pgid)
-                        return
-                    sig, deadline = signal.SIGKILL, loop.time() + _KILL_WAIT
-                self._send(group, sig)
-                await self._wait_gone(group, deadline - loop.time())
-        finally:
-            self.forget(group, keep=group.proc.poll() is None)
-
-    def kill_now(self, group: _Group) -> None:
+    def kill(self, group: LiveGroup) -> None:
         """Synchronous SIGKILL of the whole namespace (for cancellation paths)."""
-        assert isinstance(group, _NamespaceGroup)
         self._send(group, signal.SIGKILL)
         with contextlib.suppress(OSError):
             group.proc.poll()
 
-    def forget(self, group: _Group, *, keep: bool = False) -> None:
-        """Termination is over: wake waiters; drop the group unless it survived."""
+    def unlist(self, group: LiveGroup, *, keep: bool = False) -> None:
+        """As for any group, once the step's status is read (it is on a pipe)."""
         assert isinstance(group, _NamespaceGroup)
         if group.proc.returncode is not None:
             _collect(group)
-        if not keep:
-            self._groups.pop(group.pgid, None)
-        group.gone_event.set()
+        super().unlist(group, keep=keep)
 
-    def _send(self, group: _NamespaceGroup, sig: int) -> None:
+    def _is_gone(self, group: LiveGroup) -> bool:
+        """The namespace dies with bwrap's child, pid 1: nothing can outlive it."""
+        return group.proc.poll() is not None
+
+    def _send(self, group: LiveGroup, sig: int) -> None:
         """To the namespace's pid 1 (it passes SIGTERM on to all; SIGKILL ends the
         namespace). Before pid 1 exists, SIGKILL goes to bwrap, which then takes it along
         (``--die-with-parent``)."""
+        assert isinstance(group, _NamespaceGroup)
         if group.proc.returncode is not None:
             return
         if sig == signal.SIGKILL:
@@ -195,15 +147,6 @@ class NamespaceGroups:
         elif sig == signal.SIGKILL:
             with contextlib.suppress(ProcessLookupError):
                 group.proc.kill()
-
-    async def _wait_gone(self, group: _Group, seconds: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while group.proc.poll() is None:
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(_POLL)
-        return True
 
 
 def _collect(group: _NamespaceGroup) -> None:

@@ -29,7 +29,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _Drain:
+class DrainMode:
     """Switches the pipe readers to bounded reading once the processes are gone."""
 
     def __init__(self) -> None:
@@ -50,10 +50,10 @@ class _Drain:
             self._waiters.discard(fut)
 
 
-class _PipeReader:
+class PipeReader:
     """Non-blocking reads of one pipe: wait for data only when there is none."""
 
-    def __init__(self, fd: int, drain: _Drain) -> None:
+    def __init__(self, fd: int, drain: DrainMode) -> None:
         self.fd = fd
         self.drain = drain
         self.after_drain = 0
@@ -91,7 +91,7 @@ class _PipeReader:
                 loop.remove_reader(self.fd)
 
 
-async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
+async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     """Wait for ``proc`` to exit (pidfd where available, else polling) and reap it."""
     loop = asyncio.get_running_loop()
     try:

@@ -1,4 +1,4 @@
-"""A service's port on the loopback interface: picking one, probing it, asking HTTP."""
+"""A preview process's port on the loopback interface: picking one, probing it, asking HTTP."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import socket
 import psutil
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-async def _port_open(port: int) -> bool:
+async def port_open(port: int) -> bool:
     try:
         _reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", port), timeout=1.0
@@ -29,7 +29,7 @@ async def _port_open(port: int) -> bool:
     return True
 
 
-async def _http_status(port: int, path: str, timeout: float) -> int | None:  # noqa: ASYNC109
+async def http_status(port: int, path: str, timeout: float) -> int | None:  # noqa: ASYNC109
     """The status of ``GET path`` on ``127.0.0.1:port``, or None (no HTTP answer in time)."""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -55,7 +55,7 @@ async def _http_status(port: int, path: str, timeout: float) -> int | None:  # n
     return int(parts[1])
 
 
-def _non_loopback_listeners(port: int) -> list[str]:
+def non_loopback_listeners(port: int) -> list[str]:
     """Addresses other than loopback on which something listens on TCP ``port``."""
     try:
         conns = psutil.net_connections(kind="tcp")

@@ -1,7 +1,7 @@
 """Process groups and psutil: finding, signalling and reaping what a step started.
 
 Covers the live side (a step's group and the descendants that left it) and the dead-server
-side (:func:`_reap`: leftovers found by recorded group, cwd and the build's marker).
+side (:func:`reap_leftovers`: leftovers found by recorded group, cwd and the build's marker).
 """
 
 from __future__ import annotations
@@ -13,29 +13,31 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
+from .base import SandboxError
 from .environment import MARKER_ENV
-from .paths import _inside
+from .paths import inside
 
 log = logging.getLogger(__name__)
 
 #: How long to wait for processes to vanish after SIGKILL before giving up (never hang).
-_KILL_WAIT = 5.0
-_POLL = 0.02
+KILL_WAIT = 5.0
+POLL_INTERVAL = 0.02
 
 
 @dataclass
-class _Group:
-    """One process group we started: a step or a service."""
+class LiveGroup:
+    """One process group we started: a step or the preview process."""
 
     proc: subprocess.Popen[bytes]
     create_time: float  # the leader's, from psutil (0.0 if it could not be read)
-    kind: str  # "step" or "service"
+    kind: str  # "step" or "preview"
     escaped: dict[int, float] = field(default_factory=dict)  # pid -> create_time
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     gone_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -46,7 +48,37 @@ class _Group:
         return self.proc.pid
 
 
-def _group_members(pgid: int) -> list[int]:
+def start_leader(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``argv`` as the leader of a new session (so of its own process group), output
+    on pipes, no stdin; with its create time (0.0 when it is already gone and reaped)."""
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        raise SandboxError(f"cannot start the step: {exc.strerror or exc}") from None
+    try:
+        create_time = psutil.Process(proc.pid).create_time()
+    except psutil.Error:  # exited and reaped by someone else already
+        create_time = 0.0
+    return proc, create_time
+
+
+def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) pids in process group ``pgid``."""
     try:
         os.killpg(pgid, 0)
@@ -67,7 +99,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _alive(pid: int, create_time: float) -> bool:
+def is_alive(pid: int, create_time: float) -> bool:
     """Is the process that had ``create_time`` still running (and not a zombie)?"""
     try:
         proc = psutil.Process(pid)
@@ -77,7 +109,7 @@ def _alive(pid: int, create_time: float) -> bool:
         return False
 
 
-def _signal_pid(pid: int, create_time: float, sig: int) -> None:
+def signal_pid(pid: int, create_time: float, sig: int) -> None:
     try:
         proc = psutil.Process(pid)
         if abs(proc.create_time() - create_time) < 0.01:
@@ -86,12 +118,12 @@ def _signal_pid(pid: int, create_time: float, sig: int) -> None:
         pass
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
-def _escapees(
+def escapees(
     pgid: int,
     *,
     build_id: str,
@@ -131,7 +163,7 @@ def _escapees(
         with contextlib.suppress(OSError):
             if os.getpgid(pid) not in excluded:
                 found[pid] = created[pid]
-    # the sandbox's other groups (a service, a concurrent step) and their offspring
+    # the sandbox's other groups (a preview process, a concurrent step) and their offspring
     protected = set(others) | _descendants(others, children)
     for pid, ctime in created.items():
         if ctime < since - 0.05 or pid in found or pid in protected or pid == me:
@@ -160,7 +192,7 @@ def _marked(proc: psutil.Process, build_id: str, directory: str) -> bool:
 
 def _cwd_inside(proc: psutil.Process, directory: str) -> bool:
     try:
-        return _inside(os.path.normpath(proc.cwd()), directory)
+        return inside(os.path.normpath(proc.cwd()), directory)
     except (OSError, psutil.Error):
         return False
 
@@ -176,7 +208,7 @@ def _descendants(roots: Iterable[int], children: Mapping[int, list[int]]) -> set
     return found
 
 
-def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
+def reap_leftovers(sandbox_id: str, state: dict[str, Any]) -> None:
     if state.get("host") != socket.gethostname():
         return
     directory = state.get("dir")
@@ -197,7 +229,7 @@ def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
             continue
         if pgid <= 1:
             continue
-        trusted = _alive(pgid, ctime)
+        trusted = is_alive(pgid, ctime)
         for pid in pids:
             try:
                 if pid == me or os.getpgid(pid) != pgid:
@@ -213,7 +245,7 @@ def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
     for proc in victims.values():
         with contextlib.suppress(psutil.Error):
             proc.kill()  # psutil checks the create time: a reused pid is not hit
-    deadline = time.monotonic() + _KILL_WAIT
+    deadline = time.monotonic() + KILL_WAIT
     alive = list(victims.values())
     while alive:
         # zombies count as dead: their parent (maybe gone too) has yet to reap them
@@ -222,7 +254,7 @@ def _reap(sandbox_id: str, state: dict[str, Any]) -> None:
             log.warning("sandbox %s: %d process(es) survived SIGKILL", sandbox_id, len(alive))
             return
         if alive:
-            time.sleep(_POLL)
+            time.sleep(POLL_INTERVAL)
 
 
 def _status(proc: psutil.Process) -> str | None:

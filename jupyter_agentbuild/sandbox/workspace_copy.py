@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .base import SandboxError
-from .paths import _inside
+from .paths import inside
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _copy_workspace(src: Path, dst: Path, skip_dirs: Iterable[str] = ()) -> list
             target = os.path.join(dst, name)
             if entry.is_symlink():
                 resolved = os.path.realpath(entry.path)
-                if _inside(resolved, root):
+                if inside(resolved, root):
                     here = os.path.join(root, rel)
                     os.symlink(os.path.relpath(resolved, here), target)
                 else:
@@ -168,12 +168,12 @@ def _write_files(work: Path, files: Mapping[str, str]) -> None:
         ):
             raise SandboxError(f"inline file path {rel!r} must stay inside the workspace")
         full = os.path.realpath(os.path.join(root, rel))
-        if full == root or not _inside(full, root):
+        if full == root or not inside(full, root):
             raise SandboxError(f"inline file path {rel!r} must stay inside the workspace")
         parent = os.path.dirname(full)
         try:
             os.makedirs(parent, exist_ok=True)
-            if not _inside(os.path.realpath(parent), root):  # paranoia: a link raced in
+            if not inside(os.path.realpath(parent), root):  # paranoia: a link raced in
                 raise SandboxError(f"inline file path {rel!r} must stay inside the workspace")
             fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as handle:
@@ -182,7 +182,7 @@ def _write_files(work: Path, files: Mapping[str, str]) -> None:
             raise SandboxError(f"cannot write inline file {rel!r}: {exc.strerror}") from None
 
 
-def _rmtree(path: Path) -> None:
+def delete_tree(path: Path) -> None:
     """Remove a sandbox dir, including directories a step made read-only."""
     if not os.path.lexists(path):
         return

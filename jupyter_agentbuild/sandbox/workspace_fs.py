@@ -18,7 +18,7 @@ import stat
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
-from .base import SandboxError, WorkspaceEntry
+from .base import FileKind, SandboxError, WorkspaceEntry
 
 _BATCH = 1000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -55,15 +55,15 @@ def walk(
                 target: str | None = os.readlink(entry.path)
             except OSError:
                 target = None
-            yield WorkspaceEntry(rel, "symlink", 0, target)
+            yield WorkspaceEntry(rel, FileKind.SYMLINK, 0, target)
         elif stat.S_ISDIR(mode):
-            yield WorkspaceEntry(rel, "dir")
+            yield WorkspaceEntry(rel, FileKind.DIR)
             if prune is None or not prune(rel):
                 stack.append((rel + "/", _sorted_listing(entry.path)))
         elif stat.S_ISREG(mode):
-            yield WorkspaceEntry(rel, "file", info.st_size)
+            yield WorkspaceEntry(rel, FileKind.FILE, info.st_size)
         else:
-            yield WorkspaceEntry(rel, "other")
+            yield WorkspaceEntry(rel, FileKind.OTHER)
 
 
 async def list_entries(

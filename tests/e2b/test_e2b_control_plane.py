@@ -93,7 +93,7 @@ async def test_another_server_kills_the_vm_by_id(cloud_api: Api, fake_cloud: Clo
     ws = await cloud_api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     await read_until(ws, lambda seen: "started" in texts(seen))
     (vm,) = plane.vms.values()
-    other = E2BSandboxProvider(KEY, sandbox_timeout=5)
+    other = E2BSandboxProvider(api_key=KEY, sandbox_timeout=5)
     assert await other.reap(f"e2b-{vm.sandbox_id}", {"sandbox_id": vm.sandbox_id}) is True
     assert (vm.state, vm.killed_by) == ("killed", "api")
     while await ws.read_message() is not None:
@@ -107,10 +107,10 @@ async def test_vms_are_found_by_their_builds_metadata(fake_cloud: Cloud) -> None
     """A server that died between creating a VM and recording its id: a successor finds
     the VM by the build's metadata and kills it."""
     plane, _ = fake_cloud
-    provider = E2BSandboxProvider(KEY, sandbox_timeout=60)
+    provider = E2BSandboxProvider(api_key=KEY, sandbox_timeout=60)
     sandbox = await provider.create("build-a", workspace=None, files={"x": "1"}, env={})
-    await sandbox.run_step("true", step=0, timeout=10, on_output=_discard)
-    successor = E2BSandboxProvider(KEY)
+    await sandbox.run_step("true", step=0, timeout=10, on_output=discard_output)
+    successor = E2BSandboxProvider(api_key=KEY)
     vm_id = sandbox.state()["sandbox_id"]
     assert await successor.find("build-a") == [vm_id]
     assert await successor.find("build-b") == []
@@ -122,11 +122,11 @@ async def test_vms_are_found_by_their_builds_metadata(fake_cloud: Cloud) -> None
 
 
 async def test_a_wrong_key_is_an_error_without_the_key(fake_cloud: Cloud) -> None:
-    provider = E2BSandboxProvider("e2b_" + "wrongKey0123456789abcdefghijklmnopqrs")
+    provider = E2BSandboxProvider(api_key="e2b_" + "wrongKey0123456789abcdefghijklmnopqrs")
     with pytest.raises(Exception) as info:
         await provider.create("build-c", workspace=None, files={}, env={})
     assert "wrongKey" not in str(info.value)
 
 
-async def _discard(stream: str, lines: list[str], continued: bool) -> None:
+async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
     return None

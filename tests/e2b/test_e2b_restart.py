@@ -3,7 +3,6 @@ one killed with SIGKILL mid-step), the fake E2B control plane and the fake envd.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -130,32 +129,28 @@ def test_a_dead_servers_build_whose_vm_is_gone_is_interrupted(
     assert marked(build["id"]) == []
 
 
-def test_the_build_env_kept_in_the_vm_is_roots_only(fake_envd: FakeEnvd) -> None:
+async def test_the_build_env_kept_in_the_vm_is_roots_only(fake_envd: FakeEnvd) -> None:
     """What a resuming server reads back (secrets are never in the store) is not readable
     by the steps' user."""
     from jupyter_agentbuild.sandbox.e2b import E2BSandboxProvider
 
-    async def main() -> list[str]:
-        provider = E2BSandboxProvider(KEY, kill_grace=1.0)
-        sandbox = await provider.create("b-env", workspace=None, files={}, env={"S": "x1"})
-        seen: list[str] = []
+    provider = E2BSandboxProvider(api_key=KEY, kill_grace=1.0)
+    sandbox = await provider.create("b-env", workspace=None, files={}, env={"S": "x1"})
+    seen: list[str] = []
 
-        async def sink(stream: str, lines: list[str], continued: bool) -> None:
-            seen.extend(f"{stream}:{line}" for line in lines)
+    async def sink(stream: str, lines: list[str], continued: bool) -> None:
+        seen.extend(f"{stream}:{line}" for line in lines)
 
-        try:
-            await sandbox.run_step(
-                "stat -c '%U %a' ~/.agentbuild-env.json; cat ~/.agentbuild-env.json || true",
-                step=0,
-                timeout=20,
-                on_output=sink,
-            )
-            await sandbox.load_env()
-            assert sandbox.build_env == {"CI": "true", "S": "x1"}
-        finally:
-            await sandbox.destroy()
-        return seen
-
-    seen = asyncio.run(main())
+    try:
+        await sandbox.run_step(
+            "stat -c '%U %a' ~/.agentbuild-env.json; cat ~/.agentbuild-env.json || true",
+            step=0,
+            timeout=20,
+            on_output=sink,
+        )
+        await sandbox.load_env()
+        assert sandbox.build_env == {"CI": "true", "S": "x1"}
+    finally:
+        await sandbox.destroy()
     assert seen[0] == "stdout:root 600"
     assert not any("x1" in line for line in seen)

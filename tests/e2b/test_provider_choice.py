@@ -1,4 +1,4 @@
-"""Lessons rule 1: the provider is chosen explicitly; ``auto`` takes E2B only with a key
+"""The provider is chosen explicitly; ``auto`` takes E2B only with a key
 that looks real; an explicit ``e2b`` with a missing or placeholder key is refused up front,
 naming the setting, and the key itself never appears in the message."""
 

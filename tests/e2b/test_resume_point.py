@@ -15,56 +15,50 @@ async def _store(tmp_path: Path) -> Store:
     return await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'ab.db'}")
 
 
-def test_two_servers_claim_a_dead_build_once(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await _store(tmp_path)
-        row = await store.insert_build(
-            id="b1",
-            owner="o",
-            name=None,
-            status="running",
-            provider="e2b",
-            spec={},
-            created_at=utcnow(),
-            runner_id="dead",
-        )
-        results = await asyncio.gather(
-            claim(store, row, {"runner_id": "one", "runner_host": "h", "runner_pid": 1}),
-            claim(store, row, {"runner_id": "two", "runner_host": "h", "runner_pid": 2}),
-        )
-        assert sorted(results) == [False, True]
-        winner = "one" if results[0] else "two"
-        assert (await store.get_build("b1")).runner_id == winner  # type: ignore[union-attr]
-        await store.dispose()
-
-    asyncio.run(main())
+async def test_two_servers_claim_a_dead_build_once(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    row = await store.insert_build(
+        id="b1",
+        owner="o",
+        name=None,
+        status="running",
+        provider="e2b",
+        spec={},
+        created_at=utcnow(),
+        runner_id="dead",
+    )
+    results = await asyncio.gather(
+        claim(store, row, {"runner_id": "one", "runner_host": "h", "runner_pid": 1}),
+        claim(store, row, {"runner_id": "two", "runner_host": "h", "runner_pid": 2}),
+    )
+    assert sorted(results) == [False, True]
+    winner = "one" if results[0] else "two"
+    assert (await store.get_build("b1")).runner_id == winner  # type: ignore[union-attr]
+    await store.dispose()
 
 
-def test_the_resume_point_counts_what_the_store_holds(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await _store(tmp_path)
-        await store.insert_build(
-            id="b2",
-            owner="o",
-            name=None,
-            status="running",
-            provider="e2b",
-            spec={},
-            created_at=utcnow(),
-        )
-        assert await resume_point(store, "b2") == ResumePoint()
-        ts = "2026-01-01T00:00:00Z"
-        entries = [
-            encode_event(1, ts, "step_started", {"step": 0, "name": "a"}),
-            *encode_logs(2, ts, "stdout", 0, ["x"], False),
-            encode_event(3, ts, "step_finished", {"step": 0, "exit_code": 0, "duration": 1}),
-            encode_event(4, ts, "step_started", {"step": 1, "name": "b"}),
-            *encode_logs(5, ts, "stdout", 1, ["a", "long-piece"], True),
-            *encode_logs(7, ts, "stderr", 1, ["e"], False),
-        ]
-        await store.append_chunks("b2", [(1, entries)])
-        point = await resume_point(store, "b2")
-        assert point == ResumePoint(step=1, started=True, stored={"stdout": 2, "stderr": 1})
-        await store.dispose()
-
-    asyncio.run(main())
+async def test_the_resume_point_counts_what_the_store_holds(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    await store.insert_build(
+        id="b2",
+        owner="o",
+        name=None,
+        status="running",
+        provider="e2b",
+        spec={},
+        created_at=utcnow(),
+    )
+    assert await resume_point(store, "b2") == ResumePoint()
+    ts = "2026-01-01T00:00:00Z"
+    entries = [
+        encode_event(1, ts, "step_started", {"step": 0, "name": "a"}),
+        *encode_logs(2, ts, "stdout", 0, ["x"], False),
+        encode_event(3, ts, "step_finished", {"step": 0, "exit_code": 0, "duration": 1}),
+        encode_event(4, ts, "step_started", {"step": 1, "name": "b"}),
+        *encode_logs(5, ts, "stdout", 1, ["a", "long-piece"], True),
+        *encode_logs(7, ts, "stderr", 1, ["e"], False),
+    ]
+    await store.append_chunks("b2", [(1, entries)])
+    point = await resume_point(store, "b2")
+    assert point == ResumePoint(step=1, started=True, stored={"stdout": 2, "stderr": 1})
+    await store.dispose()

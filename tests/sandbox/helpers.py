@@ -1,12 +1,20 @@
-"""Shared helpers for the sandbox tests: an output collector and process checks."""
+"""Shared helpers for the sandbox tests: an output collector, process checks, making
+sandboxes of both local providers."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
+
+from jupyter_agentbuild.sandbox import LocalSandbox, LocalSandboxProvider
+from jupyter_agentbuild.sandbox.isolated_provider import IsolatedLocalProvider
 
 WAIT = 20.0  # upper bound for awaiting an event that must happen (not a sleep)
 
@@ -139,3 +147,42 @@ def marked(build_id: str, *argv: str) -> list[int]:
             continue
         found.append(proc.pid)
     return found
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """A file-system check for an async test (a stat of a local path: never blocks long)."""
+    return os.path.exists(path)
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    return os.path.isdir(path)
+
+
+PY = shlex.quote(sys.executable)
+
+
+def isolated_provider(root: Path, **kw: Any) -> IsolatedLocalProvider:
+    """The isolated provider, hiding the home dir as the server does (Python bound back)."""
+    return IsolatedLocalProvider(workspace_root=str(root), private_paths=(str(Path.home()),), **kw)
+
+
+def step_gone(sandbox: LocalSandbox, pid: int) -> bool:
+    """Nothing left of the step whose shell printed ``pid`` (``$$``)."""
+    if sandbox.isolated:
+        return marked(sandbox.build_id) == []
+    return group_members(pid) == []
+
+
+def pid_running(sandbox: LocalSandbox, pid: int) -> bool:
+    """Is the process a step printed as ``pid`` (``$!``) still running? Isolated: is any
+    ``sleep 1000`` of the build (what those tests start in the background)?"""
+    if sandbox.isolated:
+        return marked(sandbox.build_id, "sleep", "1000") != []
+    return is_running(pid)
+
+
+async def make(provider: LocalSandboxProvider, build_id: str = "b1", **kw: object) -> LocalSandbox:
+    kw.setdefault("workspace", None)
+    kw.setdefault("files", {})
+    kw.setdefault("env", {})
+    return await provider.create(build_id, **kw)  # type: ignore[arg-type]

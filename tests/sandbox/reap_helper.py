@@ -15,7 +15,7 @@ from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
 
 
 async def main(root: Path) -> None:
-    provider = LocalSandboxProvider(root)
+    provider = LocalSandboxProvider(workspace_root=str(root))
     sandbox = await provider.create("reaped", workspace=None, files={}, env={})
     ready = asyncio.Event()
     seen: list[str] = []

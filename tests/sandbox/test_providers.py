@@ -3,38 +3,37 @@ has it, without any change to this package; the admin's allow-list and the defau
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_agentbuild.errors import ConfigError, SpecError
 from jupyter_agentbuild.providers import (
     ENTRY_POINT_GROUP,
     ProviderCatalog,
-    ProviderSettings,
     load_factories,
+    with_legacy_settings,
 )
 from jupyter_agentbuild.sandbox.base import ProviderStatus
 from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
 
 PLUGIN = """
+from traitlets import Unicode
+
 from jupyter_agentbuild.sandbox.base import ProviderStatus
 from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
 
 
 class DockerLike(LocalSandboxProvider):
     name = "dockerlike"
+    image = Unicode("debian:stable", help="The image each build runs in.").tag(config=True)
 
     async def check(self):
-        return ProviderStatus(True, True, "a container per build", network_off=True)
-
-
-def make(settings):
-    return DockerLike(settings.workspace_root / "dockerlike")
+        return ProviderStatus(True, True, f"a container of {self.image} per build", network_off=True)
 """
 
 
@@ -50,50 +49,63 @@ def plugin_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         "Metadata-Version: 2.1\nName: agentbuild-dockerlike\nVersion: 1.0\n"
     )
     (info / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\ndockerlike = agentbuild_dockerlike:make\n"
+        f"[{ENTRY_POINT_GROUP}]\ndockerlike = agentbuild_dockerlike:DockerLike\n"
     )
     monkeypatch.syspath_prepend(str(site))
     yield site
     sys.modules.pop("agentbuild_dockerlike", None)
 
 
-def settings(tmp_path: Path, **kw: Any) -> ProviderSettings:
-    return ProviderSettings(workspace_root=tmp_path / "sandboxes", **kw)
+def catalog(tmp_path: Path, config: Config | None = None, **kw: Any) -> ProviderCatalog:
+    """A catalog as the server makes one: providers configured from ``config``."""
+    base = Config({"ProviderBase": {"workspace_root": str(tmp_path / "sandboxes")}})
+    base.merge(config or Config())
+    return ProviderCatalog(config=base, **kw)
 
 
-def test_a_registered_plugin_is_loaded_and_used(plugin_package: Path, tmp_path: Path) -> None:
+async def test_a_registered_plugin_is_loaded_and_used(plugin_package: Path, tmp_path: Path) -> None:
     factories = load_factories()
     assert {"local", "process", "e2b", "dockerlike"} <= set(factories)
-    catalog = ProviderCatalog.build(
-        settings(tmp_path), default_setting="dockerlike", allowed=["dockerlike", "local"]
+    made = catalog(
+        tmp_path,
+        # the plugin's own trait, and a shared one set for it alone
+        Config({"DockerLike": {"image": "alpine:3", "kill_grace": 0.5}}),
+        provider="dockerlike",
+        allowed_providers=["dockerlike", "local"],
     )
-    assert catalog.default == "dockerlike"
-    assert type(catalog.providers["dockerlike"]).__name__ == "DockerLike"
-    asyncio.run(catalog.check())
-    assert catalog.statuses["dockerlike"] == ProviderStatus(
-        True, True, "a container per build", network_off=True
+    assert made.default == "dockerlike"
+    plugin = made.providers["dockerlike"]
+    assert type(plugin).__name__ == "DockerLike"
+    assert (getattr(plugin, "image", None), getattr(plugin, "kill_grace", None)) == (
+        "alpine:3",
+        0.5,
     )
-    assert catalog.choose(None, network=False, preview=False) == "dockerlike"
+    assert getattr(made.providers["local"], "kill_grace", None) == 5.0
+    await made.check()
+    assert made.statuses["dockerlike"] == ProviderStatus(
+        True, True, "a container of alpine:3 per build", network_off=True
+    )
+    assert made.choose(None, network=False, preview=False) == "dockerlike"
     with pytest.raises(SpecError) as info:
-        catalog.choose("process", network=True, preview=False)
+        made.choose("process", network=True, preview=False)
     assert info.value.code == "provider_not_allowed"
     with pytest.raises(SpecError) as info:
-        catalog.choose("nope", network=True, preview=False)
+        made.choose("nope", network=True, preview=False)
     assert info.value.code == "invalid_provider"
 
 
 def test_bad_setups_fail_at_start_naming_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="allowed_providers"):
-        ProviderCatalog.build(settings(tmp_path), default_setting="auto", allowed=["docker"])
+        catalog(tmp_path, provider="auto", allowed_providers=["docker"])
     with pytest.raises(ConfigError, match="allowed_providers"):
-        ProviderCatalog.build(settings(tmp_path), default_setting="local", allowed=["process"])
-    with pytest.raises(ConfigError, match="c.AgentBuild.provider"):
-        ProviderCatalog.build(settings(tmp_path), default_setting="docker", allowed=None)
+        catalog(tmp_path, provider="local", allowed_providers=["process"])
+    with pytest.raises(ConfigError, match=r"c\.ProviderCatalog\.provider"):
+        catalog(tmp_path, provider="docker")
     # auto with only e2b allowed: e2b, refused until a key is configured
-    catalog = ProviderCatalog.build(settings(tmp_path), default_setting="auto", allowed=["e2b"])
-    assert catalog.default == "e2b" and "e2b" not in catalog.providers
+    made = catalog(tmp_path, provider="auto", allowed_providers=["e2b"])
+    assert made.default == "e2b" and "e2b" not in made.providers
     with pytest.raises(SpecError) as info:
-        catalog.choose(None, network=True, preview=False)
+        made.choose(None, network=True, preview=False)
     assert info.value.code == "provider_unavailable" and "E2B_API_KEY" in info.value.message
 
 
@@ -101,6 +113,31 @@ def test_a_broken_plugin_does_not_stop_the_server(plugin_package: Path, tmp_path
     (plugin_package / "agentbuild_dockerlike" / "__init__.py").write_text("raise ImportError('x')")
     factories = load_factories()
     assert "dockerlike" not in factories and "local" in factories
-    assert isinstance(
-        factories["process"](settings(tmp_path, allow_unisolated=True)), LocalSandboxProvider
+    made = catalog(tmp_path, factories=factories, allow_unisolated=True)
+    assert isinstance(made.providers["process"], LocalSandboxProvider)
+    assert set(made.providers) == {"local", "process"}, "e2b has no key here"
+
+
+def test_old_agentbuild_settings_reach_the_providers(tmp_path: Path) -> None:
+    """``c.AgentBuild.sandbox_max_memory`` (an old name) configures the isolated provider;
+    where the new place is set too, the new place wins."""
+    old = Config(
+        {
+            "AgentBuild": {
+                "sandbox_max_memory": 1024**3,
+                "kill_grace": 1.5,
+                "allow_unisolated": True,
+                "sandbox_max_processes": 10,
+            },
+            "IsolatedLocalProvider": {"max_processes": 20},
+        }
     )
+    made = catalog(tmp_path, with_legacy_settings(old))
+    local = made.providers["local"]
+    assert (getattr(local, "max_memory", None), getattr(local, "max_processes", None)) == (
+        1024**3,
+        20,
+    )
+    assert getattr(made.providers["process"], "kill_grace", None) == 1.5
+    assert made.allow_unisolated
+    assert "IsolatedLocalProvider" not in old or "max_memory" not in old.IsolatedLocalProvider

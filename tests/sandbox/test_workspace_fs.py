@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -46,17 +45,14 @@ async def _read(root: Path, path: str, chunk: int = 1 << 20) -> bytes:
     return b"".join([c async for c in read_chunks(root, path, chunk)])
 
 
-def test_reads_in_chunks_and_lists_asynchronously(workspace: Path) -> None:
-    async def main() -> None:
-        (workspace / "dist" / "big").write_bytes(bytes(range(256)) * 1000)
-        pieces = [c async for c in read_chunks(workspace, "dist/big", 1000)]
-        assert b"".join(pieces) == bytes(range(256)) * 1000
-        assert max(len(p) for p in pieces) == 1000
-        assert await _read(workspace, "dist/sub/b.txt") == b"bb"
-        listed = [e.path async for e in list_entries(workspace)]
-        assert listed == [e.path for e in walk(workspace)]
-
-    asyncio.run(main())
+async def test_reads_in_chunks_and_lists_asynchronously(workspace: Path) -> None:
+    (workspace / "dist" / "big").write_bytes(bytes(range(256)) * 1000)
+    pieces = [c async for c in read_chunks(workspace, "dist/big", 1000)]
+    assert b"".join(pieces) == bytes(range(256)) * 1000
+    assert max(len(p) for p in pieces) == 1000
+    assert await _read(workspace, "dist/sub/b.txt") == b"bb"
+    listed = [e.path async for e in list_entries(workspace)]
+    assert listed == [e.path for e in walk(workspace)]
 
 
 @pytest.mark.parametrize(
@@ -75,6 +71,6 @@ def test_reads_in_chunks_and_lists_asynchronously(workspace: Path) -> None:
         "",
     ],
 )
-def test_reading_is_confined(workspace: Path, path: str) -> None:
+async def test_reading_is_confined(workspace: Path, path: str) -> None:
     with pytest.raises(SandboxError):
-        asyncio.run(_read(workspace, path))
+        await _read(workspace, path)

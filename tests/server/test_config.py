@@ -58,7 +58,7 @@ def sections() -> dict[str, dict[str, Any]]:
 def jp_server_config(
     app_log: AppLog, agentbuild_config: dict[str, Any], sections: dict[str, dict[str, Any]]
 ) -> Config:
-    config = server_config({**agentbuild_config, **sections.pop("AgentBuild", {})})
+    config = server_config(agentbuild_config, legacy=sections.pop("AgentBuild", {}))
     for name, values in sections.items():
         config[name] = Config(values)
     return config
@@ -137,7 +137,8 @@ def test_help_all_lists_every_component_in_its_own_section() -> None:
     )
     assert result.returncode == 0, result.stderr
     for cls in CONFIGURABLES:
-        assert f"\n{cls.__name__}(LoggingConfigurable) options\n" in result.stdout
+        base = cls.__mro__[1].__name__
+        assert f"\n{cls.__name__}({base}) options\n" in result.stdout
         for name in own_config_traits(cls):
             assert f"--{cls.__name__}.{name}=" in result.stdout
 

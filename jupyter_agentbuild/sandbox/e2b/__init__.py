@@ -1,7 +1,7 @@
 """E2B cloud sandboxes (``e2b-code-interpreter``'s SDK), behind the same Protocol as local ones.
 
 One E2B sandbox (a micro-VM) per build: :mod:`.provider` creates, kills and re-attaches
-to them through E2B's API, :mod:`.sandbox` runs steps and services in one through envd,
+to them through E2B's API, :mod:`.sandbox` runs steps and the preview process in one through envd,
 :mod:`.run` follows one command there, :mod:`.files` walks and reads its workspace, and
 :mod:`.scripts` is the shell that runs inside the VM around each step.
 """

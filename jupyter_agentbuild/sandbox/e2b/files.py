@@ -10,20 +10,21 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ...swallow import swallowed
-from ..base import SandboxError, WorkspaceEntry
+from ..base import FileKind, SandboxError, WorkspaceEntry
 from .common import WORK_DIR, redacted
 from .scripts import LIST_DIR, parse_listing
 
 log = logging.getLogger(__name__)
 
-_KINDS = {"f": "file", "d": "dir", "l": "symlink"}
+_KINDS = {"f": FileKind.FILE, "d": FileKind.DIR, "l": FileKind.SYMLINK}
 
 
 class WorkspaceFiles:
     """The Protocol's ``list_files`` and ``read_file`` for :class:`~.sandbox.E2BSandbox`."""
 
-    sdk: Any
-    _checked_dirs: set[str]
+    def __init__(self, sdk: Any) -> None:
+        self.sdk = sdk
+        self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
 
     async def list_files(
         self, *, prune: Callable[[str], bool] | None = None
@@ -50,12 +51,12 @@ class WorkspaceFiles:
             for kind, size, raw_name, raw_target in sorted(listed, key=lambda e: e[2]):
                 name = raw_name.decode("utf-8", "surrogateescape")
                 path = f"{rel}/{name}" if rel else name
-                entry_kind = _KINDS.get(kind, "other")
-                if entry_kind == "symlink":
+                entry_kind = _KINDS.get(kind, FileKind.OTHER)
+                if entry_kind == FileKind.SYMLINK:
                     target = raw_target.decode("utf-8", "surrogateescape")
-                    yield WorkspaceEntry(path, "symlink", target=target)
-                elif entry_kind == "dir":
-                    yield WorkspaceEntry(path, "dir")
+                    yield WorkspaceEntry(path, FileKind.SYMLINK, target=target)
+                elif entry_kind == FileKind.DIR:
+                    yield WorkspaceEntry(path, FileKind.DIR)
                     if prune is None or not prune(path):
                         subdirs.append(path)
                 else:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import tarfile
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..base import SandboxError
-from ..environment import _check_env
+from traitlets import Int, Unicode, default, validate
+
+from ..base import ProviderStatus, SandboxError
+from ..environment import check_env
+from ..provider_base import ProviderBase
 from ..workspace_copy import fill_work
 from .common import HOME, redacted
 from .sandbox import E2BSandbox
@@ -33,28 +37,51 @@ BUILD_KEY = "agentbuild_build"
 VM_ENV = {"CI": "true"}
 
 
-class E2BSandboxProvider:
+class E2BSandboxProvider(ProviderBase):
     """Creates E2B sandboxes; kills those a dead server left running."""
 
     name = "e2b"
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        template: str | None = None,
-        sandbox_timeout: int = 3600,
-        max_line_bytes: int = 64 * 1024,
-        kill_grace: float = 5.0,
-    ) -> None:
-        self._api_key = api_key.strip()  # a key file's newline would end up in headers
-        self.template = template
-        self.sandbox_timeout = sandbox_timeout
-        self.max_line_bytes = max_line_bytes
-        self.kill_grace = kill_grace
+    api_key = Unicode(
+        None,
+        allow_none=True,
+        help="E2B API key (never logged or returned). Default None: env E2B_API_KEY.",
+    ).tag(config=True, legacy="e2b_api_key")
+
+    @default("api_key")
+    def _api_key_default(self) -> str | None:
+        return os.environ.get("E2B_API_KEY")
+
+    @validate("api_key")
+    def _strip_api_key(self, proposal: Any) -> str | None:
+        key: str | None = proposal["value"]
+        return key.strip() if key else key  # a key file's newline would end up in headers
+
+    template = Unicode(
+        None,
+        allow_none=True,
+        help="""E2B sandbox template for builds (default None: the SDK's code-interpreter
+        template). Env fallback: AGENTBUILD_E2B_TEMPLATE.""",
+    ).tag(config=True, legacy="e2b_template")
+
+    @default("template")
+    def _template_default(self) -> str | None:
+        return os.environ.get("AGENTBUILD_E2B_TEMPLATE")
+
+    sandbox_timeout = Int(
+        3600,
+        help="""Seconds E2B keeps a sandbox alive at most (its own timeout, a last resort
+        behind ours): a build's VM is killed when the build, or its preview, ends.""",
+    ).tag(config=True, legacy="e2b_sandbox_timeout")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         #: In the SDK's debug mode every "VM" is the one envd on this host: the build
         #: holding it (one at a time, wiped before and after use).
         self._debug_holder: str | None = None
+
+    async def check(self) -> ProviderStatus:
+        return ProviderStatus(True, True, "E2B cloud sandboxes: a VM per build")
 
     def __repr__(self) -> str:  # the key stays out of reprs and logs
         return f"E2BSandboxProvider(template={self.template!r})"
@@ -82,17 +109,19 @@ class E2BSandboxProvider:
         workspace: Path | None,
         files: Mapping[str, str],
         env: Mapping[str, str],
+        network: bool = True,
     ) -> E2BSandbox:
         """Stage the workspace locally with the local rules, create the VM, upload the
         staged tree as one archive and unpack it into ``/home/user/work``."""
         from e2b_code_interpreter import AsyncSandbox
 
-        _check_env(env, "build env")
+        check_env(env, "build env")
+        await self.admit(network)
         archive = await asyncio.to_thread(_stage, build_id, workspace, dict(files))
         try:
             sdk = await AsyncSandbox.create(
                 template=self.template,
-                api_key=self._api_key,
+                api_key=self._key,
                 timeout=self.sandbox_timeout,
                 metadata={BUILD_KEY: build_id},
                 # VM-wide (envd's /init); the build's env goes with each command instead,
@@ -114,7 +143,7 @@ class E2BSandboxProvider:
         sandbox = self._sandbox(sdk, build_id, env)
         try:
             if debug:  # what an earlier build left (a crash skipped its wipe)
-                await sandbox._wipe()
+                await sandbox.delete_files()
             await sdk.files.write(f"{HOME}/{_ARCHIVE}", archive)
             unpack = f"mkdir -p work && tar -xzf {_ARCHIVE} -C work && rm -f {_ARCHIVE}"
             await sdk.commands.run(unpack, cwd=HOME, timeout=600)
@@ -137,7 +166,7 @@ class E2BSandboxProvider:
         if not isinstance(vm, str) or not vm:
             return True
         try:
-            await AsyncSandbox.kill(vm, api_key=self._api_key)
+            await AsyncSandbox.kill(vm, api_key=self._key)
         except Exception as exc:
             log.warning("agentbuild: killing E2B sandbox %s failed: %s", vm, self._safe(exc))
         return True
@@ -155,9 +184,7 @@ class E2BSandboxProvider:
         if not isinstance(vm, str) or not vm:
             raise SandboxError("no E2B sandbox recorded for this build")
         try:
-            sdk = await AsyncSandbox.connect(
-                vm, api_key=self._api_key, timeout=self.sandbox_timeout
-            )
+            sdk = await AsyncSandbox.connect(vm, api_key=self._key, timeout=self.sandbox_timeout)
         except Exception as exc:
             raise SandboxError(f"E2B could not reconnect: {self._safe(exc)}") from None
         if bool(getattr(sdk.connection_config, "debug", False)):
@@ -177,7 +204,7 @@ class E2BSandboxProvider:
         from e2b_code_interpreter import AsyncSandbox
 
         paginator = AsyncSandbox.list(
-            query=SandboxQuery(metadata={BUILD_KEY: build_id}), api_key=self._api_key
+            query=SandboxQuery(metadata={BUILD_KEY: build_id}), api_key=self._key
         )
         found: list[str] = []
         while paginator.has_next:
@@ -199,8 +226,12 @@ class E2BSandboxProvider:
         """:meth:`reap`: the VM's files go with it."""
         return await self.reap(sandbox_id, state)
 
+    @property
+    def _key(self) -> str:
+        return self.api_key or ""
+
     def _safe(self, exc: BaseException) -> str:
-        return redacted(exc, self._api_key)
+        return redacted(exc, self._key)
 
 
 def _stage(build_id: str, workspace: Path | None, files: dict[str, str]) -> bytes:

@@ -8,8 +8,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from ...vocabulary import Stream
 from ..base import OutputSink
-from ..lines import LineSplitter
+from ..relay import OutputRelay
 from .scripts import EndScanner
 
 
@@ -28,15 +29,11 @@ class CommandRun:
         skip: Mapping[str, int] | None = None,
     ) -> None:
         self.marker = marker
-        self.on_output = on_output
-        self.splitters = {s: LineSplitter(max_line_bytes) for s in ("stdout", "stderr")}
-        self.scanners = {s: EndScanner(marker) for s in ("stdout", "stderr")}
-        #: Line pieces per stream already stored by a previous server (a re-attached step
-        #: replays its output from the start: the same bytes split into the same pieces).
-        self.skip = dict(skip or {})
+        #: ``skip``: line pieces per stream already stored by a previous server.
+        self.relay = OutputRelay(max_line_bytes, on_output, skip)
+        self.scanners = {stream: EndScanner(marker) for stream in Stream}
         #: Set once both streams carried the wrapper's end mark: the step's shell exited.
         self.ended = asyncio.Event()
-        self.lock = asyncio.Lock()
         self.handle: Any = None
         self.waited: asyncio.Future[int] | None = None
         #: What our own output sink raised (the store refusing logs, say): the SDK ends the
@@ -49,33 +46,23 @@ class CommandRun:
     @property
     def status(self) -> int | None:
         """The step shell's exit status, from its end mark."""
-        return self.scanners["stdout"].status
+        return self.scanners[Stream.STDOUT].status
 
-    async def emit(self, stream: str, text: str) -> None:
+    async def emit(self, stream: Stream, text: str) -> None:
+        """One piece of output from the SDK: end marks taken out, the rest passed on."""
         try:
             text = self.scanners[stream].feed(text)
             if all(s.status is not None for s in self.scanners.values()):
                 self.ended.set()
-            await self._send(stream, self.splitters[stream].feed(_bytes(text)))
+            await self.relay.feed(stream, _bytes(text))
         except Exception as exc:
             self.error = exc
             raise
 
-    async def _send(self, stream: str, batches: list[tuple[list[str], bool]]) -> None:
-        for lines, continued in batches:
-            skip = self.skip.get(stream, 0)
-            if skip:
-                self.skip[stream] = max(0, skip - len(lines))
-                lines = lines[skip:]
-                if not lines:
-                    continue
-            async with self.lock:
-                await self.on_output(stream, lines, continued)
-
     async def flush(self) -> None:
-        for stream, splitter in self.splitters.items():
-            held = self.scanners[stream].finish()
-            await self._send(stream, splitter.feed(_bytes(held)) + splitter.finish())
+        """Pass on what each stream still holds (the command is over)."""
+        for stream, scanner in self.scanners.items():
+            await self.relay.finish(stream, _bytes(scanner.finish()))
 
 
 def _bytes(text: str) -> bytes:
@@ -91,7 +78,3 @@ async def exit_code_of(handle: Any) -> int:
     except CommandExitException as exc:
         return int(exc.exit_code)
     return int(result.exit_code)
-
-
-async def discard_output(stream: str, lines: list[str], continued: bool) -> None:
-    return None

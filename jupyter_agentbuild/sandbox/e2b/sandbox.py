@@ -18,7 +18,6 @@ What the local sandbox guarantees holds here too, by other means:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -29,12 +28,14 @@ from typing import Any
 import httpx
 
 from ...swallow import swallowed
-from ..base import OutputSink, SandboxError, ServiceFailed, StepResult
+from ...vocabulary import Stream
+from ..base import OutputSink, SandboxError, StepResult, discard_output
 from ..environment import command_environment
-from ..ports import _free_port, _port_open
+from ..ports import free_port, port_open
+from ..readiness import wait_until_ready
 from .common import HOME, WORK_DIR, redacted
 from .files import WorkspaceFiles
-from .run import CommandRun, bash_script, discard_output, exit_code_of
+from .run import CommandRun, bash_script, exit_code_of
 from .scripts import ENV_FILE, FOLLOW, PLUMB_MARKER, RUNS_DIR, STEP_MARKER, SWEEP, step_command
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class E2BSandbox(WorkspaceFiles):
         keep_alive: int,
         on_destroy: Callable[[], None] | None = None,
     ) -> None:
-        self.sdk = sdk_sandbox
+        super().__init__(sdk_sandbox)
         self.id = f"e2b-{sdk_sandbox.sandbox_id}"
         self.build_id = build_id
         self._base_env = dict(base_env)
@@ -64,12 +65,11 @@ class E2BSandbox(WorkspaceFiles):
         self._on_destroy = on_destroy
         self._steps: dict[str, CommandRun] = {}
         self._cancel = asyncio.Event()
-        self._service: CommandRun | None = None
+        self._preview: CommandRun | None = None
         self._closed = False
         #: Set when the server stops gracefully and leaves the build to the next server:
         #: the running step is no longer followed but goes on in the VM.
         self._detached = False
-        self._checked_dirs: set[str] = set()  # workspace dirs known not to be links
         #: Set by a server re-attaching to this VM: the step that was running and the line
         #: pieces per stream its predecessor stored (see :meth:`run_step`).
         self.resume_step: int | None = None
@@ -98,8 +98,8 @@ class E2BSandbox(WorkspaceFiles):
                 background=True,
                 envs=dict(envs),
                 cwd=WORK_DIR,
-                on_stdout=lambda text: run.emit("stdout", text),
-                on_stderr=lambda text: run.emit("stderr", text),
+                on_stdout=lambda text: run.emit(Stream.STDOUT, text),
+                on_stderr=lambda text: run.emit(Stream.STDERR, text),
                 timeout=0,
                 retain_output=False,
             )
@@ -108,7 +108,7 @@ class E2BSandbox(WorkspaceFiles):
         run.waited = asyncio.ensure_future(exit_code_of(run.handle))
         return run
 
-    async def _sweep(self, name: str, marker: str, first: str = "TERM") -> bool:
+    async def _stop_marked(self, name: str, marker: str, first: str = "TERM") -> bool:
         """Signal every process carrying ``name=marker`` (``first``, then SIGKILL after the
         grace); True when SIGKILL was needed."""
         grace = max(0, int(self._kill_grace * 1000)) if first == "TERM" else 0
@@ -221,35 +221,13 @@ class E2BSandbox(WorkspaceFiles):
             reason = "cancel" if cancelled in done else "timeout"
             # the step's processes: background children after an exit, all of them on a
             # stop (SIGTERM, the grace, SIGKILL; the plumbing keeps reading meanwhile)
-            killed = await self._sweep(STEP_MARKER, run.marker)
+            killed = await self._stop_marked(STEP_MARKER, run.marker)
             if stopped:
                 signal = 9 if killed else 15
-            try:
-                code = await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
-            except Exception as exc:
-                if run.error is not None:
-                    raise run.error from None
-                # the pipes stay open (a process out of the marker's reach holds them)
-                await self._sweep(PLUMB_MARKER, run.marker, "KILL")
-                with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
-                    await run.handle.kill()
-                if not stopped and run.status is None:
-                    raise SandboxError(
-                        f"lost the step's connection to E2B: {redacted(exc)}"
-                    ) from None
-                code = -9
+            code = await self._wrapper_exit(run, stopped)
             await run.flush()
         except asyncio.CancelledError:
-            if self._detached:  # left to the next server: stop listening, not the step
-                waited.cancel()
-                with swallowed(log, f"leaving E2B step {run.marker}", describe=redacted):
-                    await asyncio.shield(run.handle.disconnect())
-                raise
-            # the caller was cancelled (server shutdown): stop the step in the VM first
-            with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
-                await asyncio.wait_for(
-                    asyncio.shield(self._sweep(STEP_MARKER, run.marker)), self._kill_grace + 5
-                )
+            await self._leave_or_stop(run)
             raise
         finally:
             cancelled.cancel()
@@ -269,6 +247,39 @@ class E2BSandbox(WorkspaceFiles):
             timed_out=bool(signal) and reason == "timeout",
             cancelled=bool(signal) and reason == "cancel",
         )
+
+    async def _wrapper_exit(self, run: CommandRun, stopped: bool) -> int:
+        """The step wrapper's exit status, once its processes were stopped; when envd
+        does not tell it in time, the command is killed and ``-9`` stands for it (unless
+        the step had not ended: then the connection to E2B was lost)."""
+        assert run.waited is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
+        except Exception as exc:
+            if run.error is not None:
+                raise run.error from None
+            # the pipes stay open (a process out of the marker's reach holds them)
+            await self._stop_marked(PLUMB_MARKER, run.marker, "KILL")
+            with swallowed(log, f"killing E2B command {run.marker}", describe=redacted):
+                await run.handle.kill()
+            if not stopped and run.status is None:
+                raise SandboxError(f"lost the step's connection to E2B: {redacted(exc)}") from None
+            return -9
+
+    async def _leave_or_stop(self, run: CommandRun) -> None:
+        """The caller of ``run_step`` was cancelled: a detached sandbox stops listening and
+        leaves the step to the next server; otherwise (server shutdown) the step is
+        stopped in the VM first."""
+        if self._detached:
+            assert run.waited is not None
+            run.waited.cancel()
+            with swallowed(log, f"leaving E2B step {run.marker}", describe=redacted):
+                await asyncio.shield(run.handle.disconnect())
+            return
+        with swallowed(log, f"stopping E2B step {run.marker}", describe=redacted):
+            await asyncio.wait_for(
+                asyncio.shield(self._stop_marked(STEP_MARKER, run.marker)), self._kill_grace + 5
+            )
 
     def detach(self) -> None:
         """Leave the VM to the next server (a graceful stop of this one): from now on a
@@ -296,7 +307,7 @@ class E2BSandbox(WorkspaceFiles):
 
     async def close(self) -> None:
         self._closed = True  # first, as the local sandbox does: no step starts meanwhile
-        await self.stop_service()
+        await self.stop_preview_process()
         await self.cancel()
 
     async def destroy(self) -> None:
@@ -312,7 +323,7 @@ class E2BSandbox(WorkspaceFiles):
         finally:
             try:
                 if self.debug:
-                    await asyncio.shield(self._wipe())
+                    await asyncio.shield(self.delete_files())
                 else:
                     await asyncio.shield(self.sdk.kill())
             except Exception as exc:
@@ -323,7 +334,7 @@ class E2BSandbox(WorkspaceFiles):
                 if self._on_destroy is not None:
                     self._on_destroy()
 
-    async def _wipe(self) -> None:
+    async def delete_files(self) -> None:
         """Remove the workspace and the step files (the debug sandbox is reused)."""
         await self.sdk.commands.run(
             f"rm -rf work {RUNS_DIR.split('/')[0]} {ENV_FILE}", cwd=HOME, user="root", timeout=60
@@ -331,7 +342,7 @@ class E2BSandbox(WorkspaceFiles):
 
     # ---- the port primitive
 
-    async def start_service(
+    async def start_preview_process(
         self,
         command: str,
         *,
@@ -346,13 +357,13 @@ class E2BSandbox(WorkspaceFiles):
         its public URL, ``https://{port}-{id}.{domain}`` (``http://localhost:{port}`` in
         the SDK's debug mode, where the "VM" is this host: there, no port is a default,
         ``None`` picks a free one and a port already in use is refused, as locally)."""
-        if self.service_running():
-            raise SandboxError("a service is already running in this sandbox")
-        await self.stop_service()
+        if self.preview_running():
+            raise SandboxError("a preview process is already running in this sandbox")
+        await self.stop_preview_process()
         debug = self.debug
         if debug and port is None:
-            port = _free_port()
-        elif debug and await _port_open(port or 0):
+            port = free_port()
+        elif debug and await port_open(port or 0):
             raise SandboxError(f"port {port} is already in use on this host")
         port = port or 8000  # in a VM of its own, nothing else listens there
         extra = {"PORT": str(port), **(env or {})}
@@ -361,38 +372,25 @@ class E2BSandbox(WorkspaceFiles):
         envs[STEP_MARKER] = marker
         run = CommandRun(marker, self._max_line_bytes, on_output or discard_output)
         await self._launch(run, bash_script(command), envs)
-        self._service = run
+        self._preview = run
         url = ("http" if debug else "https") + "://" + str(self.sdk.get_host(port))
         await self._extend()  # the preview outlives the build's timeout
-        assert run.waited is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ready_timeout
-        answer = "no answer"
+        waited = run.waited
+        assert waited is not None
         async with httpx.AsyncClient(timeout=5.0, headers=self.preview_headers()) as client:
-            while True:
-                try:
-                    response = await client.get(url + (ready_path or "/"))
-                    # E2B's edge answers 502 while nothing listens on the port
-                    if response.status_code < (500 if ready_path else 502):
-                        break
-                    answer = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    answer = type(exc).__name__
-                if run.waited.done():
-                    code = run.waited.result() if not run.waited.exception() else None
-                    await self.stop_service()
-                    raise ServiceFailed(
-                        f"the service exited with status {code} before it was ready on port {port}",
-                        exit_code=code,
-                    )
-                if loop.time() >= deadline:
-                    await self.stop_service()
-                    raise ServiceFailed(
-                        f"the service did not answer on port {port} within "
-                        f"{ready_timeout:g}s ({answer})"
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(run.waited), 0.2)
+            await wait_until_ready(
+                lambda _seconds: _probe(client, url, ready_path),
+                waited,
+                exit_code=lambda: waited.result() if not waited.exception() else None,
+                stop=self.stop_preview_process,
+                port=port,
+                timeout=ready_timeout,
+                interval=0.2,
+                not_ready=lambda answer: (
+                    f"the preview process did not answer on port {port} within "
+                    f"{ready_timeout:g}s ({answer})"
+                ),
+            )
         return url
 
     def preview_headers(self) -> dict[str, str]:
@@ -401,12 +399,12 @@ class E2BSandbox(WorkspaceFiles):
         token = getattr(self.sdk, "traffic_access_token", None)
         return {"e2b-traffic-access-token": token} if isinstance(token, str) and token else {}
 
-    def service_running(self) -> bool:
-        run = self._service
+    def preview_running(self) -> bool:
+        run = self._preview
         return run is not None and run.waited is not None and not run.waited.done()
 
-    async def wait_service(self) -> int | None:
-        run = self._service
+    async def wait_preview_process(self) -> int | None:
+        run = self._preview
         if run is None or run.waited is None:
             return None
         try:
@@ -414,13 +412,25 @@ class E2BSandbox(WorkspaceFiles):
         except Exception:
             return None
 
-    async def stop_service(self) -> None:
-        run, self._service = self._service, None
+    async def stop_preview_process(self) -> None:
+        run, self._preview = self._preview, None
         if run is None:
             return
-        await self._sweep(STEP_MARKER, run.marker)
+        await self._stop_marked(STEP_MARKER, run.marker)
         if run.waited is not None:
-            with swallowed(log, f"waiting for E2B service {run.marker}", describe=redacted):
+            with swallowed(log, f"waiting for E2B preview process {run.marker}", describe=redacted):
                 await asyncio.wait_for(asyncio.shield(run.waited), self._kill_grace + 30)
-        with swallowed(log, f"flushing E2B service {run.marker}", describe=redacted):
+        with swallowed(log, f"flushing E2B preview process {run.marker}", describe=redacted):
             await run.flush()
+
+
+async def _probe(client: httpx.AsyncClient, url: str, ready_path: str | None) -> str | None:
+    """None when the app itself answers (an HTTP GET of ``ready_path`` below 500, else of
+    ``/`` below 502: E2B's edge answers 502 while nothing listens); else what answered."""
+    try:
+        response = await client.get(url + (ready_path or "/"))
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    if response.status_code < (500 if ready_path else 502):
+        return None
+    return f"HTTP {response.status_code}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 
-#: The variable that marks every process of one step (or of the service).
+#: The variable that marks every process of one step (or of the preview process).
 STEP_MARKER = "AGENTBUILD_STEP"
 #: The variable that marks the wrapper and its copiers (never signalled by a stop).
 PLUMB_MARKER = "AGENTBUILD_PLUMB"
