@@ -38,6 +38,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.contract import ContractHandler
 from .handlers.info import InfoHandler
+from .handlers.openapi import OpenAPIHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
@@ -539,6 +540,7 @@ class AgentBuild(ExtensionApp):
                 (rf"/{api}/{BUILD_ID}/artifacts/(?P<path>.+)", ArtifactFileHandler),
                 (rf"/{api}/{BUILD_ID}/preview/stop", PreviewStopHandler),
                 (r"/agentbuild/api/info", InfoHandler),
+                (r"/agentbuild/api/openapi\.json", OpenAPIHandler),
                 (rf"/agentbuild/preview/{BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
                 (r"/agentbuild/(.*)", NotFoundHandler),
             ]
