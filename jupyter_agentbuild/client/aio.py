@@ -17,6 +17,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from ..vocabulary import LIVE_PREVIEW
 from .connection import ServerInfo, resolve_server
 from .exceptions import AgentBuildError, Conflict, ServerUnreachable, error_from_response
 from .models import Build, Entry, Record
@@ -38,7 +39,7 @@ def preview_url_of(build: Build, server: ServerInfo, *, path: bool = False) -> s
     """The absolute preview URL of ``build`` (see :meth:`AsyncClient.preview_url`)."""
     preview = build.get("preview") or {}
     state = preview.get("state")
-    if state not in ("starting", "ready") and not (path and state):
+    if state not in LIVE_PREVIEW and not (path and state):
         what = f"its preview is {state}" if state else "it has no preview"
         raise Conflict(f"build {build.id}: {what}", code="no_preview")
     if not path and build.preview_own_origin:

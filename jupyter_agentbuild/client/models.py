@@ -6,10 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
-STATUSES = ("queued", "starting", "running", *sorted(TERMINAL))
+from ..vocabulary import ACTIVE, LIVE_PREVIEW, TERMINAL, BuildStatus
 
-#: An Entry as the server sends it (design §3): ``{"seq", "ts", "kind", ...}``.
+__all__ = ["STATUSES", "TERMINAL", "Build", "Entry", "Record"]
+
+#: Every build status, in lifecycle order (re-exported from the shared vocabulary).
+STATUSES = (*ACTIVE, *TERMINAL)
+
+#: An Entry as the server sends it (its shape is ``Entry`` in the contract schema):
+#: ``{"seq", "ts", "kind", ...}``, ``kind`` being ``log`` or ``event``.
 Entry = dict[str, Any]
 
 
@@ -57,7 +62,7 @@ class Build(Record):
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == BuildStatus.SUCCEEDED
 
     @property
     def label(self) -> str:
@@ -70,7 +75,7 @@ class Build(Record):
         """Where a browser opens the preview: ``preview.url``, its own origin (the path URL
         on servers without one); ``None`` without a live preview."""
         preview = self.get("preview") or {}
-        if preview.get("state") not in ("starting", "ready"):
+        if preview.get("state") not in LIVE_PREVIEW:
             return None  # the URL dies with the preview
         url = preview.get("url") or preview.get("path_url")
         return str(url) if url else None
