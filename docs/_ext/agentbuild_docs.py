@@ -54,7 +54,7 @@ def schema_link(schema: dict[str, Any]) -> str:
 def parameter_rows(parameters: Iterable[dict[str, Any]]) -> list[str]:
     rows = ["| name | in | type | meaning |", "|---|---|---|---|"]
     for p in parameters:
-        kind = escape(json.dumps(p.get("schema", {})))
+        kind = f"`{json.dumps(p.get('schema', {}))}`"
         rows.append(f"| `{p['name']}` | {p['in']} | {kind} | {escape(p.get('description', ''))} |")
     return rows
 
