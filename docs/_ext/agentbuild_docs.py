@@ -139,7 +139,8 @@ def traits_markdown() -> str:
 
 
 def reference_function(module: Any) -> Callable[[], str] | None:
-    """The module's one public function that takes no argument (its Markdown maker)."""
+    """The module's one public function callable without arguments (its Markdown maker;
+    the name is not fixed here, so the module can name it as it likes)."""
     found = [
         obj
         for name, obj in vars(module).items()
@@ -148,6 +149,8 @@ def reference_function(module: Any) -> Callable[[], str] | None:
         and obj.__module__ == module.__name__
         and not any(p.default is p.empty for p in inspect.signature(obj).parameters.values())
     ]
+    if len(found) > 1:  # e.g. a command-line entry point beside it: take the Markdown one
+        found = [f for f in found if "markdown" in f.__name__]
     return found[0] if len(found) == 1 else None
 
 
