@@ -308,7 +308,9 @@ def openapi_document() -> Json:
             "description": (
                 "Sandboxed builds inside a Jupyter server. Every path is relative to the "
                 f"server's `base_url`. Authentication: {auth} Errors answer "
-                '`{"error": {"code", "message", "field"?}}`.'
+                '`{"error": {"code", "message", "field"?}}`. The preview path proxy, '
+                "`agentbuild/preview/{build_id}/...`, serves the build's own app, not this "
+                "API: it is not listed here."
             ),
         },
         "servers": [{"url": "/", "description": "the Jupyter server's base_url"}],
