@@ -105,7 +105,7 @@ STREAM_DESCRIPTION = (
 
 
 def build_routes() -> dict[str, Json]:
-    """The routes under ``agentbuild/api/builds``."""
+    """The collection of builds, and one build."""
     built = json_answer("the build, its whole spec (`spec_complete: true`)", "Build")
     return {
         BUILDS: {
@@ -147,14 +147,41 @@ def build_routes() -> dict[str, Json]:
                 "responses": {"204": {"description": "deleted"}, **errors(404)},
             },
         },
+    }
+
+
+def control_routes() -> dict[str, Json]:
+    """The routes that stop a build or its preview."""
+    return {
         BUILD + "/cancel": {
             "parameters": [BUILD_ID_PARAM],
             "post": {
                 "operationId": "cancelBuild",
                 "summary": "Ask a running or queued build to stop",
-                "responses": {"202": built, **errors(404, 409)},
+                "responses": {
+                    "202": json_answer("the build, stopping", "Build"),
+                    **errors(404, 409),
+                },
             },
         },
+        BUILD + "/preview/stop": {
+            "parameters": [BUILD_ID_PARAM],
+            "post": {
+                "operationId": "stopPreview",
+                "summary": "Stop the build's live preview",
+                "responses": {
+                    "200": json_answer("stopped", "Build"),
+                    "202": json_answer("another live server runs it and will stop it", "Build"),
+                    **errors(404, 409),
+                },
+            },
+        },
+    }
+
+
+def log_routes() -> dict[str, Json]:
+    """A build's log: pages over REST, live over a WebSocket."""
+    return {
         BUILD + "/logs": {
             "parameters": [BUILD_ID_PARAM],
             "get": {
@@ -191,19 +218,6 @@ def build_routes() -> dict[str, Json]:
                 "responses": {
                     "101": {"description": "switching to the WebSocket"},
                     **errors(400, 404),
-                },
-            },
-        },
-        **artifact_routes(),
-        BUILD + "/preview/stop": {
-            "parameters": [BUILD_ID_PARAM],
-            "post": {
-                "operationId": "stopPreview",
-                "summary": "Stop the build's live preview",
-                "responses": {
-                    "200": json_answer("stopped", "Build"),
-                    "202": json_answer("another live server runs it and will stop it", "Build"),
-                    **errors(404, 409),
                 },
             },
         },
@@ -315,7 +329,13 @@ def openapi_document() -> Json:
         },
         "servers": [{"url": "/", "description": "the Jupyter server's base_url"}],
         "security": [{"jupyterToken": []}],
-        "paths": {**build_routes(), **server_routes()},
+        "paths": {
+            **build_routes(),
+            **control_routes(),
+            **log_routes(),
+            **artifact_routes(),
+            **server_routes(),
+        },
         "components": {
             "schemas": contract_components(),
             "securitySchemes": {
