@@ -96,4 +96,4 @@ async def test_shapes_are_the_contracts(api: Api, jp_fetch: Any) -> None:
 async def test_document_needs_credentials(api: Api, jp_fetch: Any) -> None:
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("agentbuild", "api", "openapi.json", headers={"Authorization": ""})
-    assert caught.value.code == 403 or caught.value.code == 401
+    assert caught.value.code in (401, 403)  # Jupyter answers 403 to an API call without credentials
