@@ -34,6 +34,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.contract import ContractHandler
 from .handlers.info import InfoHandler
+from .handlers.openapi import OpenAPIHandler
 from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
@@ -245,6 +246,7 @@ class AgentBuild(ExtensionApp):
                 (rf"{build}/artifacts/(?P<path>.+)", ArtifactFileHandler),
                 (rf"{build}/preview/stop", PreviewStopHandler),
                 (rf"/{urls.API}/info", InfoHandler),
+                (rf"/{urls.API}/openapi\.json", OpenAPIHandler),
                 (rf"/{urls.PREVIEW}/{urls.BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
                 (rf"/{urls.ROOT}/(.*)", NotFoundHandler),
             ]

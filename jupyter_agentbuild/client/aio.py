@@ -92,6 +92,7 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the HTTP connections; the client cannot be used afterwards."""
         await self._http.aclose()
 
     # -- REST -----------------------------------------------------------------------------
@@ -123,14 +124,20 @@ class AsyncClient:
                 code="bad_response",
             ) from exc
 
-    async def start(self, spec: Mapping[str, Any] | None = None, **fields: Any) -> Build:
-        """Create a build from a BuildSpec dict and/or its fields (``steps=[...]``, ``name=``...)."""
+    async def start(self, /, spec: Mapping[str, Any] | None = None, **fields: Any) -> Build:
+        """Create a build from a BuildSpec dict and/or its fields (``steps=[...]``, ``name=``...).
+
+        The fields override the dict's; a single ``steps`` string is one step. Returns the
+        build as created (usually ``queued``): :meth:`wait` for its end.
+        """
         body = {**(spec or {}), **fields}
         if isinstance(body.get("steps"), str):
             body["steps"] = [body["steps"]]
         return Build(await self._request("POST", "builds", json_body=body))
 
     async def get(self, build_id: str) -> Build:
+        """The build with its whole spec (``spec_complete`` true); :class:`NotFound` if it
+        does not exist or belongs to someone else."""
         return Build(await self._request("GET", f"builds/{_bid(build_id)}"))
 
     async def list(
@@ -156,6 +163,7 @@ class AsyncClient:
         return Build(await self._request("POST", f"builds/{_bid(build_id)}/cancel"))
 
     async def delete(self, build_id: str) -> None:
+        """Delete the build, its log and its artifacts, stopping it (and its preview) first."""
         await self._request("DELETE", f"builds/{_bid(build_id)}")
 
     async def artifacts(self, build_id: str) -> RecordList:
@@ -164,6 +172,7 @@ class AsyncClient:
         return [Record(a) for a in page.get("artifacts", [])]
 
     async def preview_stop(self, build_id: str) -> None:
+        """Stop the build's live preview; :class:`Conflict` when none is running."""
         await self._request("POST", f"builds/{_bid(build_id)}/preview/stop")
 
     async def preview_url(self, build_id: str, *, path: bool = False) -> str:

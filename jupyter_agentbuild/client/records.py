@@ -6,12 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..vocabulary import LIVE_PREVIEW, TERMINAL, BuildStatus
+from ..vocabulary import ACTIVE, LIVE_PREVIEW, TERMINAL, BuildStatus
 
-__all__ = ["TERMINAL", "Build", "Entry", "Record", "is_own_origin", "parse_time"]
+__all__ = ["STATUSES", "TERMINAL", "Build", "Entry", "Record", "is_own_origin", "parse_time"]
 
-#: An Entry as the server sends it (the contract schema's ``Entry``):
-#: ``{"seq", "ts", "kind", ...}``.
+#: Every build status, in lifecycle order (re-exported from the shared vocabulary).
+STATUSES = (*ACTIVE, *TERMINAL)
+
+#: An Entry as the server sends it (its shape is ``Entry`` in the contract schema):
+#: ``{"seq", "ts", "kind", ...}``, ``kind`` being ``log`` or ``event``.
 Entry = dict[str, Any]
 
 
