@@ -160,6 +160,11 @@ class LogPipe:
         did not."""
         assert self.max_log_bytes is not None
         room = self.max_log_bytes - self.log_bytes
+        if all(map(str.isascii, lines)):  # mostly: sized in C, without a call per line
+            total = sum(map(len, lines))
+            if total <= room:
+                self.log_bytes += total
+                return lines, False
         for i, text in enumerate(lines):
             size = size_of(text)
             if size > room:
@@ -205,7 +210,8 @@ class LogPipe:
         if self.closed:
             raise RuntimeError(f"log pipe of {self.build_id} is closed")
         self._pending.extend(entries)
-        self._pending_ends.extend(accumulate(map(size_of, entries), initial=self._offset))
+        sizes = map(len if all(map(str.isascii, entries)) else size_of, entries)
+        self._pending_ends.extend(accumulate(sizes, initial=self._offset))
         del self._pending_ends[-len(entries) - 1]  # the initial value
         self._offset = self._pending_ends[-1]
         self.last_seq += len(entries)
