@@ -147,7 +147,7 @@ async def detach(runner: Runner, job: _Job) -> bool:
         return False
     build_id = job.row.id
     try:
-        await job.pipe.close()
+        await job.build_log.close()
         row = await runner.store.get_build(build_id)
     except Exception as exc:  # StoreUnavailable included
         log.error("agentbuild: build %s cannot be left to another server: %s", build_id, exc)

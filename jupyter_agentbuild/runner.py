@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import psutil
 
 from . import resume
+from .buildlog import BuildLog, StoreUnavailable
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
-from .logpipe import LogPipe, StoreUnavailable
 from .retry import every, with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
@@ -67,7 +67,7 @@ class AfterSteps:
     owner: str
     spec: BuildSpec
     sandbox: Sandbox
-    pipe: LogPipe
+    build_log: BuildLog
     store: Store
     succeeded: bool
     sandbox_kept: bool = False
@@ -92,7 +92,7 @@ class _Job:
     row: BuildRow
     spec: BuildSpec
     workspace: Path | None
-    pipe: LogPipe
+    build_log: BuildLog
     task: asyncio.Task[None] | None = None
     sandbox: Sandbox | None = None
     stop_reason: str | None = None  # cancelled | timed_out | interrupted
@@ -155,23 +155,23 @@ class Runner:
         )
         self._background.add(task)
 
-    def pipe(self, build_id: str) -> LogPipe | None:
+    def build_log(self, build_id: str) -> BuildLog | None:
         job = self._jobs.get(build_id)
-        return job.pipe if job else None
+        return job.build_log if job else None
 
     def submit(self, row: BuildRow, spec: BuildSpec, workspace: Path | None) -> None:
         """Take a freshly inserted ``queued`` build and run it in a task of its own."""
         if self._closing:
             raise RuntimeError("the runner is shutting down")
-        pipe = self._new_pipe(row, spec.secret_values)
-        job = _Job(row=row, spec=spec, workspace=workspace, pipe=pipe)
+        build_log = self._new_build_log(row, spec.secret_values)
+        job = _Job(row=row, spec=spec, workspace=workspace, build_log=build_log)
         self._jobs[row.id] = job
         job.task = asyncio.create_task(self._run(job), name=f"build-{row.id}")
         log.info("agentbuild: build %s of %s queued (%s)", row.id, row.owner, row.provider)
         self.on_activity()
 
-    def _new_pipe(self, row: BuildRow, secrets: list[str]) -> LogPipe:
-        pipe = LogPipe(
+    def _new_build_log(self, row: BuildRow, secrets: list[str]) -> BuildLog:
+        build_log = BuildLog(
             row.id,
             self.store.append_chunks,
             last_seq=row.last_seq,
@@ -183,8 +183,8 @@ class Runner:
             secrets=secrets,
             max_log_bytes=self.config.max_log_bytes,
         )
-        pipe.start()
-        return pipe
+        build_log.start()
+        return build_log
 
     async def cancel(self, build_id: str, reason: str = "cancelled", message: str = "") -> bool:
         """Stop a build running here; returns False when it does not run in this process."""
@@ -233,10 +233,10 @@ class Runner:
 
     async def _start(self, job: _Job) -> int:
         """Queued, starting, the sandbox, running: then the steps (their exit code)."""
-        row, spec, pipe = job.row, job.spec, job.pipe
-        await pipe.event("status", {"status": "queued"})
+        row, spec, build_log = job.row, job.spec, job.build_log
+        await build_log.event("status", {"status": "queued"})
         await self._claim_slot(job)
-        await pipe.event("status", {"status": "starting"})
+        await build_log.event("status", {"status": "starting"})
         self._arm_deadline(job, spec.timeout or self.config.default_timeout)
         provider = self.providers[row.provider]
         # network is passed only when off: providers that cannot do it are refused
@@ -259,7 +259,7 @@ class Runner:
             ),
             patience=self.config.store_retry_timeout,
         )
-        await pipe.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
+        await build_log.event("status", {"status": "running", "sandbox_id": job.sandbox.id})
         log.info(
             "agentbuild: build %s of %s started in sandbox %s",
             row.id,
@@ -282,7 +282,7 @@ class Runner:
         """Await ``steps`` (the build's start and steps, or a resumed build's remaining
         steps), run the after-steps hooks, and end the build with the outcome, whatever
         happened (a stop, the store gone, the server stopping, a provider failure)."""
-        row, pipe = job.row, job.pipe
+        row, build_log = job.row, job.build_log
         status, exit_code, error = "failed", None, None
         try:
             exit_code = await steps
@@ -306,8 +306,8 @@ class Runner:
                 "agentbuild: build %s of %s could not run: %s",
                 row.id,
                 row.owner,
-                pipe.mask(error),
-                exc_info=not pipe.has_secrets,
+                build_log.mask(error),
+                exc_info=not build_log.has_secrets,
             )
         finally:
             if job.deadline is not None:
@@ -318,14 +318,14 @@ class Runner:
         """Steps from ``first`` on (``announced``: its ``step_started`` is stored already,
         a resumed build's); the first non-zero exit code, else 0."""
         assert job.sandbox is not None
-        pipe = job.pipe
+        build_log = job.build_log
         job.detachable = True
         for index, step in enumerate(job.spec.steps):
             if index < first:
                 continue
             self._check_stopped(job)
             if not (announced and index == first):
-                await pipe.event(
+                await build_log.event(
                     "step_started", {"step": index, "name": step.name or f"step {index + 1}"}
                 )
             began = time.monotonic()
@@ -337,13 +337,13 @@ class Runner:
                 if not job.step_started:
                     job.step_started = True
                     await self._record_sandbox_state(job)
-                await pipe.log(stream, i, lines, continued)
+                await build_log.log(stream, i, lines, continued)
 
             result = await self._run_step(job, step.run, index, step.timeout, on_output)
             if result.timed_out and job.stop_reason is None:
                 job.stop_reason = "timed_out"
                 job.stop_message = f"step {index + 1} exceeded its timeout of {step.timeout:g}s"
-            await pipe.event(
+            await build_log.event(
                 "step_finished",
                 {
                     "step": index,
@@ -394,7 +394,7 @@ class Runner:
             owner=job.row.owner,
             spec=job.spec,
             sandbox=job.sandbox,
-            pipe=job.pipe,
+            build_log=job.build_log,
             store=self.store,
             succeeded=succeeded,
             stop=job.wake,
@@ -473,9 +473,9 @@ class Runner:
         """Final flush, then the terminal status entry and the terminal row, stored in one
         transaction: whoever sees the end of the stream (here or on another server) and
         then reads the build finds it terminal, with its exit code."""
-        row, pipe = job.row, job.pipe
+        row, build_log = job.row, job.build_log
         if error:
-            error = pipe.mask(error)
+            error = build_log.mask(error)
         try:
             if status == "detached":
                 if await resume.detach(self, job):
@@ -490,11 +490,11 @@ class Runner:
             ended, elsewhere = False, asyncio.Event()
             commit = self._terminal_commit(row.id, status, exit_code, error, kept, elsewhere)
             try:
-                ended = await pipe.end("status", data, commit)
+                ended = await build_log.end("status", data, commit)
             except StoreUnavailable:
                 log.error(
                     "agentbuild: %d log entries of build %s could not be stored",
-                    pipe.last_seq - pipe.stored_seq,
+                    build_log.last_seq - build_log.stored_seq,
                     row.id,
                 )
             if not ended and not elsewhere.is_set():
@@ -502,7 +502,7 @@ class Runner:
                 await self._write_terminal(row.id, status, exit_code, error, kept)
             self._log_end(row, status, exit_code, error)
             with swallowed(log, f"closing the log stream of build {row.id}"):
-                await pipe.close()
+                await build_log.close()
         finally:
             self._jobs.pop(row.id, None)
             freed, self._slot_freed = self._slot_freed, asyncio.Event()
@@ -547,7 +547,7 @@ class Runner:
         sandbox_state: dict[str, Any] | None,
         elsewhere: asyncio.Event,
     ) -> Callable[[tuple[int, str]], Awaitable[bool]]:
-        """How the pipe stores its last entry: with the terminal row, in one transaction
+        """How the build log stores its last entry: with the terminal row, in one transaction
         (retried through a brief outage). ``elsewhere`` is set when the build had already
         been ended by someone else (its row must then stay as they left it)."""
 
@@ -738,7 +738,7 @@ class Runner:
     ) -> None:
         """Run a dead server's build on in this process, from ``first_step``, in its
         sandbox (already reattached) and its ``seq`` space."""
-        job = _Job(row=row, spec=spec, workspace=None, pipe=self._new_pipe(row, secrets))
+        job = _Job(row=row, spec=spec, workspace=None, build_log=self._new_build_log(row, secrets))
         job.sandbox = sandbox
         self._jobs[row.id] = job
         job.task = asyncio.create_task(

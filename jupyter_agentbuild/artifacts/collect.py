@@ -247,10 +247,10 @@ class ArtifactCollector:
             if isinstance(exc, Exception):
                 message = f"artifact collection failed: {exc}"
                 log.warning("agentbuild: build %s: %s", ctx.build_id, message)
-                await ctx.pipe.event("artifacts_failed", {"error": message})
+                await ctx.build_log.event("artifacts_failed", {"error": message})
                 raise ArtifactError(message) from exc
             raise
-        await ctx.pipe.event("artifacts_ready", summary)
+        await ctx.build_log.event("artifacts_ready", summary)
 
     async def _discard(self, build_id: str) -> None:
         with swallowed(log, f"discarding the artifact files of {build_id}"):

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from ..buildlog import BuildLog, StoreUnavailable
 from ..entries import TERMINAL, iso, utcnow
-from ..logpipe import LogPipe, StoreUnavailable
 from ..retry import every, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
@@ -227,7 +227,7 @@ class PreviewManager:
             log.warning("agentbuild: no hub route for preview %s: %s", preview.build_id, exc)
             with swallowed(log, "writing a hub-route warning into the build log"):
                 line = f"agentbuild: warning: the hub's proxy could not route this preview's origin: {exc}"
-                await ctx.pipe.log("stderr", preview.step, [line], False)
+                await ctx.build_log.log("stderr", preview.step, [line], False)
 
     async def _remove_route(self, preview: Preview) -> None:
         if self.routes is None or preview.label is None:
@@ -238,7 +238,7 @@ class PreviewManager:
             log.warning("agentbuild: removing the hub route of %s: %s", preview.build_id, exc)
 
     async def _start(self, preview: Preview, ctx: AfterSteps, spec: PreviewSpec) -> None:
-        step, pipe = preview.step, ctx.pipe
+        step, pipe = preview.step, ctx.build_log
         joined = True
         log_lock = asyncio.Lock()
 
@@ -355,7 +355,7 @@ class PreviewManager:
     async def _fail_start(
         self,
         preview: Preview,
-        pipe: LogPipe,
+        pipe: BuildLog,
         state: str,
         *,
         reason: str,

@@ -171,7 +171,8 @@ def _configure_sqlite(engine: Engine) -> None:
             for pragma in _SQLITE_PRAGMAS:
                 cursor.execute(pragma)
             cursor.execute("PRAGMA page_size")
-            pages = max(1000, WAL_CHECKPOINT_BYTES // int(cursor.fetchone()[0]))
+            page_size = cursor.fetchone()
+            pages = max(1000, WAL_CHECKPOINT_BYTES // int(page_size[0] if page_size else 4096))
             cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
         finally:
             cursor.close()

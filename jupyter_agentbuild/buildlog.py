@@ -1,6 +1,6 @@
-"""The log pipeline of one build: assign seq, batch into the store, fan out live.
+"""One build's log: assign seq, batch into the store, fan out live.
 
-A :class:`LogPipe` is the single writer of its build's entry stream. Entries are
+A :class:`BuildLog` is the single writer of its build's entry stream. Entries are
 encoded once (see :mod:`.entries`), kept in memory until they are stored (and a
 while after, so live readers rarely touch the database), written in chunks by a
 flusher task whose every write is awaited and retried with backoff, and handed
@@ -10,7 +10,7 @@ a crash of this server could take back (after a ``kill -9`` the next server writ
 an unstored entry there would miss that end). While a reader waits, the flusher does
 not wait for its interval: each write starts as soon as the previous one is done, so
 readers stay a write behind, and batches grow by themselves under load. The pending buffer is bounded, in
-entries and in bytes: when the store falls behind, :meth:`LogPipe.log` waits, which
+entries and in bytes: when the store falls behind, :meth:`BuildLog.log` waits, which
 in turn stops the sandbox reader (back-pressure), instead of letting memory grow.
 
 Secrets are masked here, before an entry exists (see :mod:`.masking`). A build's log
@@ -43,15 +43,15 @@ ChunkWriter = Callable[[str, Sequence[tuple[int, Sequence[str]]]], Awaitable[Non
 EndCommit = Callable[[tuple[int, str]], Awaitable[bool]]
 
 
-#: Bytes of encoded frames a pipe keeps for readers at the same cursor.
+#: Bytes of encoded frames a build log keeps for readers at the same cursor.
 FRAME_CACHE_BYTES = 8 * 2**20
 
 
 class StoreUnavailable(Exception):
-    """The store refused writes for longer than the pipe's patience."""
+    """The store refused writes for longer than the build log's patience."""
 
 
-class LogPipe:
+class BuildLog:
     """Seq assignment, batching, retrying and live fan-out for one build."""
 
     def __init__(
@@ -208,7 +208,7 @@ class LogPipe:
 
     def _append(self, entries: list[str]) -> None:
         if self.closed:
-            raise RuntimeError(f"log pipe of {self.build_id} is closed")
+            raise RuntimeError(f"the log of build {self.build_id} is closed")
         self._pending.extend(entries)
         sizes = map(len if all(map(str.isascii, entries)) else size_of, entries)
         self._pending_ends.extend(accumulate(sizes, initial=self._offset))
@@ -251,7 +251,7 @@ class LogPipe:
 
     async def end(self, type_: str, data: dict[str, Any], commit: EndCommit) -> bool:
         """Store everything, then the last entry through ``commit``, which writes it
-        together with the build's terminal row: readers of this pipe, like readers of
+        together with the build's terminal row: readers of this log, like readers of
         the store, see the entry only once the row says the same. Returns whether
         ``commit`` took it (if not, the entry was never shown to anyone)."""
         self._drain_masker()
@@ -428,7 +428,7 @@ class LogPipe:
             self._frames_size += len(frame)
 
     async def wait(self, after: int) -> None:
-        """Wait until there is a stored entry after ``after`` or the pipe closes. Entries
+        """Wait until there is a stored entry after ``after`` or the log closes. Entries
         accepted but not stored are stored now, without waiting for the flush interval."""
         if self.stored_seq > after or self.closed:
             return
@@ -445,7 +445,7 @@ class LogPipe:
 
 class _Chunk(NamedTuple):
     """Consecutive entries from seq ``first``, with their end offsets (``ends``) in the
-    pipe's byte stream; ``start`` is where the first one begins."""
+    log's byte stream; ``start`` is where the first one begins."""
 
     first: int
     entries: list[str]
