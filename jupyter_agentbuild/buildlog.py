@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from .entries import encode_event, encode_logs, iso, join_array, size_of, utcnow
 from .masking import SecretMasker
+from .retry import with_backoff
 from .store.repository import SeqConflict
 
 log = logging.getLogger(__name__)
@@ -325,37 +326,30 @@ class BuildLog:
         self._notify()  # readers see entries once they are stored
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
-        delay = 0.05
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_timeout
-        while True:
-            try:
-                await self._write(self.build_id, chunks)
-                self.stalled = None
-                return
-            except asyncio.CancelledError:
-                raise
-            except SeqConflict as exc:
-                # The store refused a gap or overlap: a bug, not an outage. Retrying
-                # cannot help; fail the build now and keep the entries for the log.
-                log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
-                if self.stalled is None:
-                    self.stalled = exc
-                    self._signal_stored()
-                await asyncio.sleep(5.0)
-            except Exception as exc:  # any store error: retry with backoff, never drop
-                log.warning(
-                    "agentbuild: storing logs of %s failed (%s); retrying in %.2fs",
-                    self.build_id,
-                    type(exc).__name__,
-                    delay,
-                )
-                if loop.time() + delay > deadline and self.stalled is None:
-                    # Wake waiters so the runner can fail the build; keep the entries.
-                    self.stalled = exc
-                    self._signal_stored()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Write until the store takes it: entries are never dropped. Past the patience
+        (``retry_timeout``), or at once on a :class:`SeqConflict` (a bug, not an outage:
+        retrying cannot help), the build log is ``stalled``: its waiters wake so the
+        runner can fail the build, and the entries stay for the log."""
+        await with_backoff(
+            lambda: self._write(self.build_id, chunks),
+            patience=self.retry_timeout,
+            on_failure=self._write_failed,
+            forever=True,
+        )
+        self.stalled = None
+
+    def _write_failed(self, exc: Exception, overdue: bool) -> None:
+        if isinstance(exc, SeqConflict):
+            log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
+        else:
+            log.warning(
+                "agentbuild: storing logs of %s failed (%s); retrying",
+                self.build_id,
+                type(exc).__name__,
+            )
+        if (overdue or isinstance(exc, SeqConflict)) and self.stalled is None:
+            self.stalled = exc
+            self._signal_stored()
 
     def _keep(self, chunks: list[_Chunk]) -> None:
         for chunk in chunks:

@@ -27,7 +27,7 @@ import psutil
 from . import resume
 from .buildlog import BuildLog, StoreUnavailable
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
-from .retry import every, with_backoff
+from .retry import repeat_forever, with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
 from .spec import BuildSpec
 from .store.repository import BuildRow, Store
@@ -150,7 +150,7 @@ class Runner:
         """Reconcile builds left behind by dead processes, then start the heartbeat."""
         await self.reconcile()
         task = asyncio.create_task(
-            every(self.config.heartbeat_interval, self._heartbeat, "heartbeat"),
+            repeat_forever(self.config.heartbeat_interval, self._heartbeat, "heartbeat"),
             name="agentbuild-heartbeat",
         )
         self._background.add(task)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from ..buildlog import BuildLog, StoreUnavailable
 from ..entries import TERMINAL, iso, utcnow
-from ..retry import every, with_backoff
+from ..retry import repeat_forever, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import Sandbox, SandboxError, SandboxProvider, ServiceFailed
 from ..spec import PreviewSpec
@@ -477,7 +477,9 @@ class PreviewManager:
         await self._reap_leftovers()
         # Every poll_interval: say this server's previews are alive (heartbeat_at), and
         # carry out what other servers asked, as they cannot reach them.
-        checkins = every(self.config.poll_interval, self.apply_requests, "preview check-in")
+        checkins = repeat_forever(
+            self.config.poll_interval, self.apply_requests, "preview check-in"
+        )
         self._spawn(checkins, "agentbuild-preview-checkins")
 
     async def apply_requests(self) -> None:
