@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import psutil
 
 from . import resume
+from .aio import first_of
 from .buildlog import BuildLog, StoreUnavailable
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
 from .retry import repeat_forever, with_backoff
@@ -373,11 +374,7 @@ class Runner:
             job.sandbox.run_step(command, step=index, timeout=step_timeout, on_output=on_output)
         )
         while not step_task.done():
-            waker = asyncio.create_task(job.wake.wait())
-            try:
-                await asyncio.wait([step_task, waker], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
+            await first_of(step_task, job.wake.wait())
             if step_task.done():
                 break
             if job.stop_reason == "detached":  # the step runs on for the next server
@@ -452,20 +449,10 @@ class Runner:
                 raise BuildStopped("the build left the queue elsewhere")
             if claimed:
                 return
-            waiters = [
-                asyncio.create_task(self._slot_freed.wait()),
-                asyncio.create_task(job.wake.wait()),
-            ]
-            try:
-                # Other servers free slots too: re-check now and then.
-                await asyncio.wait(
-                    waiters,
-                    timeout=self.config.heartbeat_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            # Other servers free slots too: re-check now and then.
+            await first_of(
+                self._slot_freed.wait(), job.wake.wait(), at_most=self.config.heartbeat_interval
+            )
 
     async def _finish(
         self, job: _Job, status: str, exit_code: int | None, error: str | None
