@@ -12,16 +12,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import transaction
+from .locks import MIGRATION, locked_transaction
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-#: pg_advisory_xact_lock(class, key) namespace for this module: servers starting together
-#: migrate one after the other; the later ones find the schema at head and do nothing.
-_MIGRATE_LOCK = (0x61620002, 0)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -48,13 +45,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 async def upgrade(engine: AsyncEngine) -> None:
     """``alembic upgrade head`` in one transaction; a no-op when already at head.
 
-    The transaction is serialized across servers: an advisory lock on PostgreSQL, the write
-    lock (BEGIN IMMEDIATE) on SQLite.
+    The transaction is serialized across servers (:func:`.locks.locked_transaction`): the
+    later ones find the schema at head and do nothing.
     """
-    async with transaction(engine, immediate=True) as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:cls, :key)"),
-                {"cls": _MIGRATE_LOCK[0], "key": _MIGRATE_LOCK[1]},
-            )
+    async with locked_transaction(engine, MIGRATION) as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))

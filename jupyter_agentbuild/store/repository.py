@@ -23,7 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..textsize import size_of
+from . import locks
 from .engine import make_engine, transaction
+from .locks import locked_transaction
 from .migrate import upgrade
 from .models import ACTIVE_STATUSES, BuildRow
 from .notify import Notifier, notify
@@ -31,10 +33,6 @@ from .schema import builds, entry_chunks, quota_uses
 
 __all__ = ["BuildRow", "SeqConflict", "Store"]
 
-#: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's quota checks.
-_QUOTA_LOCK_CLASS = 0x61620001
-#: pg_advisory_xact_lock(class, hashtext(owner)): serializes one owner's slot claims.
-_SLOT_LOCK_CLASS = 0x61620003  # (0x61620002 is the migration lock, store/migrate.py)
 #: seq columns are 32-bit INTEGER; bounds past this would overflow PostgreSQL's binds.
 _MAX_SEQ = 2**31 - 1
 #: Columns update_build/transition may set (pk and id identify the row; never rewritten).
@@ -281,12 +279,7 @@ class Store:
         the write lock on SQLite), so servers sharing the database never run more than
         ``limit`` of one owner's builds together.
         """
-        async with transaction(self.engine, immediate=True) as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
-                    {"cls": _SLOT_LOCK_CLASS, "owner": owner},
-                )
+        async with locked_transaction(self.engine, locks.SLOT, owner) as conn:
             busy = await conn.scalar(
                 select(func.count())
                 .select_from(builds)
@@ -517,12 +510,7 @@ class Store:
         cutoff = now - timedelta(seconds=window)
         mine = quota_uses.c.owner == owner
         in_window = and_(mine, quota_uses.c.created_at > cutoff)
-        async with transaction(self.engine, immediate=True) as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
-                    {"cls": _QUOTA_LOCK_CLASS, "owner": owner},
-                )
+        async with locked_transaction(self.engine, locks.QUOTA, owner) as conn:
             await conn.execute(delete(quota_uses).where(mine, quota_uses.c.created_at <= cutoff))
             used = int(
                 await conn.scalar(select(func.count()).select_from(quota_uses).where(in_window))
