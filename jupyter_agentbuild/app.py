@@ -46,7 +46,7 @@ from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .preview.origin import PreviewOrigins, TemplateError
 from .providers import ProviderCatalog, ProviderSettings
-from .runner import Runner, RunnerConfig
+from .runner import Runner
 from .sandbox.isolation import StepLimits, python_prefixes
 from .service import BuildService, ServiceConfig
 from .spec import MAX_SPEC_BYTES
@@ -370,7 +370,7 @@ class AgentBuild(ExtensionApp):
     def initialize_settings(self) -> None:
         """Build the object graph; no I/O happens here."""
         attach_logging(self._server.log)
-        store = Store.lazy(self.db_url)
+        store = Store(parent=self, db_url=self.db_url)
         stop_timeout = max(self.kill_grace * 2, 10.0)
         catalog = ProviderCatalog.build(
             ProviderSettings(
@@ -404,19 +404,23 @@ class AgentBuild(ExtensionApp):
         runner = Runner(
             store,
             providers,
-            RunnerConfig(
-                default_timeout=self.default_timeout,
-                max_concurrent_builds=self.max_concurrent_builds,
-                log_flush_interval=self.log_flush_interval,
-                max_log_buffer=self.max_log_buffer,
-                max_log_bytes=self.max_log_bytes or None,
-                store_retry_timeout=self.store_retry_timeout,
-                heartbeat_interval=self.heartbeat_interval,
-                stale_after=self.stale_after,
-                shutdown_timeout=stop_timeout,
-            ),
+            parent=self,
             on_activity=self._record_activity,
             hooks=[collector],
+            # c.AgentBuild.<name> still configures these until its forwarding lands
+            **{
+                name: getattr(self, name)
+                for name in (
+                    "default_timeout",
+                    "max_concurrent_builds",
+                    "log_flush_interval",
+                    "max_log_buffer",
+                    "max_log_bytes",
+                    "store_retry_timeout",
+                    "heartbeat_interval",
+                    "stale_after",
+                )
+            },
         )
         previews = PreviewManager(
             store,

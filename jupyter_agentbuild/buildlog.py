@@ -25,15 +25,16 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
 from .entries import encode_event, encode_logs, iso, join_array, size_of, utcnow
+from .kept_entries import Chunk, FrameCache, KeptEntries
 from .masking import SecretMasker
 from .retry import with_backoff
 from .store.repository import SeqConflict
+from .vocabulary import EventType
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ ChunkWriter = Callable[[str, Sequence[tuple[int, Sequence[str]]]], Awaitable[Non
 #: ``await commit((seq, entry_json))`` stores the last entry together with whatever else
 #: must become visible with it (the build's terminal row); False when it was refused.
 EndCommit = Callable[[tuple[int, str]], Awaitable[bool]]
-
-
-#: Bytes of encoded frames a build log keeps for readers at the same cursor.
-FRAME_CACHE_BYTES = 8 * 2**20
 
 
 class StoreUnavailable(Exception):
@@ -80,9 +77,6 @@ class BuildLog:
         self.chunk_bytes = chunk_bytes
         self.max_pending = max(max_pending, chunk_size)
         self.max_pending_bytes = max_pending_bytes
-        #: Stored entries stay in memory up to this many bytes, so readers that
-        #: fall a little behind are served without touching the database.
-        self.retain_bytes = retain_bytes
         self.retry_timeout = retry_timeout
         self._masker = SecretMasker(secrets)
         #: Bytes of log text this build may store; the rest is dropped (None: no cap).
@@ -103,16 +97,16 @@ class BuildLog:
         self._stored_offset = 0  # ... of the newest stored one
         self._pending: list[str] = []  # seqs stored_seq+1 .. last_seq
         self._pending_ends: list[int] = []  # their end offsets
-        self._kept: deque[_Chunk] = deque()  # stored chunks still in memory
-        self._kept_size = 0
+        #: Stored entries stay in memory up to ``retain_bytes``, so readers that fall
+        #: a little behind are served without touching the database.
+        self._kept = KeptEntries(retain_bytes)
         self._new = asyncio.Event()  # replaced on each append; readers wait on the old one
         self._stored = asyncio.Event()
         self._wake_flusher = asyncio.Event()
         self._urgent = asyncio.Event()  # someone awaits a flush: do not wait for the interval
         self._flusher: asyncio.Task[None] | None = None
         self._watchers = 0  # readers waiting in :meth:`wait` (then every write is urgent)
-        self._frames: dict[int, tuple[bytes, int]] = {}
-        self._frames_size = 0
+        self._frames = FrameCache()
 
     # -- writing ---------------------------------------------------------------
 
@@ -186,7 +180,7 @@ class BuildLog:
             "message": f"the log reached max_log_bytes ({self.max_log_bytes} bytes): "
             "further output of this build is dropped; the build goes on",
         }
-        self._append([encode_event(self.last_seq + 1, now, "log_truncated", data)])
+        self._append([encode_event(self.last_seq + 1, now, EventType.LOG_TRUNCATED, data)])
         log.warning(
             "agentbuild: build %s reached max_log_bytes (%d); dropping further output",
             self.build_id,
@@ -266,7 +260,7 @@ class BuildLog:
         self.last_seq = self.stored_seq = seq
         start, self._offset = self._offset, self._offset + size_of(text)
         self._stored_offset = self._offset
-        self._keep([_Chunk(seq, [text], [self._offset], start)])
+        self._kept.keep([Chunk(seq, [text], [self._offset], start)])
         self.ended = True
         self._notify()
         return True
@@ -308,21 +302,21 @@ class BuildLog:
         """Store pending entries, in chunks of at most ``chunk_size`` entries and
         ``chunk_bytes`` bytes (one entry at least), about 8 chunks' bytes per round."""
         first, ends, count = self.stored_seq + 1, self._pending_ends, len(self._pending)
-        chunks: list[_Chunk] = []
+        chunks: list[Chunk] = []
         base = self._stored_offset
         round_end = base + 8 * self.chunk_bytes
         i = 0
         while i < count and base < round_end:
             j = min(count, i + self.chunk_size, bisect_right(ends, base + self.chunk_bytes, i))
             j = max(j, i + 1)
-            chunks.append(_Chunk(first + i, self._pending[i:j], ends[i:j], base))
+            chunks.append(Chunk(first + i, self._pending[i:j], ends[i:j], base))
             base, i = ends[j - 1], j
         await self._write_with_retry([(chunk.first, chunk.entries) for chunk in chunks])
         del self._pending[:i]
         del self._pending_ends[:i]
         self.stored_seq += i
         self._stored_offset = base
-        self._keep(chunks)
+        self._kept.keep(chunks)
         self._notify()  # readers see entries once they are stored
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
@@ -351,21 +345,13 @@ class BuildLog:
             self.stalled = exc
             self._signal_stored()
 
-    def _keep(self, chunks: list[_Chunk]) -> None:
-        for chunk in chunks:
-            self._kept.append(chunk)
-            self._kept_size += chunk.size
-        while len(self._kept) > 1 and self._kept_size > self.retain_bytes:
-            self._kept_size -= self._kept.popleft().size
-
     # -- reading ---------------------------------------------------------------
 
     @property
     def memory_start(self) -> int:
         """The oldest seq still in memory (``last_seq + 1`` when nothing is)."""
-        if self._kept:
-            return self._kept[0].first
-        return self.stored_seq + 1
+        first = self._kept.first_seq
+        return self.stored_seq + 1 if first is None else first
 
     def read(self, after: int, limit: int, max_bytes: int | None = None) -> list[str] | None:
         """Stored entries with ``seq > after`` from memory, or ``None`` if they are only in
@@ -375,15 +361,7 @@ class BuildLog:
             return []
         if after + 1 < self.memory_start:
             return None
-        out: list[str] = []
-        room = [max_bytes]
-        for chunk in self._kept:
-            if chunk.first + len(chunk.entries) - 1 <= after:
-                continue
-            start = max(0, after + 1 - chunk.first)
-            if take(out, chunk.entries, chunk.ends, chunk.start, start, limit, room):
-                break
-        return out
+        return self._kept.read(after, limit, max_bytes)
 
     def read_frame(
         self, after: int, limit: int, max_bytes: int | None = None
@@ -413,13 +391,7 @@ class BuildLog:
     def cache_frame(self, after: int, frame: bytes, count: int) -> None:
         """Keep a few recent frames (bounded in number and bytes) for the other readers
         at the same cursor."""
-        while self._frames and (
-            len(self._frames) >= 32 or self._frames_size + len(frame) > FRAME_CACHE_BYTES
-        ):
-            self._frames_size -= len(self._frames.pop(next(iter(self._frames)))[0])
-        if len(frame) <= FRAME_CACHE_BYTES:
-            self._frames[after] = (frame, count)
-            self._frames_size += len(frame)
+        self._frames.put(after, frame, count)
 
     async def wait(self, after: int) -> None:
         """Wait until there is a stored entry after ``after`` or the log closes. Entries
@@ -435,46 +407,3 @@ class BuildLog:
             await event.wait()
         finally:
             self._watchers -= 1
-
-
-class _Chunk(NamedTuple):
-    """Consecutive entries from seq ``first``, with their end offsets (``ends``) in the
-    log's byte stream; ``start`` is where the first one begins."""
-
-    first: int
-    entries: list[str]
-    ends: list[int]
-    start: int
-
-    @property
-    def size(self) -> int:
-        return self.ends[-1] - self.start if self.ends else 0
-
-
-def take(
-    out: list[str],
-    entries: list[str],
-    ends: list[int],
-    origin: int,
-    start: int,
-    limit: int,
-    room: list[int | None],
-) -> bool:
-    """Move ``entries[start:]`` to ``out`` while ``out`` has fewer than ``limit`` and the
-    bytes left in ``room[0]`` (None: no budget) allow; ``out``'s first entry always fits
-    (a line is at most one piece). ``ends`` are the entries' end offsets, ``origin`` where
-    the first begins. Returns whether ``out`` is full."""
-    stop = min(len(entries), start + limit - len(out))
-    budget = room[0]
-    if budget is not None and start < stop:
-        base = ends[start - 1] if start else origin
-        cut = bisect_right(ends, base + budget, start, stop)
-        if cut == start and not out:
-            cut = start + 1
-        if cut < stop:
-            stop = cut
-            room[0] = 0  # the budget is spent: the next entry did not fit
-        else:
-            room[0] = budget - (ends[stop - 1] - base)
-    out.extend(entries[start:stop])
-    return len(out) >= limit or room[0] == 0

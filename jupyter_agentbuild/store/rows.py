@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-#: Statuses a build can still leave; the others are terminal.
-ACTIVE_STATUSES = ("queued", "starting", "running")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
-
 
 @dataclass(frozen=True, slots=True)
 class BuildRow:

@@ -207,7 +207,7 @@ async def test_secret_env_is_masked_and_never_returned(api: Api) -> None:
 
 async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     runner = api.app.web_app.settings["agentbuild"].runner
-    runner.config = type(runner.config)(**{**runner.config.__dict__, "max_concurrent_builds": 1})
+    runner.max_concurrent_builds = 1
     first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
     second = await api.create({"steps": ["echo second"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
@@ -286,7 +286,7 @@ async def test_store_down_for_good_fails_the_build_clearly(api: Api) -> None:
     from sqlalchemy.exc import OperationalError
 
     runner = api.app.web_app.settings["agentbuild"].runner
-    runner.config = type(runner.config)(**{**runner.config.__dict__, "store_retry_timeout": 0.3})
+    runner.store_retry_timeout = 0.3
     store = api.app.web_app.settings["agentbuild"].store
     real_append = store.append_chunks
 
@@ -332,7 +332,7 @@ async def test_reconcile_ends_a_dead_remote_build_and_keeps_what_only_its_host_c
     build = await api.create({"steps": ["true"]})
     await api.finish(build["id"])
     elsewhere = {"host": "elsewhere.invalid", "dir": "/nonexistent/b", "pgids": [[4321, 1.0]]}
-    long_ago = utcnow() - timedelta(seconds=agentbuild.runner.config.stale_after + 60)
+    long_ago = utcnow() - timedelta(seconds=agentbuild.runner.stale_after + 60)
     await agentbuild.store.update_build(
         build["id"],
         status="running",
