@@ -92,7 +92,7 @@ async def take_over(runner: Runner, row: BuildRow) -> bool | None:
     reattach = getattr(provider, "reattach", None)
     if reattach is None or row.status != BuildStatus.RUNNING or not row.sandbox_state:
         return False
-    if not await claim(runner.store, row, runner.runner_fields()):
+    if not await claim(runner.store, row, runner.server_fields()):
         return None
     try:
         full = await runner.store.get_build(row.id)
@@ -148,7 +148,7 @@ async def detach(runner: Runner, job: BuildJob) -> bool:
     await keep_for(timeout - (time.time() - began))
     try:
         await runner.store.hand_over(
-            build_id, held_by=runner.runner_id, runner_id=None, runner_host=None, runner_pid=None
+            build_id, held_by=runner.server_id, runner_id=None, runner_host=None, runner_pid=None
         )
     except Exception as exc:  # still ours: found dead later (its pid, its stale heartbeat)
         log.warning("agentbuild: build %s stays recorded as this server's: %s", build_id, exc)

@@ -57,7 +57,8 @@ class Runner(RunnerSettings):
         self.hooks: list[BuildHook] = list(hooks or [])
         self.providers = providers
         self.on_activity = on_activity or (lambda: None)
-        self.runner_id = uuid.uuid4().hex
+        #: Identifies this server in the builds it runs (their ``runner_*`` columns).
+        self.server_id = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._jobs: dict[str, BuildJob] = {}
@@ -70,8 +71,9 @@ class Runner(RunnerSettings):
 
     # -- public API ------------------------------------------------------------
 
-    def runner_fields(self) -> dict[str, Any]:
-        return {"runner_id": self.runner_id, "runner_host": self.host, "runner_pid": self.pid}
+    def server_fields(self) -> dict[str, Any]:
+        """The columns that record this server as the one running a build."""
+        return {"runner_id": self.server_id, "runner_host": self.host, "runner_pid": self.pid}
 
     async def start(self) -> None:
         """Reconcile builds left behind by dead processes, then start the heartbeat."""
@@ -281,7 +283,7 @@ class Runner(RunnerSettings):
                     limit=self.max_concurrent_builds,
                     busy_statuses=[BuildStatus.STARTING, BuildStatus.RUNNING],
                     to_status=BuildStatus.STARTING,
-                    **self.runner_fields(),
+                    **self.server_fields(),
                 ),
                 patience=self.store_retry_timeout,
             )
@@ -358,7 +360,7 @@ class Runner(RunnerSettings):
         applied; then dead servers' builds are reconciled."""
         if self._jobs:
             self.on_activity()
-            await self.store.heartbeat(self.runner_id, utcnow())
+            await self.store.heartbeat(self.server_id, utcnow())
             for job in list(self._jobs.values()):
                 await build_steps.record_sandbox_state(self.store, job)
             await self._apply_remote_cancels()
@@ -367,7 +369,7 @@ class Runner(RunnerSettings):
 
     async def _apply_remote_cancels(self) -> None:
         """Another server may have asked to cancel one of our builds (through the store)."""
-        for build_id in await self.store.cancel_requests(self.runner_id):
+        for build_id in await self.store.cancel_requests(self.server_id):
             job = self._jobs.get(build_id)
             if job is not None:
                 self._stop(job, BuildStatus.CANCELLED, "cancelled by request")
@@ -383,7 +385,7 @@ class Runner(RunnerSettings):
     def _is_dead(self, row: BuildRow, now: float) -> bool:
         if row.id in self._jobs:
             return False
-        if row.runner_id == self.runner_id:
+        if row.runner_id == self.server_id:
             return True  # ours, but no task: it can never finish
         if row.runner_id is None and row.status == BuildStatus.RUNNING:
             return True  # left by a server that stopped gracefully (resume.detach)

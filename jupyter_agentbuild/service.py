@@ -129,7 +129,7 @@ class BuildService:
             provider=provider,
             spec=spec.to_json(),
             created_at=now,
-            **self.runner.runner_fields(),
+            **self.runner.server_fields(),
         )
         self.runner.submit(row, spec, workspace)
         return row
@@ -206,7 +206,7 @@ class BuildService:
         if self.previews is not None and await self.previews.stop(build_id):
             return await self.get(owner, build_id), True
         state = (row.preview or {}).get("state")
-        if state in ("starting", "ready") and row.runner_id != self.runner.runner_id:
+        if state in ("starting", "ready") and row.runner_id != self.runner.server_id:
             if self.previews is not None and await self.previews.reap_orphan(row):
                 return await self.get(owner, build_id), True  # its server had died here
             await self.store.update_build(build_id, preview_stop_requested=True)

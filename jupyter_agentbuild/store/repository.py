@@ -339,24 +339,24 @@ class Store(EntryStream, Quotas, LoggingConfigurable):
             result = await conn.execute(delete(builds).where(builds.c.id == build_id))
             return result.rowcount == 1
 
-    async def heartbeat(self, runner_id: str, now: datetime) -> None:
-        """Mark every unfinished build run by ``runner_id`` as still alive at ``now``."""
+    async def heartbeat(self, server_id: str, now: datetime) -> None:
+        """Mark every unfinished build run by the server ``server_id`` as alive at ``now``."""
         stmt = (
             update(builds)
-            .where(builds.c.status.in_(ACTIVE), builds.c.runner_id == runner_id)
+            .where(builds.c.status.in_(ACTIVE), builds.c.runner_id == server_id)
             .values(heartbeat_at=now)
         )
         async with transaction(self.engine) as conn:
             await conn.execute(stmt)
 
-    async def cancel_requests(self, runner_id: str) -> list[str]:
-        """Ids of ``runner_id``'s unfinished builds that another server asked to cancel
+    async def cancel_requests(self, server_id: str) -> list[str]:
+        """Ids of the server ``server_id``'s unfinished builds that another server asked to cancel
         (``update_build(id, cancel_requested=True)``)."""
         stmt = (
             select(builds.c.id)
             .where(
                 builds.c.status.in_(ACTIVE),
-                builds.c.runner_id == runner_id,
+                builds.c.runner_id == server_id,
                 builds.c.cancel_requested,
             )
             .order_by(builds.c.pk)

@@ -28,6 +28,7 @@ class BuildRow:
     last_seq: int
     preview: dict[str, Any] | None
     artifacts: dict[str, Any] | None
+    #: The server running the build (``Runner.server_id``), its host and pid.
     runner_id: str | None
     runner_host: str | None
     runner_pid: int | None
