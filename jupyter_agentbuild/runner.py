@@ -88,6 +88,11 @@ class Runner(RunnerSettings):
         job = self._jobs.get(build_id)
         return job.build_log if job else None
 
+    def sandbox_of(self, build_id: str) -> Sandbox | None:
+        """The sandbox of a build running here (None: not here, or not created yet)."""
+        job = self._jobs.get(build_id)
+        return job.sandbox if job else None
+
     def submit(self, row: BuildRow, spec: BuildSpec, workspace: Path | None) -> None:
         """Take a freshly inserted ``queued`` build and run it in a task of its own."""
         if self._closing:

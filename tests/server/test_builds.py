@@ -107,8 +107,8 @@ async def test_live_stream_follows_a_running_build(api: Api) -> None:
     seen = await read_until(ws, lambda seen: "started" in texts(seen))
     running = await api.get(build["id"])
     assert running["status"] == "running" and running["sandbox_id"] and running["started_at"]
-    workdir = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]].sandbox
-    (workdir.work / "go").write_text("")
+    sandbox = api.app.web_app.settings["agentbuild"].runner.sandbox_of(build["id"])
+    (sandbox.work / "go").write_text("")
     while True:
         msg = await ws.read_message()
         if msg is None:
@@ -129,8 +129,8 @@ async def test_cancel_leaves_no_process(api: Api) -> None:
     )
     ws = await api.ws_fetch("agentbuild", "api", "builds", build["id"], "stream")
     seen = await read_until(ws, lambda seen: "ready" in texts(seen))
-    job = api.app.web_app.settings["agentbuild"].runner._jobs[build["id"]]
-    pgids = [pgid for pgid, _ in job.sandbox.state()["pgids"]]
+    sandbox = api.app.web_app.settings["agentbuild"].runner.sandbox_of(build["id"])
+    pgids = [pgid for pgid, _ in sandbox.state()["pgids"]]
     assert pgids and _group_members(pgids)
     code, body, _ = await api.call("POST", f"builds/{build['id']}/cancel")
     assert code == 202
@@ -213,7 +213,7 @@ async def test_concurrency_limit_queues_extra_builds(api: Api) -> None:
     ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
     await read_until(ws, lambda seen: "running" in statuses(seen))
     assert (await api.get(second["id"]))["status"] == "queued"
-    runner._jobs[first["id"]].sandbox.work.joinpath("go").write_text("")
+    runner.sandbox_of(first["id"]).work.joinpath("go").write_text("")
     assert (await api.finish(second["id"]))["status"] == "succeeded"
     assert (await api.finish(first["id"]))["status"] == "succeeded"
     ws.close()
@@ -248,7 +248,7 @@ async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(api: Api)
         event.remove(engine, "before_cursor_execute", count)
     # the step's process group appears once; four beats do not write it again
     assert counts["state_writes"] <= 1, counts
-    agentbuild.runner._jobs[build["id"]].sandbox.work.joinpath("go").write_text("")
+    agentbuild.runner.sandbox_of(build["id"]).work.joinpath("go").write_text("")
     assert (await api.finish(build["id"]))["status"] == "succeeded"
     ws.close()
 

@@ -99,7 +99,7 @@ def test_downgrade_to_base_then_upgrade_again(store: Store, run: Run) -> None:
     assert run(main()) == {"alembic_version"}
 
 
-def test_an_old_sqlite_database_is_copied_before_its_upgrade(tmp_path: Any) -> None:
+def test_an_old_sqlite_database_is_copied_before_its_upgrade(tmp_path: Any, run: Run) -> None:
     """Automatic upgrades at start-up, with a way back: the copy is at the old revision,
     holds the old data, and is private like the database; a new or current database
     gets no copy."""
@@ -133,4 +133,4 @@ def test_an_old_sqlite_database_is_copied_before_its_upgrade(tmp_path: Any) -> N
             assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
             assert copy.execute("SELECT id FROM builds").fetchall() == [("b1",)]
 
-    asyncio.run(main())
+    run(main())
