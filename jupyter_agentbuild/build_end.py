@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .build_job import BuildJob
@@ -55,15 +56,28 @@ async def release_sandbox(
         return state
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a build ended, as its terminal row records it."""
+
+    status: str
+    exit_code: int | None
+    error: str | None
+    #: A kept sandbox (a preview), or one that could not be destroyed: still recorded.
+    sandbox_state: dict[str, Any] | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The terminal row's columns besides ``status``, ended now."""
+        return {
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "finished_at": utcnow(),
+            "sandbox_state": self.sandbox_state,
+        }
+
+
 def terminal_commit(
-    store: Store,
-    patience: float,
-    build_id: str,
-    status: str,
-    exit_code: int | None,
-    error: str | None,
-    sandbox_state: dict[str, Any] | None,
-    elsewhere: asyncio.Event,
+    store: Store, patience: float, build_id: str, outcome: Outcome, elsewhere: asyncio.Event
 ) -> Callable[[tuple[int, str]], Awaitable[bool]]:
     """How the build log stores its last entry: with the terminal row, in one transaction
     (retried through a brief outage). ``elsewhere`` is set when the build had already
@@ -75,11 +89,8 @@ def terminal_commit(
                 build_id,
                 entry,
                 from_statuses=list(ACTIVE),
-                to_status=status,
-                exit_code=exit_code,
-                error=error,
-                finished_at=utcnow(),
-                sandbox_state=sandbox_state,
+                to_status=outcome.status,
+                **outcome.columns(),
             )
 
         try:
@@ -90,7 +101,7 @@ def terminal_commit(
             return False
         # Refused: perhaps an earlier attempt committed and only its answer was lost.
         now = await store.get_build(build_id)
-        if now is not None and now.last_seq >= entry[0] and now.status == status:
+        if now is not None and now.last_seq >= entry[0] and now.status == outcome.status:
             return True
         elsewhere.set()
         log.warning(
@@ -119,29 +130,15 @@ def log_end(row: BuildRow, status: str, exit_code: int | None, error: str | None
         log.info("agentbuild: build %s of %s %s: %s", row.id, row.owner, status, error)
 
 
-async def write_terminal(
-    store: Store,
-    patience: float,
-    build_id: str,
-    status: str,
-    exit_code: int | None,
-    error: str | None,
-    sandbox_state: dict[str, Any] | None = None,
-) -> None:
+async def write_terminal(store: Store, patience: float, build_id: str, outcome: Outcome) -> None:
+    """The terminal row alone (the stream could not be ended in the store)."""
     try:
         await with_backoff(
-            lambda: store.update_build(
-                build_id,
-                status=status,
-                exit_code=exit_code,
-                error=error,
-                finished_at=utcnow(),
-                sandbox_state=sandbox_state,
-            ),
+            lambda: store.update_build(build_id, status=outcome.status, **outcome.columns()),
             patience=patience,
         )
     except Exception:
         log.exception("agentbuild: could not record the end of build %s", build_id)
 
 
-__all__ = ["log_end", "release_sandbox", "terminal_commit", "write_terminal"]
+__all__ = ["Outcome", "log_end", "release_sandbox", "terminal_commit", "write_terminal"]

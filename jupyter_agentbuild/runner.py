@@ -322,20 +322,13 @@ class Runner(RunnerSettings):
             # A kept sandbox (a preview), or one that could not be destroyed, stays
             # recorded in the same write, so a reaper can still find what is left.
             kept = await build_end.release_sandbox(job, self._leftovers)
+            outcome = build_end.Outcome(status, exit_code, error, kept)
             data: dict[str, Any] = {"status": status, "exit_code": exit_code}
             if error:
                 data["error"] = error
             ended, elsewhere = False, asyncio.Event()
-            commit = build_end.terminal_commit(
-                self.store,
-                self.store_retry_timeout,
-                row.id,
-                status,
-                exit_code,
-                error,
-                kept,
-                elsewhere,
-            )
+            patience = self.store_retry_timeout
+            commit = build_end.terminal_commit(self.store, patience, row.id, outcome, elsewhere)
             try:
                 ended = await build_log.end(EventType.STATUS, data, commit)
             except StoreUnavailable:
@@ -346,9 +339,7 @@ class Runner(RunnerSettings):
                 )
             if not ended and not elsewhere.is_set():
                 # The stream could not be ended in the store: at least end the row.
-                await build_end.write_terminal(
-                    self.store, self.store_retry_timeout, row.id, status, exit_code, error, kept
-                )
+                await build_end.write_terminal(self.store, patience, row.id, outcome)
             build_end.log_end(row, status, exit_code, error)
             with swallowed(log, f"closing the log stream of build {row.id}"):
                 await build_log.close()
