@@ -85,6 +85,7 @@ class Runner(RunnerSettings):
         self._background.add(task)
 
     def build_log(self, build_id: str) -> BuildLog | None:
+        """The live log of a build running here (None: it runs elsewhere, or has ended)."""
         job = self._jobs.get(build_id)
         return job.build_log if job else None
 
