@@ -19,10 +19,8 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.routing import HostMatches, Rule
 from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
@@ -56,52 +54,10 @@ class AgentBuild(ExtensionApp):
     #: ``--help-all`` and ``--generate-config`` list these, each under its own section.
     classes = [*ExtensionApp.classes, *CONFIGURABLES]
 
-    db_url = Unicode(
-        help="""SQLAlchemy URL of the build database. Default: a SQLite file (WAL mode)
-        in the Jupyter data dir. Use postgresql+asyncpg://... to share builds, quotas and live
-        logs between servers. Env fallback: AGENTBUILD_DB_URL.""",
-    ).tag(config=True)
-
-    @default("db_url")
-    def _db_url_default(self) -> str:
-        env = os.environ.get("AGENTBUILD_DB_URL")
-        if env:
-            return env
-        return f"sqlite+aiosqlite:///{Path(jupyter_data_dir()) / 'agentbuild' / 'agentbuild.db'}"
-
-    default_timeout = Float(3600.0, help="Build timeout in seconds when the spec sets none.").tag(
-        config=True
-    )
-    max_concurrent_builds = Int(
-        4, help="Builds one owner may run at once; more wait in 'queued'."
-    ).tag(config=True)
     max_request_bytes = Int(
         16 * 1024**2,
         help="""Largest request body of POST api/builds, in bytes (413 request_too_large
         beyond; the body is never held whole when larger).""",
-    ).tag(config=True)
-    log_flush_interval = Float(
-        0.25, help="Longest time (s) a log line waits in memory before it is written."
-    ).tag(config=True)
-    max_log_buffer = Int(
-        100_000, help="Entries held in memory per build before the sandbox reader is paused."
-    ).tag(config=True)
-    max_log_bytes = Int(
-        256 * 1024**2,
-        help="""Bytes of log text one build may store (default 256 MiB). Beyond it, output
-        is dropped, one 'log_truncated' event says so, and the build goes on. 0: no cap.""",
-    ).tag(config=True)
-    store_retry_timeout = Float(
-        60.0,
-        help="How long (s) writes to an unavailable database are retried before a build fails.",
-    ).tag(config=True)
-    heartbeat_interval = Float(
-        5.0, help="Seconds between a server's heartbeats for the builds and previews it runs."
-    ).tag(config=True)
-    stale_after = Float(
-        30.0,
-        help="A build whose server has not beaten for this long is marked interrupted; a "
-        "preview whose server has not for this long can be stopped from another server.",
     ).tag(config=True)
     owner_name = Unicode(
         None,
@@ -284,7 +240,7 @@ class AgentBuild(ExtensionApp):
         if self.export_kernel_env:
             # Before the first await: a kernel started right away must already see it.
             self._export_kernel_env()
-        self.log.info("agentbuild: database %s", redact_url(self.db_url))
+        self.log.info("agentbuild: database %s", redact_url(self.state.store.db_url))
         try:
             if self.state.catalog is not None:
                 await self.state.catalog.check()

@@ -10,9 +10,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .store.models import ACTIVE_STATUSES as ACTIVE
-from .store.models import TERMINAL_STATUSES as TERMINAL
 from .textsize import size_of
+from .vocabulary import ACTIVE, TERMINAL, EntryKind
 
 # The C string encoder behind json.dumps, without json.dumps' per-call overhead.
 _encode_str = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
@@ -49,7 +48,7 @@ def encode_logs(
     continued: bool,
 ) -> list[str]:
     """Encode a batch of log lines with consecutive seqs starting at ``first_seq``."""
-    head = f'"ts":"{ts}","kind":"log","stream":"{stream}","step":{step},"text":'
+    head = f'"ts":"{ts}","kind":"{EntryKind.LOG}","stream":"{stream}","step":{step},"text":'
     out = [
         f'{{"seq":{seq},{head}{_encode_str(text)}}}' for seq, text in enumerate(lines, first_seq)
     ]
@@ -60,9 +59,7 @@ def encode_logs(
 
 def encode_event(seq: int, ts: str, type_: str, data: dict[str, Any]) -> str:
     payload = json.dumps(data, separators=(",", ":"), default=str)
-    return (
-        f'{{"seq":{seq},"ts":"{ts}","kind":"event","type":{_encode_str(type_)},"data":{payload}}}'
-    )
+    return f'{{"seq":{seq},"ts":"{ts}","kind":"{EntryKind.EVENT}","type":{_encode_str(type_)},"data":{payload}}}'
 
 
 def join_array(entries: list[str]) -> str:

@@ -1,6 +1,6 @@
 """Secret masking of build output, before anything is stored or shown.
 
-Output reaches the log pipe as lines, and a line longer than ``max_line_bytes`` as
+Output reaches the build log as lines, and a line longer than ``max_line_bytes`` as
 several pieces (``continued``). A secret may straddle two pieces, so masking each
 piece alone would let both halves through, and ``logs?format=text`` would glue them
 back together. :class:`SecretMasker` therefore holds back the end of a continued piece

@@ -30,17 +30,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-
 from .entries import utcnow
 from .spec import parse_spec
-from .store.engine import transaction
 from .store.repository import BuildRow, Store
-from .store.schema import builds
 from .vocabulary import BuildStatus, EntryKind, EventType, Stream
 
 if TYPE_CHECKING:
-    from .runner import Runner, _Job
+    from .build_job import BuildJob
+    from .runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +80,7 @@ async def resume_point(store: Store, build_id: str) -> ResumePoint:
 
 async def claim(store: Store, row: BuildRow, fields: dict[str, Any]) -> bool:
     """Make this server the build's runner, if it still is the dead one's."""
-    stmt = (
-        update(builds)
-        .where(
-            builds.c.id == row.id,
-            builds.c.status == BuildStatus.RUNNING,
-            builds.c.runner_id == row.runner_id,
-        )
-        .values(heartbeat_at=utcnow(), **fields)
-    )
-    async with transaction(store.engine) as conn:
-        return bool((await conn.execute(stmt)).rowcount == 1)
+    return await store.hand_over(row.id, held_by=row.runner_id, heartbeat_at=utcnow(), **fields)
 
 
 async def take_over(runner: Runner, row: BuildRow) -> bool | None:
@@ -105,7 +92,7 @@ async def take_over(runner: Runner, row: BuildRow) -> bool | None:
     reattach = getattr(provider, "reattach", None)
     if reattach is None or row.status != BuildStatus.RUNNING or not row.sandbox_state:
         return False
-    if not await claim(runner.store, row, runner.runner_fields()):
+    if not await claim(runner.store, row, runner.server_fields()):
         return None
     try:
         full = await runner.store.get_build(row.id)
@@ -138,7 +125,7 @@ async def reap_unrecorded(runner: Runner, row: BuildRow) -> None:
             log.warning("agentbuild: reaping the sandboxes of %s failed: %s", row.id, exc)
 
 
-async def detach(runner: Runner, job: _Job) -> bool:
+async def detach(runner: Runner, job: BuildJob) -> bool:
     """Leave ``job`` (whose step was left running, see ``E2BSandbox.detach``) to the next
     server; False when it must be interrupted instead: a sandbox that cannot be left, a
     step that failed (the build is over), or a store that did not take its last entries
@@ -148,29 +135,21 @@ async def detach(runner: Runner, job: _Job) -> bool:
         return False
     build_id = job.row.id
     try:
-        await job.pipe.close()
+        await job.build_log.close()
         row = await runner.store.get_build(build_id)
     except Exception as exc:  # StoreUnavailable included
         log.error("agentbuild: build %s cannot be left to another server: %s", build_id, exc)
         return False
     if row is None or row.status != BuildStatus.RUNNING:
         return False
-    timeout = job.spec.timeout or runner.config.default_timeout
+    timeout = job.spec.timeout or runner.default_timeout
     began = (row.started_at or row.created_at).timestamp()
     # never past the build's own deadline, if no server ever takes it over
     await keep_for(timeout - (time.time() - began))
-    stmt = (
-        update(builds)
-        .where(
-            builds.c.id == build_id,
-            builds.c.status == BuildStatus.RUNNING,
-            builds.c.runner_id == runner.runner_id,
-        )
-        .values(runner_id=None, runner_host=None, runner_pid=None)
-    )
     try:
-        async with transaction(runner.store.engine) as conn:
-            await conn.execute(stmt)
+        await runner.store.hand_over(
+            build_id, held_by=runner.server_id, runner_id=None, runner_host=None, runner_pid=None
+        )
     except Exception as exc:  # still ours: found dead later (its pid, its stale heartbeat)
         log.warning("agentbuild: build %s stays recorded as this server's: %s", build_id, exc)
     log.info(

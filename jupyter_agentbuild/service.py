@@ -137,7 +137,7 @@ class BuildService(LoggingConfigurable):
             provider=provider,
             spec=spec.to_json(),
             created_at=now,
-            **self.runner.runner_fields(),
+            **self.runner.server_fields(),
         )
         self.runner.submit(row, spec, workspace)
         return row
@@ -214,7 +214,7 @@ class BuildService(LoggingConfigurable):
         if self.previews is not None and await self.previews.stop(build_id):
             return await self.get(owner, build_id), True
         state = (row.preview or {}).get("state")
-        if state in LIVE_PREVIEW and row.runner_id != self.runner.runner_id:
+        if state in LIVE_PREVIEW and row.runner_id != self.runner.server_id:
             if self.previews is not None and await self.previews.reap_orphan(row):
                 return await self.get(owner, build_id), True  # its server had died here
             await self.store.update_build(build_id, preview_stop_requested=True)
@@ -251,7 +251,7 @@ class BuildService(LoggingConfigurable):
         after = _int_param(query, "after", default=0, low=0, high=None)
         limit = _int_param(query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
         row = await self.get(owner, build_id)
-        pipe = self.runner.pipe(build_id)
+        pipe = self.runner.build_log(build_id)
         entries = await self._read(build_id, after, limit, self.max_page_bytes)
         if pipe is not None:
             # Once the pipe has ended, its last entry and the terminal row are stored.
@@ -265,7 +265,7 @@ class BuildService(LoggingConfigurable):
     async def _read(self, build_id: str, after: int, limit: int, max_bytes: int) -> list[str]:
         """Entries after ``after`` (at most ``limit``, and ``max_bytes`` beyond the first):
         from the live pipe's memory when it still has them, else from the store."""
-        pipe = self.runner.pipe(build_id)
+        pipe = self.runner.build_log(build_id)
         entries = pipe.read(after, limit, max_bytes) if pipe is not None else None
         if entries is None:
             entries = await self.store.read_entries(
@@ -301,7 +301,7 @@ class BuildService(LoggingConfigurable):
         cursor, poll = after, 0.05
         budget = self.max_page_bytes
         while True:
-            pipe = self.runner.pipe(build_id)
+            pipe = self.runner.build_log(build_id)
             if pipe is not None:
                 shared = pipe.read_frame(cursor, frame, budget)
                 if shared is None:
@@ -342,7 +342,7 @@ class BuildService(LoggingConfigurable):
             progress = await self.store.build_progress(build_id)
             if progress is None or (progress[0] in TERMINAL and cursor >= progress[1]):
                 return
-            if self.runner.pipe(build_id) is None:
+            if self.runner.build_log(build_id) is None:
                 # Another server runs it: its commits wake us (PostgreSQL); poll as a fallback.
                 await self.store.notifier.wait(build_id, poll)
                 poll = min(poll * 2, 1.0)

@@ -28,7 +28,7 @@ from .identity import server_user
 from .preview import PreviewConfig, PreviewManager, UpstreamLimits
 from .preview.origin import PreviewOrigins
 from .providers import ProviderCatalog, configurable_classes
-from .runner import Runner, RunnerConfig
+from .runner import Runner
 from .sandbox.base import SandboxProvider
 from .service import BuildService
 from .store.artifacts import ArtifactRecords
@@ -45,6 +45,8 @@ CONFIGURABLES: tuple[type, ...] = (
     BuildService,
     ArtifactService,
     ArtifactCollector,
+    Store,
+    Runner,
     *configurable_classes(),
 )
 
@@ -76,7 +78,7 @@ def build_state(app: AgentBuild) -> AgentBuildState:
     server: Any = app.serverapp
     store = make_store(app)
     artifacts = ArtifactService(ArtifactRecords(store.engine), parent=app)
-    catalog = make_catalog(app, hidden_paths(app, artifacts.root))
+    catalog = make_catalog(app, hidden_paths(app, artifacts.root, store.db_url))
     collector = ArtifactCollector(artifacts.records, artifacts.blobs, parent=app)
     runner = make_runner(app, store, catalog.providers, collector)
     previews = make_previews(app, store, catalog.providers, runner)
@@ -100,14 +102,8 @@ def build_state(app: AgentBuild) -> AgentBuildState:
     )
 
 
-def stop_timeout(providers: Mapping[str, SandboxProvider]) -> float:
-    """How long stopping a sandbox may take: twice the longest kill grace, at least 10 s."""
-    graces = [float(getattr(p, "kill_grace", 0.0)) for p in providers.values()]
-    return max(max(graces, default=0.0) * 2, 10.0)
-
-
 def make_store(app: AgentBuild) -> Store:
-    return Store.lazy(app.db_url)
+    return Store(parent=app)
 
 
 def make_catalog(app: AgentBuild, private_paths: list[str]) -> ProviderCatalog:
@@ -120,23 +116,7 @@ def make_runner(
     providers: Mapping[str, SandboxProvider],
     collector: ArtifactCollector,
 ) -> Runner:
-    return Runner(
-        store,
-        providers,
-        RunnerConfig(
-            default_timeout=app.default_timeout,
-            max_concurrent_builds=app.max_concurrent_builds,
-            log_flush_interval=app.log_flush_interval,
-            max_log_buffer=app.max_log_buffer,
-            max_log_bytes=app.max_log_bytes or None,
-            store_retry_timeout=app.store_retry_timeout,
-            heartbeat_interval=app.heartbeat_interval,
-            stale_after=app.stale_after,
-            shutdown_timeout=stop_timeout(providers),
-        ),
-        on_activity=app.record_activity,
-        hooks=[collector],
-    )
+    return Runner(store, providers, on_activity=app.record_activity, hooks=[collector], parent=app)
 
 
 def make_previews(
@@ -152,9 +132,9 @@ def make_previews(
                 connect_timeout=app.preview_connect_timeout,
                 read_timeout=app.preview_read_timeout,
             ),
-            stop_timeout=stop_timeout(providers),
-            poll_interval=app.heartbeat_interval,
-            stale_after=app.stale_after,
+            stop_timeout=runner.stop_timeout,
+            poll_interval=runner.heartbeat_interval,
+            stale_after=runner.stale_after,
         ),
         base_url=server.base_url,
         runner=runner,
@@ -163,7 +143,7 @@ def make_previews(
     )
 
 
-def hidden_paths(app: AgentBuild, artifacts_root: str) -> list[str]:
+def hidden_paths(app: AgentBuild, artifacts_root: str, db_url: str) -> list[str]:
     """What an isolated build must not see of this server: its secrets, the notebooks and
     the artifacts (each provider adds its own workspace root and configured paths)."""
     server: Any = app.serverapp
@@ -178,7 +158,7 @@ def hidden_paths(app: AgentBuild, artifacts_root: str) -> list[str]:
         artifacts_root,
         str(server.root_dir),
     ]
-    url = make_url(app.db_url)
+    url = make_url(db_url)
     if url.get_backend_name() == "sqlite" and url.database:
         paths.append(str(Path(url.database).expanduser().resolve().parent))
     return [os.path.abspath(os.path.expanduser(p)) for p in paths if p]

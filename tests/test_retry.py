@@ -65,3 +65,41 @@ def test_cancellation_is_not_retried() -> None:
         assert attempts == 1
 
     asyncio.run(main())
+
+
+def test_forever_tells_the_caller_it_is_overdue_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What must never be dropped (a build's log entries) is retried past the patience;
+    the hook learns when it is overdue, so the caller can stop waiting on it."""
+    real_sleep = asyncio.sleep
+
+    async def no_wait(delay: float) -> None:
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    seen: list[tuple[str, bool]] = []
+
+    async def main() -> None:
+        attempts = 0
+
+        async def recovers_late() -> str:
+            nonlocal attempts
+            attempts += 1
+            if attempts < 12:
+                raise OSError(f"down {attempts}")
+            return "stored"
+
+        result = await with_backoff(
+            recovers_late,
+            patience=0.5,
+            first_delay=0.1,
+            on_failure=lambda exc, overdue: seen.append((str(exc), overdue)),
+            forever=True,
+        )
+        assert result == "stored" and attempts == 12
+
+    asyncio.run(main())
+    assert len(seen) == 11
+    assert [overdue for _, overdue in seen[:2]] == [False, False]  # 0.1, then 0.2: in time
+    assert all(overdue for _, overdue in seen[3:])  # past the half second, on and on

@@ -268,10 +268,10 @@ class ArtifactCollector(LoggingConfigurable):
             if isinstance(exc, Exception):
                 message = f"artifact collection failed: {exc}"
                 log.warning("agentbuild: build %s: %s", ctx.build_id, message)
-                await ctx.pipe.event(EventType.ARTIFACTS_FAILED, {"error": message})
+                await ctx.build_log.event(EventType.ARTIFACTS_FAILED, {"error": message})
                 raise ArtifactError(message) from exc
             raise
-        await ctx.pipe.event(EventType.ARTIFACTS_READY, summary)
+        await ctx.build_log.event(EventType.ARTIFACTS_READY, summary)
 
     async def _discard(self, build_id: str) -> None:
         with swallowed(log, f"discarding the artifact files of {build_id}"):

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from ..buildlog import BuildLog, StoreUnavailable
 from ..entries import TERMINAL, iso, utcnow
-from ..logpipe import LogPipe, StoreUnavailable
-from ..retry import every, with_backoff
+from ..retry import repeat_forever, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
 from ..sandbox.base import PreviewFailed, Sandbox, SandboxError, SandboxProvider
 from ..spec import PreviewSpec
@@ -228,7 +228,7 @@ class PreviewManager:
             log.warning("agentbuild: no hub route for preview %s: %s", preview.build_id, exc)
             with swallowed(log, "writing a hub-route warning into the build log"):
                 line = f"agentbuild: warning: the hub's proxy could not route this preview's origin: {exc}"
-                await ctx.pipe.log("stderr", preview.step, [line], False)
+                await ctx.build_log.log("stderr", preview.step, [line], False)
 
     async def _remove_route(self, preview: Preview) -> None:
         if self.routes is None or preview.label is None:
@@ -239,7 +239,7 @@ class PreviewManager:
             log.warning("agentbuild: removing the hub route of %s: %s", preview.build_id, exc)
 
     async def _start(self, preview: Preview, ctx: AfterSteps, spec: PreviewSpec) -> None:
-        step, pipe = preview.step, ctx.pipe
+        step, pipe = preview.step, ctx.build_log
         joined = True
         log_lock = asyncio.Lock()
 
@@ -356,7 +356,7 @@ class PreviewManager:
     async def _fail_start(
         self,
         preview: Preview,
-        pipe: LogPipe,
+        pipe: BuildLog,
         state: str,
         *,
         reason: str,
@@ -478,7 +478,9 @@ class PreviewManager:
         await self._reap_leftovers()
         # Every poll_interval: say this server's previews are alive (heartbeat_at), and
         # carry out what other servers asked, as they cannot reach them.
-        checkins = every(self.config.poll_interval, self.apply_requests, "preview check-in")
+        checkins = repeat_forever(
+            self.config.poll_interval, self.apply_requests, "preview check-in"
+        )
         self._spawn(checkins, "agentbuild-preview-checkins")
 
     async def apply_requests(self) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..vocabulary import ACTIVE
 from .engine import transaction
-from .models import ACTIVE_STATUSES
 from .schema import artifact_files, artifact_sets, builds
 
 _INSERT_BATCH = 2000
@@ -259,7 +259,7 @@ class ArtifactRecords:
                             artifact_sets.c.build_id.is_not(None),
                             artifact_sets.c.removed_at.is_(None),
                         ),
-                        builds.c.status.in_(ACTIVE_STATUSES),  # collecting now, maybe
+                        builds.c.status.in_(ACTIVE),  # collecting now, maybe
                     ),
                 )
             )

@@ -131,7 +131,7 @@ async def test_a_store_that_stays_down_fails_the_build_clearly(e2b_api: Api) -> 
 
     settings = e2b_api.app.web_app.settings["agentbuild"]
     runner = settings.runner
-    runner.config = type(runner.config)(**{**runner.config.__dict__, "store_retry_timeout": 0.3})
+    runner.store_retry_timeout = 0.3
     real_append = settings.store.append_chunks
 
     async def down(build_id: str, chunks: Any) -> None:

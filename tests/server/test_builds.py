@@ -115,7 +115,8 @@ async def test_live_stream_follows_a_running_build(
     seen = await read_until(ws, lambda seen: "started" in texts(seen))
     running = await api.get(build["id"])
     assert running["status"] == "running" and running["sandbox_id"] and running["started_at"]
-    (work_dir(agentbuild_config, build["id"]) / "go").write_text("")
+    sandbox = api.app.web_app.settings["agentbuild"].runner.sandbox_of(build["id"])
+    (sandbox.work / "go").write_text("")
     while True:
         msg = await ws.read_message()
         if msg is None:
@@ -210,13 +211,13 @@ async def test_concurrency_limit_queues_extra_builds(
     api: Api, agentbuild_config: dict[str, Any]
 ) -> None:
     runner = api.app.web_app.settings["agentbuild"].runner
-    runner.config = type(runner.config)(**{**runner.config.__dict__, "max_concurrent_builds": 1})
+    runner.max_concurrent_builds = 1
     first = await api.create({"steps": ["while [ ! -e go ]; do sleep 0.05; done"]})
     second = await api.create({"steps": ["echo second"]})
     ws = await api.ws_fetch("agentbuild", "api", "builds", first["id"], "stream")
     await read_until(ws, lambda seen: "running" in statuses(seen))
     assert (await api.get(second["id"]))["status"] == "queued"
-    work_dir(agentbuild_config, first["id"]).joinpath("go").write_text("")
+    runner.sandbox_of(first["id"]).work.joinpath("go").write_text("")
     assert (await api.finish(second["id"]))["status"] == "succeeded"
     assert (await api.finish(first["id"]))["status"] == "succeeded"
     ws.close()
@@ -253,7 +254,7 @@ async def test_heartbeats_write_the_sandbox_state_only_when_it_changed(
         event.remove(engine, "before_cursor_execute", count)
     # the step's process group appears once; four beats do not write it again
     assert counts["state_writes"] <= 1, counts
-    work_dir(agentbuild_config, build["id"]).joinpath("go").write_text("")
+    agentbuild.runner.sandbox_of(build["id"]).work.joinpath("go").write_text("")
     assert (await api.finish(build["id"]))["status"] == "succeeded"
     ws.close()
 
@@ -291,7 +292,7 @@ async def test_store_down_for_good_fails_the_build_clearly(api: Api) -> None:
     from sqlalchemy.exc import OperationalError
 
     runner = api.app.web_app.settings["agentbuild"].runner
-    runner.config = type(runner.config)(**{**runner.config.__dict__, "store_retry_timeout": 0.3})
+    runner.store_retry_timeout = 0.3
     store = api.app.web_app.settings["agentbuild"].store
     real_append = store.append_chunks
 
@@ -337,7 +338,7 @@ async def test_reconcile_ends_a_dead_remote_build_and_keeps_what_only_its_host_c
     build = await api.create({"steps": ["true"]})
     await api.finish(build["id"])
     elsewhere = {"host": "elsewhere.invalid", "dir": "/nonexistent/b", "pgids": [[4321, 1.0]]}
-    long_ago = utcnow() - timedelta(seconds=agentbuild.runner.config.stale_after + 60)
+    long_ago = utcnow() - timedelta(seconds=agentbuild.runner.stale_after + 60)
     await agentbuild.store.update_build(
         build["id"],
         status="running",

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from jupyter_agentbuild.contract import active_statuses, schema, terminal_statuses
-from jupyter_agentbuild.store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
+from jupyter_agentbuild.store import ACTIVE_STATUSES, TERMINAL_STATUSES
 from tests.conftest import Api
 
 

@@ -122,7 +122,7 @@ async def test_a_live_server_whose_heartbeat_is_late_keeps_its_builds(api: Api) 
     try:
         build = await api.create({"steps": ["true"]})
         await api.finish(build["id"])
-        late = utcnow() - timedelta(seconds=agentbuild.runner.config.stale_after + 60)
+        late = utcnow() - timedelta(seconds=agentbuild.runner.stale_after + 60)
         await agentbuild.store.update_build(
             build["id"],
             status="running",

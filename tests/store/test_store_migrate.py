@@ -97,3 +97,40 @@ def test_downgrade_to_base_then_upgrade_again(store: Store, run: Run) -> None:
         return tables
 
     assert run(main()) == {"alembic_version"}
+
+
+def test_an_old_sqlite_database_is_copied_before_its_upgrade(tmp_path: Any, run: Run) -> None:
+    """Automatic upgrades at start-up, with a way back: the copy is at the old revision,
+    holds the old data, and is private like the database; a new or current database
+    gets no copy."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+
+    async def main() -> None:
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+                await conn.execute(
+                    text(
+                        "INSERT INTO builds (id, owner, status, provider, spec, created_at,"
+                        " last_seq, cancel_requested) VALUES ('b1', 'o', 'succeeded', 'local',"
+                        " '{}', '2026-01-01 00:00:00', 0, 0)"
+                    )
+                )
+            backup = await upgrade(engine)
+            assert backup is not None and backup.name == "old.db.0002.bak"
+            assert await current_revision(engine) == head_revision()
+            assert await upgrade(engine) is None  # at head: nothing to copy
+            again = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+            assert await upgrade(again) is None  # a new database: nothing to keep
+            await again.dispose()
+        finally:
+            await engine.dispose()
+        assert backup.stat().st_mode & 0o777 == 0o600
+        with sqlite3.connect(backup) as copy:
+            assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+            assert copy.execute("SELECT id FROM builds").fetchall() == [("b1",)]
+
+    run(main())

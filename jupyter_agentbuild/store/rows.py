@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-#: Statuses a build can still leave; the others are terminal.
-ACTIVE_STATUSES = ("queued", "starting", "running")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
-
 
 @dataclass(frozen=True, slots=True)
 class BuildRow:
@@ -32,6 +28,7 @@ class BuildRow:
     last_seq: int
     preview: dict[str, Any] | None
     artifacts: dict[str, Any] | None
+    #: The server running the build (``Runner.server_id``), its host and pid.
     runner_id: str | None
     runner_host: str | None
     runner_pid: int | None

@@ -1,6 +1,6 @@
-"""The log pipeline of one build: assign seq, batch into the store, fan out live.
+"""One build's log: assign seq, batch into the store, fan out live.
 
-A :class:`LogPipe` is the single writer of its build's entry stream. Entries are
+A :class:`BuildLog` is the single writer of its build's entry stream. Entries are
 encoded once (see :mod:`.entries`), kept in memory until they are stored (and a
 while after, so live readers rarely touch the database), written in chunks by a
 flusher task whose every write is awaited and retried with backoff, and handed
@@ -10,7 +10,7 @@ a crash of this server could take back (after a ``kill -9`` the next server writ
 an unstored entry there would miss that end). While a reader waits, the flusher does
 not wait for its interval: each write starts as soon as the previous one is done, so
 readers stay a write behind, and batches grow by themselves under load. The pending buffer is bounded, in
-entries and in bytes: when the store falls behind, :meth:`LogPipe.log` waits, which
+entries and in bytes: when the store falls behind, :meth:`BuildLog.log` waits, which
 in turn stops the sandbox reader (back-pressure), instead of letting memory grow.
 
 Secrets are masked here, before an entry exists (see :mod:`.masking`). A build's log
@@ -25,14 +25,16 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
 from .entries import encode_event, encode_logs, iso, join_array, size_of, utcnow
+from .kept_entries import Chunk, FrameCache, KeptEntries
 from .masking import SecretMasker
+from .retry import with_backoff
 from .store.repository import SeqConflict
+from .vocabulary import EventType
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,11 @@ ChunkWriter = Callable[[str, Sequence[tuple[int, Sequence[str]]]], Awaitable[Non
 EndCommit = Callable[[tuple[int, str]], Awaitable[bool]]
 
 
-#: Bytes of encoded frames a pipe keeps for readers at the same cursor.
-FRAME_CACHE_BYTES = 8 * 2**20
-
-
 class StoreUnavailable(Exception):
-    """The store refused writes for longer than the pipe's patience."""
+    """The store refused writes for longer than the build log's patience."""
 
 
-class LogPipe:
+class BuildLog:
     """Seq assignment, batching, retrying and live fan-out for one build."""
 
     def __init__(
@@ -79,9 +77,6 @@ class LogPipe:
         self.chunk_bytes = chunk_bytes
         self.max_pending = max(max_pending, chunk_size)
         self.max_pending_bytes = max_pending_bytes
-        #: Stored entries stay in memory up to this many bytes, so readers that
-        #: fall a little behind are served without touching the database.
-        self.retain_bytes = retain_bytes
         self.retry_timeout = retry_timeout
         self._masker = SecretMasker(secrets)
         #: Bytes of log text this build may store; the rest is dropped (None: no cap).
@@ -102,16 +97,16 @@ class LogPipe:
         self._stored_offset = 0  # ... of the newest stored one
         self._pending: list[str] = []  # seqs stored_seq+1 .. last_seq
         self._pending_ends: list[int] = []  # their end offsets
-        self._kept: deque[_Chunk] = deque()  # stored chunks still in memory
-        self._kept_size = 0
+        #: Stored entries stay in memory up to ``retain_bytes``, so readers that fall
+        #: a little behind are served without touching the database.
+        self._kept = KeptEntries(retain_bytes)
         self._new = asyncio.Event()  # replaced on each append; readers wait on the old one
         self._stored = asyncio.Event()
         self._wake_flusher = asyncio.Event()
         self._urgent = asyncio.Event()  # someone awaits a flush: do not wait for the interval
         self._flusher: asyncio.Task[None] | None = None
         self._watchers = 0  # readers waiting in :meth:`wait` (then every write is urgent)
-        self._frames: dict[int, tuple[bytes, int]] = {}
-        self._frames_size = 0
+        self._frames = FrameCache()
 
     # -- writing ---------------------------------------------------------------
 
@@ -160,6 +155,11 @@ class LogPipe:
         did not."""
         assert self.max_log_bytes is not None
         room = self.max_log_bytes - self.log_bytes
+        if all(map(str.isascii, lines)):  # mostly: sized in C, without a call per line
+            total = sum(map(len, lines))
+            if total <= room:
+                self.log_bytes += total
+                return lines, False
         for i, text in enumerate(lines):
             size = size_of(text)
             if size > room:
@@ -180,7 +180,7 @@ class LogPipe:
             "message": f"the log reached max_log_bytes ({self.max_log_bytes} bytes): "
             "further output of this build is dropped; the build goes on",
         }
-        self._append([encode_event(self.last_seq + 1, now, "log_truncated", data)])
+        self._append([encode_event(self.last_seq + 1, now, EventType.LOG_TRUNCATED, data)])
         log.warning(
             "agentbuild: build %s reached max_log_bytes (%d); dropping further output",
             self.build_id,
@@ -203,9 +203,10 @@ class LogPipe:
 
     def _append(self, entries: list[str]) -> None:
         if self.closed:
-            raise RuntimeError(f"log pipe of {self.build_id} is closed")
+            raise RuntimeError(f"the log of build {self.build_id} is closed")
         self._pending.extend(entries)
-        self._pending_ends.extend(accumulate(map(size_of, entries), initial=self._offset))
+        sizes = map(len if all(map(str.isascii, entries)) else size_of, entries)
+        self._pending_ends.extend(accumulate(sizes, initial=self._offset))
         del self._pending_ends[-len(entries) - 1]  # the initial value
         self._offset = self._pending_ends[-1]
         self.last_seq += len(entries)
@@ -245,7 +246,7 @@ class LogPipe:
 
     async def end(self, type_: str, data: dict[str, Any], commit: EndCommit) -> bool:
         """Store everything, then the last entry through ``commit``, which writes it
-        together with the build's terminal row: readers of this pipe, like readers of
+        together with the build's terminal row: readers of this log, like readers of
         the store, see the entry only once the row says the same. Returns whether
         ``commit`` took it (if not, the entry was never shown to anyone)."""
         self._drain_masker()
@@ -259,7 +260,7 @@ class LogPipe:
         self.last_seq = self.stored_seq = seq
         start, self._offset = self._offset, self._offset + size_of(text)
         self._stored_offset = self._offset
-        self._keep([_Chunk(seq, [text], [self._offset], start)])
+        self._kept.keep([Chunk(seq, [text], [self._offset], start)])
         self.ended = True
         self._notify()
         return True
@@ -301,71 +302,56 @@ class LogPipe:
         """Store pending entries, in chunks of at most ``chunk_size`` entries and
         ``chunk_bytes`` bytes (one entry at least), about 8 chunks' bytes per round."""
         first, ends, count = self.stored_seq + 1, self._pending_ends, len(self._pending)
-        chunks: list[_Chunk] = []
+        chunks: list[Chunk] = []
         base = self._stored_offset
         round_end = base + 8 * self.chunk_bytes
         i = 0
         while i < count and base < round_end:
             j = min(count, i + self.chunk_size, bisect_right(ends, base + self.chunk_bytes, i))
             j = max(j, i + 1)
-            chunks.append(_Chunk(first + i, self._pending[i:j], ends[i:j], base))
+            chunks.append(Chunk(first + i, self._pending[i:j], ends[i:j], base))
             base, i = ends[j - 1], j
         await self._write_with_retry([(chunk.first, chunk.entries) for chunk in chunks])
         del self._pending[:i]
         del self._pending_ends[:i]
         self.stored_seq += i
         self._stored_offset = base
-        self._keep(chunks)
+        self._kept.keep(chunks)
         self._notify()  # readers see entries once they are stored
 
     async def _write_with_retry(self, chunks: list[tuple[int, list[str]]]) -> None:
-        delay = 0.05
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_timeout
-        while True:
-            try:
-                await self._write(self.build_id, chunks)
-                self.stalled = None
-                return
-            except asyncio.CancelledError:
-                raise
-            except SeqConflict as exc:
-                # The store refused a gap or overlap: a bug, not an outage. Retrying
-                # cannot help; fail the build now and keep the entries for the log.
-                log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
-                if self.stalled is None:
-                    self.stalled = exc
-                    self._signal_stored()
-                await asyncio.sleep(5.0)
-            except Exception as exc:  # any store error: retry with backoff, never drop
-                log.warning(
-                    "agentbuild: storing logs of %s failed (%s); retrying in %.2fs",
-                    self.build_id,
-                    type(exc).__name__,
-                    delay,
-                )
-                if loop.time() + delay > deadline and self.stalled is None:
-                    # Wake waiters so the runner can fail the build; keep the entries.
-                    self.stalled = exc
-                    self._signal_stored()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Write until the store takes it: entries are never dropped. Past the patience
+        (``retry_timeout``), or at once on a :class:`SeqConflict` (a bug, not an outage:
+        retrying cannot help), the build log is ``stalled``: its waiters wake so the
+        runner can fail the build, and the entries stay for the log."""
+        await with_backoff(
+            lambda: self._write(self.build_id, chunks),
+            patience=self.retry_timeout,
+            on_failure=self._write_failed,
+            forever=True,
+        )
+        self.stalled = None
 
-    def _keep(self, chunks: list[_Chunk]) -> None:
-        for chunk in chunks:
-            self._kept.append(chunk)
-            self._kept_size += chunk.size
-        while len(self._kept) > 1 and self._kept_size > self.retain_bytes:
-            self._kept_size -= self._kept.popleft().size
+    def _write_failed(self, exc: Exception, overdue: bool) -> None:
+        if isinstance(exc, SeqConflict):
+            log.error("agentbuild: log stream of %s out of order: %s", self.build_id, exc)
+        else:
+            log.warning(
+                "agentbuild: storing logs of %s failed (%s); retrying",
+                self.build_id,
+                type(exc).__name__,
+            )
+        if (overdue or isinstance(exc, SeqConflict)) and self.stalled is None:
+            self.stalled = exc
+            self._signal_stored()
 
     # -- reading ---------------------------------------------------------------
 
     @property
     def memory_start(self) -> int:
         """The oldest seq still in memory (``last_seq + 1`` when nothing is)."""
-        if self._kept:
-            return self._kept[0].first
-        return self.stored_seq + 1
+        first = self._kept.first_seq
+        return self.stored_seq + 1 if first is None else first
 
     def read(self, after: int, limit: int, max_bytes: int | None = None) -> list[str] | None:
         """Stored entries with ``seq > after`` from memory, or ``None`` if they are only in
@@ -375,15 +361,7 @@ class LogPipe:
             return []
         if after + 1 < self.memory_start:
             return None
-        out: list[str] = []
-        room = [max_bytes]
-        for chunk in self._kept:
-            if chunk.first + len(chunk.entries) - 1 <= after:
-                continue
-            start = max(0, after + 1 - chunk.first)
-            if take(out, chunk.entries, chunk.ends, chunk.start, start, limit, room):
-                break
-        return out
+        return self._kept.read(after, limit, max_bytes)
 
     def read_frame(
         self, after: int, limit: int, max_bytes: int | None = None
@@ -413,16 +391,10 @@ class LogPipe:
     def cache_frame(self, after: int, frame: bytes, count: int) -> None:
         """Keep a few recent frames (bounded in number and bytes) for the other readers
         at the same cursor."""
-        while self._frames and (
-            len(self._frames) >= 32 or self._frames_size + len(frame) > FRAME_CACHE_BYTES
-        ):
-            self._frames_size -= len(self._frames.pop(next(iter(self._frames)))[0])
-        if len(frame) <= FRAME_CACHE_BYTES:
-            self._frames[after] = (frame, count)
-            self._frames_size += len(frame)
+        self._frames.put(after, frame, count)
 
     async def wait(self, after: int) -> None:
-        """Wait until there is a stored entry after ``after`` or the pipe closes. Entries
+        """Wait until there is a stored entry after ``after`` or the log closes. Entries
         accepted but not stored are stored now, without waiting for the flush interval."""
         if self.stored_seq > after or self.closed:
             return
@@ -435,46 +407,3 @@ class LogPipe:
             await event.wait()
         finally:
             self._watchers -= 1
-
-
-class _Chunk(NamedTuple):
-    """Consecutive entries from seq ``first``, with their end offsets (``ends``) in the
-    pipe's byte stream; ``start`` is where the first one begins."""
-
-    first: int
-    entries: list[str]
-    ends: list[int]
-    start: int
-
-    @property
-    def size(self) -> int:
-        return self.ends[-1] - self.start if self.ends else 0
-
-
-def take(
-    out: list[str],
-    entries: list[str],
-    ends: list[int],
-    origin: int,
-    start: int,
-    limit: int,
-    room: list[int | None],
-) -> bool:
-    """Move ``entries[start:]`` to ``out`` while ``out`` has fewer than ``limit`` and the
-    bytes left in ``room[0]`` (None: no budget) allow; ``out``'s first entry always fits
-    (a line is at most one piece). ``ends`` are the entries' end offsets, ``origin`` where
-    the first begins. Returns whether ``out`` is full."""
-    stop = min(len(entries), start + limit - len(out))
-    budget = room[0]
-    if budget is not None and start < stop:
-        base = ends[start - 1] if start else origin
-        cut = bisect_right(ends, base + budget, start, stop)
-        if cut == start and not out:
-            cut = start + 1
-        if cut < stop:
-            stop = cut
-            room[0] = 0  # the budget is spent: the next entry did not fit
-        else:
-            room[0] = budget - (ends[stop - 1] - base)
-    out.extend(entries[start:stop])
-    return len(out) >= limit or room[0] == 0
