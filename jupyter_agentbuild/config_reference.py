@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 from traitlets import TraitType
+from traitlets.config import Configurable
 
 from .app import AgentBuild
 from .legacy_config import APP_SECTION, legacy_names
@@ -32,6 +33,8 @@ def own_config_traits(cls: type) -> dict[str, TraitType]:  # type: ignore[type-a
     """The config traits ``cls`` defines (not those of traitlets' or Jupyter's bases)."""
     traits: dict[str, TraitType] = {}  # type: ignore[type-arg]
     for owner in reversed(cls.__mro__):
+        if not (isinstance(owner, type) and issubclass(owner, Configurable)):
+            continue  # a plain mixin (the store's query groups) has no traits
         if owner.__module__.startswith(__package__ or "jupyter_agentbuild"):
             traits.update(owner.class_own_traits(config=True))  # type: ignore[attr-defined]
     return traits

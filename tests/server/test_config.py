@@ -137,8 +137,7 @@ def test_help_all_lists_every_component_in_its_own_section() -> None:
     )
     assert result.returncode == 0, result.stderr
     for cls in CONFIGURABLES:
-        base = cls.__mro__[1].__name__
-        assert f"\n{cls.__name__}({base}) options\n" in result.stdout
+        assert re.search(rf"\n{cls.__name__}\([^)]*\) options\n", result.stdout), cls
         for name in own_config_traits(cls):
             assert f"--{cls.__name__}.{name}=" in result.stdout
 
