@@ -5,7 +5,7 @@ Run (about two minutes; prints a table, the ratios and the issue's targets):
 
     python -m venv --system-site-packages /tmp/bench-venv          # sees this project
     /tmp/bench-venv/bin/pip install jupyter-server-proxy==4.6.0     # benchmark only
-    /tmp/bench-venv/bin/python benchmarks/bench_proxy.py
+    cd benchmarks && /tmp/bench-venv/bin/python bench_proxy.py
 
 jupyter-server-proxy is NOT a dependency of this project: install it only where the
 benchmark runs (a throw-away venv as above keeps it out of the project's environment and
@@ -41,9 +41,7 @@ import asyncio
 import importlib.util
 import json
 import os
-import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -51,9 +49,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import JupyterServer, RssSampler, free_port
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
+from harness import JupyterServer, free_port
+from proxy_clients import Sample, large_body, rotations, small_responses, ws_round_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = (ROOT / "tests" / "preview" / "backend.py").read_text()
@@ -74,7 +71,7 @@ class Server(JupyterServer):
         super().__init__(
             tmp,
             TOKEN,
-            extra_args=["--AgentBuild.preview_idle_timeout=0"],
+            extra_args=["--PreviewManager.idle_timeout=0"],
             env={"JUPYTER_CONFIG_DIR": str(config)},
         )
         self.cookie = self._login_cookie()
@@ -93,166 +90,6 @@ class Server(JupyterServer):
 
 
 # --------------------------------------------------------------------------- HTTP client
-
-
-class Connection:
-    """A keep-alive HTTP/1.1 client connection (just enough HTTP for this benchmark)."""
-
-    def __init__(self, port: int, headers: dict[str, str]) -> None:
-        self.port = port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        host = "" if "Host" in headers else f"Host: 127.0.0.1:{port}\r\n"
-        self.head = f"{host}{extra}\r\n"
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str, *, sink: Any = None) -> tuple[int, int]:
-        """(status, body bytes); ``sink(n)`` is awaited after each piece of the body."""
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(
-                "127.0.0.1", self.port, limit=4 * MiB
-            )
-        assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(None, 2)[1])
-        lower = head.lower()
-        size = 0
-        if b"transfer-encoding: chunked" in lower:
-            while True:
-                n = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if n == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                size += await self._body(n, sink)
-                await self.reader.readexactly(2)
-        else:
-            match = re.search(rb"content-length: *(\d+)", lower)
-            if match:
-                size = await self._body(int(match.group(1)), sink)
-        if b"connection: close" in lower:
-            self.close()
-        return status, size
-
-    async def _body(self, n: int, sink: Any) -> int:
-        assert self.reader is not None
-        got = 0
-        while got < n:
-            data = await self.reader.read(min(n - got, MiB))
-            if not data:
-                raise ConnectionError("body cut short")
-            got += len(data)
-            if sink is not None:
-                await sink(got)
-        return got
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-class Sample:
-    """Latencies (s) and elapsed time of one target, accumulated over rounds."""
-
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.elapsed = 0.0
-        self.errors = 0
-
-    def summary(self, rate: str) -> dict[str, float]:
-        latencies = sorted(self.latencies)
-        return {
-            rate: len(latencies) / self.elapsed,
-            "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
-            "errors": self.errors,
-        }
-
-
-async def small_responses(
-    sample: Sample,
-    port: int,
-    path: str,
-    headers: dict[str, str],
-    connections: int,
-    seconds: float,
-    warmup: float = 0.5,
-) -> None:
-    """``connections`` keep-alive clients, each sending its next request when the
-    previous answer is in, for ``seconds`` after ``warmup``."""
-    stop_at = 0.0
-    measuring = False
-
-    async def worker() -> None:
-        conn = Connection(port, headers)
-        try:
-            while time.perf_counter() < stop_at:
-                began = time.perf_counter()
-                status, _ = await conn.get(path)
-                if status != 200:
-                    sample.errors += 1
-                if measuring:
-                    sample.latencies.append(time.perf_counter() - began)
-        finally:
-            conn.close()
-
-    stop_at = time.perf_counter() + warmup  # connections made, pools filled
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    measuring, began = True, time.perf_counter()
-    stop_at = began + seconds
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    sample.elapsed += time.perf_counter() - began
-
-
-async def large_body(
-    server: Server, port: int, path: str, headers: dict[str, str], rate: float | None
-) -> dict[str, Any]:
-    conn = Connection(port, headers)
-    began = time.perf_counter()
-
-    async def pace(got: int) -> None:
-        assert rate is not None
-        ahead = got / rate - (time.perf_counter() - began)
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-
-    try:
-        with RssSampler(server) as rss:
-            status, size = await conn.get(path, sink=pace if rate else None)
-    except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        return {"ok": False, "error": f"connection broke ({exc})"}
-    finally:
-        conn.close()
-    elapsed = time.perf_counter() - began
-    if status != 200:
-        return {"ok": False, "error": f"HTTP {status}", "rss": rss.growth}
-    return {"ok": True, "mbps": size / MiB / elapsed, "rss": rss.growth, "size": size}
-
-
-async def ws_round_trips(sample: Sample, url: str, headers: dict[str, str], count: int) -> None:
-    ws = await websocket_connect(HTTPRequest(url, headers=headers))
-    try:
-        for _ in range(100):  # warm-up
-            await ws.write_message("warm")
-            await ws.read_message()
-        began = time.perf_counter()
-        for i in range(count):
-            sent = time.perf_counter()
-            await ws.write_message(f"round trip {i}")
-            assert await ws.read_message() == f"round trip {i}"
-            sample.latencies.append(time.perf_counter() - sent)
-        sample.elapsed += time.perf_counter() - began
-    finally:
-        ws.close()
-
-
-def rotations(names: list[str], rounds: int) -> list[list[str]]:
-    """The targets' order in each round, rotated: load drifts hit every target alike."""
-    return [names[r % len(names) :] + names[: r % len(names)] for r in range(rounds)]
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def start_backend(server: Server) -> tuple[str, int, str]:
@@ -478,6 +315,20 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_js
         p50 = ours["ws"]["p50"] / jsp["ws"]["p50"]
         print(f"   WebSocket: {rt:.2f}x round trips/s, {p50:.2f}x p50 latency")
         checks.append(("WebSocket p50 <= jupyter-server-proxy's", p50 <= 1.0))
+    checks += own_origin_checks(args, results)
+    print("\ntargets (issues 5 and 9)")
+    for label, ok in checks:
+        print(f"   [{'x' if ok else ' '}] {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def own_origin_checks(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]]
+) -> list[tuple[str, bool]]:
+    """The own origin's targets (issue 9): against the bare Jupyter handler and direct."""
+    checks: list[tuple[str, bool]] = []
+    direct = results["direct"]
+    limit = 64 * MiB
     own, bare = results.get(OWN, {}), results.get(BARE, {})
     if "small" in own and "small" in bare:
         ratio = own["small"]["rps"] / bare["small"]["rps"]
@@ -499,10 +350,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_js
         p50 = own["ws"]["p50"] / direct["ws"]["p50"]
         print(f"   own origin vs direct, WebSocket: {p50:.2f}x p50 latency")
         checks.append(("own origin: WebSocket p50 <= 1.5x direct", p50 <= 1.5))
-    print("\ntargets (issues 5 and 9)")
-    for label, ok in checks:
-        print(f"   [{'x' if ok else ' '}] {label}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return checks
 
 
 def main() -> None:

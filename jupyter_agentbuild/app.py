@@ -41,9 +41,8 @@ from .handlers.info import InfoHandler
 from .handlers.preview import PreviewProxyHandler, PreviewRestartHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
-from .hub.routes_client import HubRoutes
 from .identity import server_user
-from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .preview import PreviewManager
 from .preview.origin import PreviewOrigins, TemplateError
 from .providers import ProviderCatalog, ProviderSettings
 from .runner import Runner, RunnerConfig
@@ -421,20 +420,10 @@ class AgentBuild(ExtensionApp):
         previews = PreviewManager(
             store,
             providers,
-            PreviewConfig(
-                idle_timeout=self.preview_idle_timeout,
-                upstream=UpstreamLimits(
-                    connect_timeout=self.preview_connect_timeout,
-                    read_timeout=self.preview_read_timeout,
-                ),
-                stop_timeout=stop_timeout,
-                poll_interval=self.heartbeat_interval,
-                stale_after=self.stale_after,
-            ),
+            parent=self,
             base_url=self._server.base_url,
             runner=runner,
             on_activity=self._record_activity,
-            routes=HubRoutes.from_env(url=self.hub_routes_url),
         )
         runner.hooks.append(previews)
         service = BuildService(

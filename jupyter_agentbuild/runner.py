@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from . import resume
 from .entries import ACTIVE, TERMINAL, encode_event, iso, utcnow
+from .liveness import server_dead
 from .logpipe import LogPipe, StoreUnavailable
 from .retry import every, with_backoff
 from .sandbox.base import Sandbox, SandboxProvider, StepResult
@@ -673,16 +672,17 @@ class Runner:
             return True  # ours, but no task: it can never finish
         if row.runner_id is None and row.status == "running":
             return True  # left by a server that stopped gracefully (resume.detach)
-        if row.runner_host == self.host and row.runner_pid is not None:
-            if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
-                return True
-            if _started_before(row.runner_pid, row.created_at.timestamp()):
-                # The very server that took the build is running (its process is older
-                # than the build, so the pid was not reused): alive, however late its
-                # heartbeat under load. Reaping it would kill a live build's processes.
-                return False
-        beat = row.heartbeat_at or row.created_at
-        return now - beat.timestamp() > self.config.stale_after
+        # A live server that took the build (its process older than the build, so the pid
+        # was not reused) is alive however late its heartbeat under load: reaping it would
+        # kill a live build's processes.
+        return server_dead(
+            host=row.runner_host,
+            pid=row.runner_pid,
+            last_seen=(row.heartbeat_at or row.created_at).timestamp(),
+            stale_after=self.config.stale_after,
+            now=now,
+            taken_at=row.created_at.timestamp(),
+        )
 
     async def reconcile(self) -> None:
         """Mark builds whose server died ``interrupted`` and reap their sandboxes."""
@@ -753,25 +753,6 @@ class Runner:
         elapsed = time.time() - (row.started_at or row.created_at).timestamp()
         self._arm_deadline(job, timeout - elapsed)
         await self._run_to_end(job, self._run_steps(job, first_step, announced))
-
-
-def _started_before(pid: int, when: float) -> bool:
-    """Did the process ``pid`` start before ``when`` (a POSIX time)? False if unknown."""
-    try:
-        return bool(psutil.Process(pid).create_time() <= when)
-    except psutil.Error:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (any owner)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        pass
-    return True
 
 
 __all__ = ["Runner", "RunnerConfig", "TERMINAL"]

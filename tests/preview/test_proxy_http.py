@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import psutil
 import pytest
+from traitlets.config import Config
 
 from tests.conftest import statuses, texts
 from tests.preview.conftest import WAIT, Previews, port_open, raw_request
@@ -21,8 +22,9 @@ CSP_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-modals allow
 
 
 @pytest.fixture
-def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
-    return {**agentbuild_config, "preview_read_timeout": 1.0}
+def jp_server_config(jp_server_config: Config) -> Config:
+    jp_server_config.PreviewManager.read_timeout = 1.0
+    return jp_server_config
 
 
 def header_pairs(echo: dict[str, Any]) -> dict[str, list[str]]:
