@@ -28,6 +28,7 @@ from tornado import web
 from ..errors import Conflict, Forbidden, NotFound, Unavailable
 from ..identity import owner_of
 from ..preview.headers import ResponseRewriter, cross_site_request, strip_credentials
+from ..preview.settings import PREVIEW_CSP
 from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, JsonErrors, error_body
 from .builds import BuildHandlerBase
@@ -51,7 +52,8 @@ class PreviewProxyHandler(WebSocketRelay, JsonErrors, JupyterHandler):
     def content_security_policy(self) -> str:
         """Jupyter's own policy (``frame-ancestors 'self'``...) plus the preview's
         ``sandbox`` directive: the page runs in an opaque origin, never as Jupyter."""
-        extra = self.agentbuild.previews.csp
+        previews = self.agentbuild.previews
+        extra = previews.csp if previews is not None else PREVIEW_CSP
         base = super().content_security_policy
         return f"{base}; {extra}" if extra else base
 
