@@ -188,7 +188,7 @@ async def test_a_browser_that_leaves_mid_transfer_frees_its_upstream_connection(
         reader, writer = await asyncio.open_connection("127.0.0.1", previews.port)
         writer.write(request)
         await writer.drain()
-        await until(lambda: len(pool.in_use) == 1)  # the exchange with the preview is on
+        await until(lambda: pool.in_use == 1)  # the exchange with the preview is on
         writer.close()  # ... and the browser leaves in the middle of it
         await until(lambda: not pool.in_use)
     assert (await previews.fetch(bid, "/tiny")).body == b"ok"
