@@ -5,7 +5,7 @@ Run (about two minutes; prints a table, the ratios and the issue's targets):
 
     python -m venv --system-site-packages /tmp/bench-venv          # sees this project
     /tmp/bench-venv/bin/pip install jupyter-server-proxy==4.6.0     # benchmark only
-    /tmp/bench-venv/bin/python benchmarks/bench_proxy.py
+    cd benchmarks && /tmp/bench-venv/bin/python bench_proxy.py
 
 jupyter-server-proxy is NOT a dependency of this project: install it only where the
 benchmark runs (a throw-away venv as above keeps it out of the project's environment and
@@ -27,9 +27,11 @@ Measured, with a browser-like client (the Jupyter login cookie, keep-alive conne
 
 1. small responses (``GET /tiny``, 2 bytes): requests/s and p50/p99 latency with 32
    concurrent connections, each sending its next request when the previous answer is in;
-2. a large body (``GET /big``, 1 GiB): MB/s for a client that reads as fast as it can,
-   and the server's peak RSS growth (psutil, every 10 ms); then, in interleaved rounds,
-   a size jupyter-server-proxy can handle (it buffers whole bodies, and fails above 100 MiB);
+2. a large body (``GET /big``, 1 GiB): MB/s for a client that reads as fast as it can
+   (over ``--large-rounds`` interleaved rounds: on a shared machine one transfer's speed
+   is mostly the load of its moment), and the server's peak RSS growth (psutil, every
+   10 ms); then, in interleaved rounds, a size jupyter-server-proxy can handle (it buffers
+   whole bodies, and fails above 100 MiB);
 3. a slow reader (20 MB/s) of a 96 MiB body: RSS growth (back-pressure or buffering);
 4. WebSocket round trips: one connection, one small message at a time: round trips/s, p50.
 """
@@ -41,9 +43,7 @@ import asyncio
 import importlib.util
 import json
 import os
-import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -51,9 +51,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import JupyterServer, RssSampler, free_port
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
+from harness import JupyterServer, free_port
+from proxy_clients import Sample, large_body, rotations, small_responses, ws_round_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = (ROOT / "tests" / "preview" / "backend.py").read_text()
@@ -74,7 +73,7 @@ class Server(JupyterServer):
         super().__init__(
             tmp,
             TOKEN,
-            extra_args=["--AgentBuild.preview_idle_timeout=0"],
+            extra_args=["--PreviewManager.idle_timeout=0"],
             env={"JUPYTER_CONFIG_DIR": str(config)},
         )
         self.cookie = self._login_cookie()
@@ -93,166 +92,6 @@ class Server(JupyterServer):
 
 
 # --------------------------------------------------------------------------- HTTP client
-
-
-class Connection:
-    """A keep-alive HTTP/1.1 client connection (just enough HTTP for this benchmark)."""
-
-    def __init__(self, port: int, headers: dict[str, str]) -> None:
-        self.port = port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        host = "" if "Host" in headers else f"Host: 127.0.0.1:{port}\r\n"
-        self.head = f"{host}{extra}\r\n"
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str, *, sink: Any = None) -> tuple[int, int]:
-        """(status, body bytes); ``sink(n)`` is awaited after each piece of the body."""
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(
-                "127.0.0.1", self.port, limit=4 * MiB
-            )
-        assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(None, 2)[1])
-        lower = head.lower()
-        size = 0
-        if b"transfer-encoding: chunked" in lower:
-            while True:
-                n = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if n == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                size += await self._body(n, sink)
-                await self.reader.readexactly(2)
-        else:
-            match = re.search(rb"content-length: *(\d+)", lower)
-            if match:
-                size = await self._body(int(match.group(1)), sink)
-        if b"connection: close" in lower:
-            self.close()
-        return status, size
-
-    async def _body(self, n: int, sink: Any) -> int:
-        assert self.reader is not None
-        got = 0
-        while got < n:
-            data = await self.reader.read(min(n - got, MiB))
-            if not data:
-                raise ConnectionError("body cut short")
-            got += len(data)
-            if sink is not None:
-                await sink(got)
-        return got
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-class Sample:
-    """Latencies (s) and elapsed time of one target, accumulated over rounds."""
-
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.elapsed = 0.0
-        self.errors = 0
-
-    def summary(self, rate: str) -> dict[str, float]:
-        latencies = sorted(self.latencies)
-        return {
-            rate: len(latencies) / self.elapsed,
-            "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
-            "errors": self.errors,
-        }
-
-
-async def small_responses(
-    sample: Sample,
-    port: int,
-    path: str,
-    headers: dict[str, str],
-    connections: int,
-    seconds: float,
-    warmup: float = 0.5,
-) -> None:
-    """``connections`` keep-alive clients, each sending its next request when the
-    previous answer is in, for ``seconds`` after ``warmup``."""
-    stop_at = 0.0
-    measuring = False
-
-    async def worker() -> None:
-        conn = Connection(port, headers)
-        try:
-            while time.perf_counter() < stop_at:
-                began = time.perf_counter()
-                status, _ = await conn.get(path)
-                if status != 200:
-                    sample.errors += 1
-                if measuring:
-                    sample.latencies.append(time.perf_counter() - began)
-        finally:
-            conn.close()
-
-    stop_at = time.perf_counter() + warmup  # connections made, pools filled
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    measuring, began = True, time.perf_counter()
-    stop_at = began + seconds
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    sample.elapsed += time.perf_counter() - began
-
-
-async def large_body(
-    server: Server, port: int, path: str, headers: dict[str, str], rate: float | None
-) -> dict[str, Any]:
-    conn = Connection(port, headers)
-    began = time.perf_counter()
-
-    async def pace(got: int) -> None:
-        assert rate is not None
-        ahead = got / rate - (time.perf_counter() - began)
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-
-    try:
-        with RssSampler(server) as rss:
-            status, size = await conn.get(path, sink=pace if rate else None)
-    except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        return {"ok": False, "error": f"connection broke ({exc})"}
-    finally:
-        conn.close()
-    elapsed = time.perf_counter() - began
-    if status != 200:
-        return {"ok": False, "error": f"HTTP {status}", "rss": rss.growth}
-    return {"ok": True, "mbps": size / MiB / elapsed, "rss": rss.growth, "size": size}
-
-
-async def ws_round_trips(sample: Sample, url: str, headers: dict[str, str], count: int) -> None:
-    ws = await websocket_connect(HTTPRequest(url, headers=headers))
-    try:
-        for _ in range(100):  # warm-up
-            await ws.write_message("warm")
-            await ws.read_message()
-        began = time.perf_counter()
-        for i in range(count):
-            sent = time.perf_counter()
-            await ws.write_message(f"round trip {i}")
-            assert await ws.read_message() == f"round trip {i}"
-            sample.latencies.append(time.perf_counter() - sent)
-        sample.elapsed += time.perf_counter() - began
-    finally:
-        ws.close()
-
-
-def rotations(names: list[str], rounds: int) -> list[list[str]]:
-    """The targets' order in each round, rotated: load drifts hit every target alike."""
-    return [names[r % len(names) :] + names[: r % len(names)] for r in range(rounds)]
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def start_backend(server: Server) -> tuple[str, int, str]:
@@ -301,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
             OWN: (jport, "", {"Host": own_host}),
         }
         if with_jsp:
-            targets["jupyter-server-proxy"] = (jport, f"/proxy/{bport}", auth)
+            targets[JSP] = (jport, f"/proxy/{bport}", auth)
         names = list(targets)
         results: dict[str, dict[str, Any]] = {name: {} for name in names}
         print(f"server pid {server.proc.pid}, backend :{bport}, {os.cpu_count()} CPUs")
@@ -325,6 +164,7 @@ async def run(args: argparse.Namespace) -> int:
 
 Targets = dict[str, tuple[int, str, dict[str, str]]]
 OWN = "own origin"
+JSP = "jupyter-server-proxy"
 BARE = "bare Jupyter /api/status"
 
 
@@ -360,35 +200,54 @@ async def part_large(
     args: argparse.Namespace, server: Server, targets: Targets, results: dict[str, Any]
 ) -> None:
     print("\n2. large bodies, read as fast as possible (RSS: server's peak growth)")
-    for name in targets:  # the big one once per target: jupyter-server-proxy fails it
-        port, prefix, headers = targets[name]
-        r = await large_body(server, port, f"{prefix}/big?size={args.large}", headers, None)
-        results[name][f"large-{args.large}"] = r
-        show_large(name, args.large, r)
+    # The big one in interleaved rounds too (on a shared machine one transfer's speed is
+    # mostly the load of that moment), except jupyter-server-proxy: it fails it, once.
+    ours = [name for name in targets if name != JSP]
+    big = await interleaved(server, targets, ours, args.large, args.large_rounds)
+    if JSP in targets:
+        port, prefix, headers = targets[JSP]
+        big[JSP] = [
+            await large_body(server, port, f"{prefix}/big?size={args.large}", headers, None)
+        ]
+    for name in targets:
+        r = results[name][f"large-{args.large}"] = combined(big[name], args.large)
+        show_large(name, args.large, r, f" ({len(big[name])} rounds)")
     # The size both can do, in interleaved rounds (one transfer is ~0.1 s: too noisy
     # alone): MB/s over all rounds, RSS growth the largest seen.
     size, compared = args.jsp_size, list(targets)[1:]
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in compared}
-    for order in rotations(compared, args.rounds):
+    rounds = await interleaved(server, targets, compared, size, args.rounds)
+    for name, runs in rounds.items():
+        r = results[name][f"large-{size}"] = combined(runs, size)
+        show_large(name, size, r, f" ({len(runs)} rounds)")
+
+
+async def interleaved(
+    server: Server, targets: Targets, names: list[str], size: int, count: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``count`` transfers of ``size`` bytes per target, in rotated rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for order in rotations(names, count):
         for name in order:
             port, prefix, headers = targets[name]
             r = await large_body(server, port, f"{prefix}/big?size={size}", headers, None)
-            rounds[name].append(r)
-    for name, runs in rounds.items():
-        failed = next((r for r in runs if not r["ok"]), None)
-        if failed is not None:
-            r = failed
-        else:
-            seconds = sum(run["size"] / MiB / run["mbps"] for run in runs)
-            total = sum(run["size"] for run in runs)
-            r = {
-                "ok": True,
-                "mbps": total / MiB / seconds,
-                "rss": max(run["rss"] for run in runs),
-                "size": size,
-            }
-        results[name][f"large-{size}"] = r
-        show_large(name, size, r, f" ({len(runs)} rounds)")
+            runs[name].append(r)
+    return runs
+
+
+def combined(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """MB/s over all the runs (total bytes / total time), the largest RSS growth; the
+    first failure if one failed."""
+    failed = next((r for r in runs if not r["ok"]), None)
+    if failed is not None:
+        return failed
+    seconds = sum(run["size"] / MiB / run["mbps"] for run in runs)
+    total = sum(run["size"] for run in runs)
+    return {
+        "ok": True,
+        "mbps": total / MiB / seconds,
+        "rss": max(run["rss"] for run in runs),
+        "size": size,
+    }
 
 
 def show_large(name: str, size: int, r: dict[str, Any], note: str = "") -> None:
@@ -439,7 +298,7 @@ async def part_ws(args: argparse.Namespace, targets: Targets, results: dict[str,
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_jsp: bool) -> int:
     """Ratios and the issue's targets for what was measured."""
     ours, direct = results["agentbuild"], results["direct"]
-    jsp = results.get("jupyter-server-proxy", {})
+    jsp = results.get(JSP, {})
     checks: list[tuple[str, bool]] = []
     limit = 64 * MiB
     print("\nratios (agentbuild / other)")
@@ -478,6 +337,20 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_js
         p50 = ours["ws"]["p50"] / jsp["ws"]["p50"]
         print(f"   WebSocket: {rt:.2f}x round trips/s, {p50:.2f}x p50 latency")
         checks.append(("WebSocket p50 <= jupyter-server-proxy's", p50 <= 1.0))
+    checks += own_origin_checks(args, results)
+    print("\ntargets (issues 5 and 9)")
+    for label, ok in checks:
+        print(f"   [{'x' if ok else ' '}] {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def own_origin_checks(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]]
+) -> list[tuple[str, bool]]:
+    """The own origin's targets (issue 9): against the bare Jupyter handler and direct."""
+    checks: list[tuple[str, bool]] = []
+    direct = results["direct"]
+    limit = 64 * MiB
     own, bare = results.get(OWN, {}), results.get(BARE, {})
     if "small" in own and "small" in bare:
         ratio = own["small"]["rps"] / bare["small"]["rps"]
@@ -499,10 +372,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], with_js
         p50 = own["ws"]["p50"] / direct["ws"]["p50"]
         print(f"   own origin vs direct, WebSocket: {p50:.2f}x p50 latency")
         checks.append(("own origin: WebSocket p50 <= 1.5x direct", p50 <= 1.5))
-    print("\ntargets (issues 5 and 9)")
-    for label, ok in checks:
-        print(f"   [{'x' if ok else ' '}] {label}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return checks
 
 
 def main() -> None:
@@ -511,6 +381,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="small responses, per target")
     parser.add_argument("--large", type=int, default=1024 * MiB, help="bytes")
     parser.add_argument("--jsp-size", type=int, default=64 * MiB, help="bytes (< 100 MiB)")
+    parser.add_argument(
+        "--large-rounds", type=int, default=3, help="interleaved rounds of the large body"
+    )
     parser.add_argument("--slow", type=int, default=96 * MiB, help="bytes for the slow reader")
     parser.add_argument("--slow-rate", type=float, default=20.0, help="MB/s")
     parser.add_argument("--ws", type=int, default=6000, help="round trips")

@@ -23,7 +23,7 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.routing import HostMatches, Rule
-from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Int, Unicode
 from traitlets.config import Config
 
 from . import urls
@@ -33,17 +33,12 @@ from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHan
 from .handlers.contract import ContractHandler
 from .handlers.info import InfoHandler
 from .handlers.openapi import OpenAPIHandler
-from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
+from .handlers.preview import PreviewProxyHandler, PreviewRestartHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
 from .legacy_config import LegacyForwarder
-from .preview.origin import PreviewOrigins, TemplateError
 from .store.engine import redact_url
 from .wiring import CONFIGURABLES, AgentBuildState, build_state
-
-#: The default preview CSP: scripts, forms, pop-ups, modals and downloads, but an opaque
-#: origin (no allow-same-origin), so a preview can never act as Jupyter.
-PREVIEW_CSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
 class AgentBuild(ExtensionApp):
@@ -70,74 +65,6 @@ class AgentBuild(ExtensionApp):
         True,
         help="Export JPY_AGENTBUILD_URL/TOKEN to kernels so the notebook client finds the server.",
     ).tag(config=True)
-
-    preview_idle_timeout = Float(
-        1800.0,
-        help="""Seconds without proxied traffic (requests, response data, WebSocket messages)
-        after which a preview is stopped and its sandbox destroyed (default 1800). 0: never.""",
-    ).tag(config=True)
-    preview_csp = Unicode(
-        PREVIEW_CSP,
-        help=f"""Appended to Jupyter's Content-Security-Policy on every response of the path
-        proxy ({{base_url}}agentbuild/preview/ID/, on Jupyter's origin). The default,
-        '{PREVIEW_CSP}', runs a page seen there in an opaque origin, so its scripts can never
-        act as the Jupyter origin; never add allow-same-origin. (Previews on their own origin,
-        the URL browsers are given, need none: that origin is another site.)""",
-    ).tag(config=True)
-    preview_connect_timeout = Float(
-        10.0, help="Seconds to wait for a preview to accept a connection (else 504)."
-    ).tag(config=True)
-    preview_read_timeout = Float(
-        300.0,
-        help="""Seconds to wait for a preview's response headers, and then between two parts
-        of its body (else 504, or the connection is cut once the response has started).""",
-    ).tag(config=True)
-    preview_max_request_size = Int(
-        1024**3,
-        help="Largest request body (bytes) the proxy streams to a preview (default 1 GiB).",
-    ).tag(config=True)
-
-    preview_origin_template = Unicode(
-        "",
-        help="""The own origin of each preview in a deployment: a URL with {label} in its
-        host name, e.g. 'https://{label}.previews.example.org', where a wildcard DNS name
-        and TLS in front send every such host to this server (see the README). Use a
-        registrable domain of its own, not a sub-domain of Jupyter's. Empty (default):
-        previews get '{label}.localhost' origins when Jupyter is opened at localhost,
-        127.0.0.1 or [::1]; elsewhere their URL is the path proxy's.""",
-    ).tag(config=True)
-
-    hub_routes_url = Unicode(
-        "",
-        help="""Under JupyterHub: the URL of the agentbuild-previews hub service, e.g.
-        'http://127.0.0.1:10101/services/agentbuild-previews/'. Each preview asks it (with
-        this server's JUPYTERHUB_API_TOKEN) to route its host to this server through the
-        hub's proxy, and removes the route when it stops (see the README). Empty (default):
-        no routes are asked for. Env fallback: AGENTBUILD_HUB_ROUTES_URL.""",
-    ).tag(config=True)
-
-    @default("hub_routes_url")
-    def _hub_routes_url_default(self) -> str:
-        return os.environ.get("AGENTBUILD_HUB_ROUTES_URL", "")
-
-    @validate("preview_origin_template")
-    def _check_preview_origin_template(self, proposal: Any) -> str:
-        try:
-            return PreviewOrigins.check_template(str(proposal["value"]))
-        except TemplateError as exc:
-            raise TraitError(f"AgentBuild.preview_origin_template: {exc}") from None
-
-    @validate("preview_csp")
-    def _check_preview_csp(self, proposal: Any) -> str:
-        value = str(proposal["value"]).strip().rstrip(";")
-        tokens = value.lower().split()
-        if "sandbox" not in tokens or "allow-same-origin" in tokens:
-            self.log.warning(
-                "agentbuild: preview_csp %r does not confine the path proxy's pages to an "
-                "opaque origin: a page there could act as the user in Jupyter",
-                value,
-            )
-        return value
 
     state: AgentBuildState | None = None
     _sigint_handler: Any = None
@@ -201,6 +128,7 @@ class AgentBuild(ExtensionApp):
                 (rf"{build}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
                 (rf"{build}/artifacts/(?P<path>.+)", ArtifactFileHandler),
                 (rf"{build}/preview/stop", PreviewStopHandler),
+                (rf"{build}/preview/restart", PreviewRestartHandler),
                 (rf"/{urls.API}/info", InfoHandler),
                 (rf"/{urls.API}/openapi\.json", OpenAPIHandler),
                 (rf"/{urls.PREVIEW}/{urls.BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
@@ -214,9 +142,9 @@ class AgentBuild(ExtensionApp):
         path: the rule is put first, ahead of Jupyter's and every extension's, so nothing
         of Jupyter is ever served at such a host (its host check would otherwise be all
         that stood in the way, and ``allow_remote_access`` turns that off)."""
-        assert self.serverapp is not None
+        assert self.serverapp is not None and self.state is not None
         web_app: Any = self.serverapp.web_app
-        pattern = PreviewOrigins(self.preview_origin_template).host_pattern
+        pattern = self.state.preview_origins.host_pattern
         web_app.add_handlers(pattern, [(r".*", OwnOriginHandler)])
         rules = web_app.default_router.rules
         rule = next(

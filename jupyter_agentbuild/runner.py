@@ -22,13 +22,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from . import build_end, build_steps, orphans, resume
 from .aio import first_of
 from .build_job import DETACHED, AfterSteps, BuildHook, BuildJob, BuildStopped
 from .buildlog import BuildLog, StoreUnavailable
 from .entries import ACTIVE, TERMINAL, utcnow
+from .liveness import server_dead
 from .retry import repeat_forever, with_backoff
 from .runner_settings import RunnerSettings
 from .sandbox.base import Sandbox, SandboxProvider
@@ -386,16 +385,17 @@ class Runner(RunnerSettings):
             return True  # ours, but no task: it can never finish
         if row.runner_id is None and row.status == BuildStatus.RUNNING:
             return True  # left by a server that stopped gracefully (resume.detach)
-        if row.runner_host == self.host and row.runner_pid is not None:
-            if row.runner_pid == self.pid or not pid_alive(row.runner_pid):
-                return True
-            if _started_before(row.runner_pid, row.created_at.timestamp()):
-                # The very server that took the build is running (its process is older
-                # than the build, so the pid was not reused): alive, however late its
-                # heartbeat under load. Reaping it would kill a live build's processes.
-                return False
-        beat = row.heartbeat_at or row.created_at
-        return now - beat.timestamp() > self.stale_after
+        # A live server that took the build (its process older than the build, so the pid
+        # was not reused) is alive however late its heartbeat under load: reaping it would
+        # kill a live build's processes.
+        return server_dead(
+            host=row.runner_host,
+            pid=row.runner_pid,
+            last_seen=(row.heartbeat_at or row.created_at).timestamp(),
+            stale_after=self.stale_after,
+            now=now,
+            taken_at=row.created_at.timestamp(),
+        )
 
     # -- builds taken over from a dead server (see resume.py) -------------------
 
@@ -428,25 +428,6 @@ class Runner(RunnerSettings):
         elapsed = time.time() - (row.started_at or row.created_at).timestamp()
         self._arm_deadline(job, timeout - elapsed)
         await self._run_to_end(job, build_steps.run_steps(self, job, first_step, announced))
-
-
-def _started_before(pid: int, when: float) -> bool:
-    """Did the process ``pid`` start before ``when`` (a POSIX time)? False if unknown."""
-    try:
-        return bool(psutil.Process(pid).create_time() <= when)
-    except psutil.Error:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (any owner)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        pass
-    return True
 
 
 __all__ = ["AfterSteps", "BuildHook", "Runner", "TERMINAL"]

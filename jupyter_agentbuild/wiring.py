@@ -23,9 +23,8 @@ from sqlalchemy import make_url
 
 from .artifacts.collect import ArtifactCollector
 from .artifacts.service import ArtifactService
-from .hub.routes_client import HubRoutes
 from .identity import server_user
-from .preview import PreviewConfig, PreviewManager, UpstreamLimits
+from .preview import PreviewManager
 from .preview.origin import PreviewOrigins
 from .providers import ProviderCatalog, configurable_classes
 from .runner import Runner
@@ -47,6 +46,7 @@ CONFIGURABLES: tuple[type, ...] = (
     ArtifactCollector,
     Store,
     Runner,
+    PreviewManager,
     *configurable_classes(),
 )
 
@@ -94,11 +94,11 @@ def build_state(app: AgentBuild) -> AgentBuildState:
         personal_owner=app.owner_name or server_user(),
         artifacts=artifacts,
         previews=previews,
-        preview_csp=app.preview_csp,
-        preview_max_request_size=app.preview_max_request_size,
+        preview_csp=previews.csp,
+        preview_max_request_size=previews.max_request_size,
         max_request_bytes=app.max_request_bytes,
         catalog=catalog,
-        preview_origins=PreviewOrigins(app.preview_origin_template),
+        preview_origins=PreviewOrigins(previews.origin_template),
     )
 
 
@@ -126,20 +126,10 @@ def make_previews(
     return PreviewManager(
         store,
         providers,
-        PreviewConfig(
-            idle_timeout=app.preview_idle_timeout,
-            upstream=UpstreamLimits(
-                connect_timeout=app.preview_connect_timeout,
-                read_timeout=app.preview_read_timeout,
-            ),
-            stop_timeout=runner.stop_timeout,
-            poll_interval=runner.heartbeat_interval,
-            stale_after=runner.stale_after,
-        ),
         base_url=server.base_url,
         runner=runner,
         on_activity=app.record_activity,
-        routes=HubRoutes.from_env(url=app.hub_routes_url),
+        parent=app,
     )
 
 

@@ -65,6 +65,7 @@ class Client:
     download_all = Blocking(AsyncClient.download_all)
     preview_url = Blocking(AsyncClient.preview_url)
     preview_stop = Blocking(AsyncClient.preview_stop)
+    restart_preview = Blocking(AsyncClient.restart_preview)
 
     def logs(
         self, build_id: str, after: int = 0, follow: bool = False, limit: int = 1000

@@ -9,7 +9,8 @@ The prefix is stripped (the app is told it runs at ``/``), and every response ca
 get the preview's own origin instead (:mod:`.preview_origin`). Who may reach which
 preview is the service's answer (owner only, 404 otherwise), where to connect is the
 preview's record (never the request), what crosses is :mod:`..preview.headers`, and the
-bytes are moved by :mod:`.preview_relay`.
+bytes are moved by :mod:`.preview_relay` (HTTP) and :mod:`.preview_socket` (WebSocket).
+This module authenticates and dispatches.
 """
 
 from __future__ import annotations
@@ -24,35 +25,35 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
-from ..errors import Forbidden, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, NotFound, Unavailable
 from ..identity import request_owner
 from ..preview.headers import ResponseRewriter, cross_site_request, strip_credentials
+from ..preview.settings import PREVIEW_CSP
 from .artifacts import serve_static_preview
 from .base import AUTH_RESOURCE, JsonErrors, error_body
 from .builds import BuildHandlerBase
-from .preview_relay import TARGET_SAFE, PreviewRelay, http_error
+from .preview_relay import TARGET_SAFE, http_error
+from .preview_socket import WebSocketRelay
 
 
-def _nothing(handler: Any) -> None:
-    return None
+def _never_called(handler: Any) -> None:
+    """What ``web.authenticated`` would run for a signed-in user: it is only used on an
+    anonymous request, to send it to the login page as Jupyter's own pages do."""
 
 
 @web.stream_request_body
-class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
+class PreviewProxyHandler(WebSocketRelay, JsonErrors, JupyterHandler):
     """HTTP (every method) and WebSocket reverse proxy to one build's preview, at a path
     of Jupyter's origin."""
 
     auth_resource = AUTH_RESOURCE
 
     @property
-    def agentbuild(self) -> Any:
-        return self.settings["agentbuild"]
-
-    @property
     def content_security_policy(self) -> str:
         """Jupyter's own policy (``frame-ancestors 'self'``...) plus the preview's
         ``sandbox`` directive: the page runs in an opaque origin, never as Jupyter."""
-        extra = self.agentbuild.preview_csp
+        previews = self.agentbuild.previews
+        extra = previews.csp if previews is not None else PREVIEW_CSP
         base = super().content_security_policy
         return f"{base}; {extra}" if extra else base
 
@@ -68,7 +69,7 @@ class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
         user = self.current_user
         if user is None:  # also where the server allows unauthenticated access
             if self.request.method in ("GET", "HEAD") and not self._upgrade:
-                web.authenticated(_nothing)(self)  # a page: to the login page, as Jupyter does
+                web.authenticated(_never_called)(self)  # a page: to the login page, as Jupyter does
                 return
             raise http_error(403, "the preview needs Jupyter authentication")
         if not self.token_authenticated and cross_site_request(
@@ -96,35 +97,12 @@ class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
                 raise http_error(404, f"no preview is running for build {build_id}")
             return  # the method serves the static fallback or a 404
         self.preview.touch()
-        await self._open_body(agentbuild.preview_max_request_size, self.path_kwargs.get("path"))
+        await self._open_body(agentbuild.previews.max_request_size, self.path_kwargs.get("path"))
 
-    # -- HTTP ------------------------------------------------------------------------------
+    # -- what the request gets ------------------------------------------------------------
 
-    async def get(self, build_id: str, path: str | None = None) -> None:  # type: ignore[override]
-        if self._upgrade:
-            await self._websocket(build_id, path)
-        else:
-            await self._http(build_id, path)
-
-    async def head(self, build_id: str, path: str | None = None) -> None:
-        await self._http(build_id, path)
-
-    async def post(self, build_id: str, path: str | None = None) -> None:
-        await self._http(build_id, path)
-
-    async def put(self, build_id: str, path: str | None = None) -> None:
-        await self._http(build_id, path)
-
-    async def patch(self, build_id: str, path: str | None = None) -> None:
-        await self._http(build_id, path)
-
-    async def delete(self, build_id: str, path: str | None = None) -> None:
-        await self._http(build_id, path)
-
-    async def options(self, build_id: str, path: str | None = None) -> None:  # type: ignore[override]
-        await self._http(build_id, path)
-
-    async def _http(self, build_id: str, path: str | None) -> None:
+    async def serve_http(self) -> None:
+        build_id, path = self.path_kwargs["build_id"], self.path_kwargs.get("path")
         preview = self.preview
         if preview is None:
             await self._static_fallback(build_id, path)
@@ -178,11 +156,10 @@ class PreviewProxyHandler(PreviewRelay, JsonErrors, JupyterHandler):
         query = strip_credentials(self.request.query)
         return f"{sub}?{query}" if query else sub
 
-    # -- WebSocket ---------------------------------------------------------------------------
-
     @ws_authenticated
-    async def _websocket(self, build_id: str, path: str | None) -> None:
-        await self._relay_websocket(path, f"no preview is running for build {build_id}")
+    async def serve_websocket(self) -> None:
+        build_id, path = self.path_kwargs["build_id"], self.path_kwargs.get("path")
+        await self.relay_websocket(path, f"no preview is running for build {build_id}")
 
     # -- errors: short, never a traceback, with the security headers ------------------------
 
@@ -221,4 +198,26 @@ class PreviewStopHandler(BuildHandlerBase):
         self.write_json(self._build(row), status=200 if done else 202)
 
 
-__all__ = ["PreviewProxyHandler", "PreviewStopHandler"]
+class PreviewRestartHandler(BuildHandlerBase):
+    """``POST api/builds/{id}/preview/restart``: a fresh preview process, same URLs.
+
+    The running process is stopped and the spec's preview command started again in the
+    same sandbox (edited files are served, a hung app is replaced); the Build answers,
+    its ``preview`` ``ready`` again or ``failed`` with the error. 404 for a build that is
+    not the caller's; 409 when there is nothing to restart here (``error.code``:
+    ``no_preview``, ``preview_starting``, ``preview_elsewhere``, or ``preview_gone`` once
+    the preview stopped, since its sandbox and the files the steps made went with it).
+    """
+
+    @web.authenticated
+    @authorized
+    async def post(self, build_id: str) -> None:
+        service = self.agentbuild.service
+        row = await service.get(self.owner, build_id)
+        if service.previews is None:
+            raise Conflict("previews are off on this server", code="no_preview")
+        await service.previews.restart(row)
+        self.write_json(self._build(await service.get(self.owner, build_id)))
+
+
+__all__ = ["PreviewProxyHandler", "PreviewRestartHandler", "PreviewStopHandler"]

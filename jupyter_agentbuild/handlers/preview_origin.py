@@ -18,7 +18,6 @@ on this host).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,76 +25,18 @@ from tornado import web
 from tornado.httputil import HTTPHeaders
 from tornado.log import access_log
 
-from ..preview.headers import ResponseRewriter, _connection_tokens, response_header_allowed
-from .preview_relay import TARGET_SAFE, PreviewRelay, http_error
+from ..preview.headers import OwnOriginRewriter, ResponseRewriter
+from .preview_relay import TARGET_SAFE, http_error
+from .preview_socket import WebSocketRelay
 
 log = logging.getLogger(__name__)
 
 NOTHING = "no preview here"
 
 
-#: Response headers refused on Jupyter's origin (where they would act on Jupyter) that an
-#: app may send on its own origin, where they only concern the app: CORS for its API, its
-#: service worker's scope. (Not ``Clear-Site-Data``: its "cookies" reach the whole
-#: registrable domain, other previews' and perhaps Jupyter's.)
-OWN_ORIGIN_ALLOW = frozenset(
-    {
-        "access-control-allow-origin",
-        "access-control-allow-credentials",
-        "access-control-allow-methods",
-        "access-control-allow-headers",
-        "access-control-expose-headers",
-        "access-control-max-age",
-        "timing-allow-origin",
-        "service-worker-allowed",
-        "origin-agent-cluster",
-    }
-)
-
-
-class OwnOriginRewriter(ResponseRewriter):
-    """Redirects to the upstream's address become paths of this origin; cookies keep
-    their path but lose any ``Domain`` (host-only: a preview cannot toss a cookie to a
-    sibling or parent domain, where Jupyter may live). The response header allow-list is
-    the path proxy's plus :data:`OWN_ORIGIN_ALLOW`."""
-
-    def headers(self, upstream: HTTPHeaders) -> Iterable[tuple[str, str]]:
-        drop = _connection_tokens(upstream)
-        for name, value in upstream.get_all():
-            lname = name.lower()
-            if lname in drop:
-                continue
-            if lname in OWN_ORIGIN_ALLOW:
-                yield name, value
-                continue
-            if not response_header_allowed(lname, value):
-                continue
-            if lname in ("location", "content-location"):
-                value = self.location(value)
-            elif lname == "set-cookie":
-                rewritten = self.set_cookie(value)
-                if rewritten is None:
-                    continue
-                value = rewritten
-            yield name, value
-
-    def set_cookie(self, value: str) -> str | None:
-        kept = super().set_cookie(value)
-        if kept is None:
-            return None
-        attrs = kept.split(";")
-        return ";".join(
-            [attrs[0]] + [a for a in attrs[1:] if a.split("=", 1)[0].strip().lower() != "domain"]
-        )
-
-
 @web.stream_request_body
-class OwnOriginHandler(PreviewRelay):
+class OwnOriginHandler(WebSocketRelay):
     """Every method and WebSocket upgrades, at any path of a preview host."""
-
-    @property
-    def agentbuild(self) -> Any:
-        return self.settings["agentbuild"]
 
     async def prepare(self) -> None:
         self._start_request()
@@ -107,31 +48,13 @@ class OwnOriginHandler(PreviewRelay):
             raise http_error(404, NOTHING)
         self.preview = preview
         preview.touch()
-        await self._open_body(agentbuild.preview_max_request_size, None)
+        await self._open_body(previews.max_request_size, None)
 
-    async def get(self, *args: Any) -> None:
-        if self._upgrade:
-            await self._relay_websocket(None, NOTHING)
-        else:
-            await self._relay_http(None)
-
-    async def head(self, *args: Any) -> None:
+    async def serve_http(self) -> None:
         await self._relay_http(None)
 
-    async def post(self, *args: Any) -> None:
-        await self._relay_http(None)
-
-    async def put(self, *args: Any) -> None:
-        await self._relay_http(None)
-
-    async def patch(self, *args: Any) -> None:
-        await self._relay_http(None)
-
-    async def delete(self, *args: Any) -> None:
-        await self._relay_http(None)
-
-    async def options(self, *args: Any) -> None:
-        await self._relay_http(None)
+    async def serve_websocket(self) -> None:
+        await self.relay_websocket(None, NOTHING)
 
     # -- the hooks of the relay ------------------------------------------------------------
 
@@ -250,4 +173,4 @@ class OwnOriginHandler(PreviewRelay):
         )
 
 
-__all__ = ["NOTHING", "OwnOriginHandler", "OwnOriginRewriter"]
+__all__ = ["NOTHING", "OwnOriginHandler"]

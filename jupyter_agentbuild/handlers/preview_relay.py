@@ -1,4 +1,4 @@
-"""Moving a request to a preview and its answer back: shared by both ways in.
+"""Moving an HTTP request to a preview and its answer back: shared by both ways in.
 
 A preview is reached two ways, with the same relay underneath:
 
@@ -18,8 +18,10 @@ Streaming both ways, with back-pressure:
   upstream socket before tornado reads the next one from the browser;
 - response bodies are awaited into the browser's socket (``await self.flush()``) before
   the next chunk is read from the upstream (``HTTP1Connection`` awaits ``data_received``);
-- a WebSocket, once the preview accepted the upgrade, is relayed as bytes both ways
-  (:mod:`..preview.tunnel`), each chunk written before the next is read.
+- a body of known length goes from socket to socket inside the kernel where it can
+  (:mod:`..preview.splice`), with the same back-pressure.
+
+WebSockets are :mod:`.preview_socket`'s.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any
 from tornado import httputil, iostream, web
 
 from ..preview.headers import ResponseRewriter, forwarded_headers, request_headers
-from ..preview.manager import Preview
-from ..preview.tunnel import Tunnel
-from ..preview.upstream import Exchange, UpstreamError
+from ..preview.model import Preview
+from ..preview.upstream import Exchange, ResponseDelegate
+from ..preview.upstream_pool import UpstreamError
 from ..swallow import swallowed
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ def http_error(status: int, message: str) -> web.HTTPError:
 
 
 class PreviewRelay(web.RequestHandler):
-    """The relay of one request (or one WebSocket) to ``self.preview``: a mixin placed
-    first in a handler's bases, whose ``prepare`` sets ``preview`` once access is granted."""
+    """The relay of one request to ``self.preview``: a base placed first in a handler's
+    bases, whose ``prepare`` sets ``preview`` once access is granted. Every method goes
+    to :meth:`serve_http`, or for an upgrade to :meth:`serve_websocket`."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
 
@@ -61,7 +64,11 @@ class PreviewRelay(web.RequestHandler):
     exchange: Exchange | None = None
     _upgrade = False
     _send_failed = False
-    _relay: _ResponseRelay | None = None
+    _relay: ResponseRelay | None = None
+
+    @property
+    def agentbuild(self) -> Any:
+        return self.settings["agentbuild"]
 
     # -- what differs between the two ways in --------------------------------------------
 
@@ -80,6 +87,27 @@ class PreviewRelay(web.RequestHandler):
     def _origin_allowed(self, origin: str) -> bool:
         """May a WebSocket upgrade carrying this ``Origin`` reach the preview?"""
         raise NotImplementedError
+
+    async def serve_http(self) -> None:
+        """Answer a plain request (the way in decides what, then :meth:`_relay_http`)."""
+        raise NotImplementedError
+
+    async def serve_websocket(self) -> None:
+        """Answer a WebSocket upgrade (see :mod:`.preview_socket`)."""
+        raise NotImplementedError
+
+    # -- every method goes the same way --------------------------------------------------
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self._upgrade:
+            await self.serve_websocket()
+        else:
+            await self.serve_http()
+
+    async def head(self, *args: Any, **kwargs: Any) -> None:
+        await self.serve_http()
+
+    post = put = patch = delete = options = head  # type: ignore[assignment]
 
     # -- common to both -------------------------------------------------------------------
 
@@ -138,7 +166,7 @@ class PreviewRelay(web.RequestHandler):
     async def _relay_http(self, path: str | None) -> None:
         preview = self.preview
         assert preview is not None
-        relay = self._relay = _ResponseRelay(self, preview)
+        relay = self._relay = ResponseRelay(self, preview)
         exchange = self.exchange
         try:
             if exchange is None:
@@ -277,47 +305,8 @@ class PreviewRelay(web.RequestHandler):
             {f"{host}:{port}", self._upstream_host(), f"127.0.0.1:{port}", f"localhost:{port}"}
         )
 
-    # -- WebSocket ---------------------------------------------------------------------------
 
-    async def _relay_websocket(self, path: str | None, gone: str) -> None:
-        """The upgrade goes to the preview as the browser sent it (its key, protocols and
-        extensions; credentials stripped); the preview's ``101`` comes back, and from then
-        on the two connections are one WebSocket, relayed as bytes (:mod:`..preview.tunnel`)."""
-        preview = self.preview
-        if preview is None or preview.pool is None:
-            raise http_error(404, gone)
-        if not self._origin_allowed(self.request.headers.get("Origin", "")):
-            raise http_error(403, "cross-origin WebSocket refused")
-        if self._has_body():
-            raise http_error(400, "a WebSocket upgrade has no request body")
-        headers = self._upstream_headers(websocket=True)
-        exchange = self.exchange = await self._exchange(fresh=True)
-        try:
-            try:
-                start_line, answer, upstream = await exchange.upgrade(self._target(path), headers)
-            except UpstreamError as exc:
-                raise http_error(exc.status, str(exc)) from None
-            if upstream is None:
-                raise http_error(502, f"the preview refused the WebSocket (HTTP {start_line.code})")
-            if preview.stopping:
-                raise http_error(404, gone)
-            self.answer_head(start_line, answer, self._rewriter())
-            self.set_header("Upgrade", "websocket")
-            self.set_header("Connection", "Upgrade")
-            self.finish()
-            tunnel = Tunnel(self.detach(), upstream, preview.touch)
-            preview.sockets.add(tunnel)
-            try:
-                await tunnel.run()
-            finally:
-                preview.sockets.discard(tunnel)
-        finally:
-            self.exchange = None
-            exchange.abort()
-            exchange.release()
-
-
-class _ResponseRelay(httputil.HTTPMessageDelegate):
+class ResponseRelay(ResponseDelegate):
     """Receives the upstream's response and writes it to the browser, chunk by chunk."""
 
     def __init__(self, handler: PreviewRelay, preview: Preview) -> None:
@@ -328,12 +317,9 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         self.pending = 0
         self.rewriter = handler._rewriter()
 
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
+    def response_head(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
         self.handler.answer_head(start_line, headers, self.rewriter)
 
     async def write_body(self, chunk: memoryview) -> None:
@@ -350,6 +336,23 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
             await self.handler.request.connection.write(chunk)  # type: ignore[arg-type, union-attr]
         except iostream.StreamClosedError:
             self._client_left()
+
+    def client_stream(self) -> iostream.IOStream | None:
+        """The browser's connection once the head is out (and the connection's own count
+        of the body, which :meth:`body_moved` keeps, is where this expects it)."""
+        if not self.started or self.client_gone:
+            return None
+        connection: Any = self.handler.request.connection
+        if not isinstance(getattr(connection, "_expected_content_remaining", None), int):
+            return None
+        stream: iostream.IOStream = connection.stream
+        return stream
+
+    def body_moved(self, count: int) -> None:
+        # HTTP1Connection checks at finish that the whole Content-Length was written
+        connection: Any = self.handler.request.connection
+        connection._expected_content_remaining -= count
+        self.preview.touch()
 
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         """Buffered into the handler, flushed every ``FLUSH_THRESHOLD`` bytes: an upstream

@@ -1,6 +1,6 @@
-"""Previews: a build's web server, its life cycle and the proxy's upstream client."""
+"""Previews: a build's web server kept running after its steps, behind a reverse proxy."""
 
-from .manager import Preview, PreviewConfig, PreviewManager
-from .upstream import UpstreamLimits
+from .manager import PreviewManager
+from .model import Preview
 
-__all__ = ["Preview", "PreviewConfig", "PreviewManager", "UpstreamLimits"]
+__all__ = ["Preview", "PreviewManager"]

@@ -286,13 +286,21 @@ class ResponseRewriter:
     #: ``host:port`` spellings of the upstream (``127.0.0.1:8000``, ``localhost:8000``).
     upstream_netlocs: frozenset[str]
     cookie_names: frozenset[str] = frozenset()
+    #: Response headers passed on as they are besides the allow-list (none on Jupyter's
+    #: origin).
+    also_allowed: frozenset[str] = frozenset()
 
     def headers(self, upstream: HTTPHeaders) -> Iterable[tuple[str, str]]:
         """The response headers to pass on, rewritten, in their order (duplicates kept)."""
         drop = _connection_tokens(upstream)
         for name, value in upstream.get_all():
             lname = name.lower()
-            if lname in drop or not response_header_allowed(lname, value):
+            if lname in drop:
+                continue
+            if lname in self.also_allowed:
+                yield name, value
+                continue
+            if not response_header_allowed(lname, value):
                 continue
             if lname in ("location", "content-location"):
                 value = self.location(value)
@@ -350,10 +358,50 @@ class ResponseRewriter:
         return ";".join(attrs)
 
 
+#: Response headers refused on Jupyter's origin (where they would act on Jupyter) that an
+#: app may send on its own origin, where they only concern the app: CORS for its API, its
+#: service worker's scope. (Not ``Clear-Site-Data``: its "cookies" reach the whole
+#: registrable domain, other previews' and perhaps Jupyter's.)
+OWN_ORIGIN_ALLOW = frozenset(
+    {
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+        "access-control-max-age",
+        "timing-allow-origin",
+        "service-worker-allowed",
+        "origin-agent-cluster",
+    }
+)
+
+
+@dataclass(frozen=True)
+class OwnOriginRewriter(ResponseRewriter):
+    """On a preview's own origin: redirects to the upstream's address become paths of
+    this origin; cookies keep their path but lose any ``Domain`` (host-only: a preview
+    cannot toss a cookie to a sibling or parent domain, where Jupyter may live). The
+    response header allow-list is the path proxy's plus :data:`OWN_ORIGIN_ALLOW`."""
+
+    also_allowed: frozenset[str] = OWN_ORIGIN_ALLOW
+
+    def set_cookie(self, value: str) -> str | None:
+        kept = super().set_cookie(value)
+        if kept is None:
+            return None
+        attrs = kept.split(";")
+        return ";".join(
+            [attrs[0]] + [a for a in attrs[1:] if a.split("=", 1)[0].strip().lower() != "domain"]
+        )
+
+
 __all__ = [
     "CREDENTIAL_ARGS",
     "HOP_BY_HOP",
+    "OWN_ORIGIN_ALLOW",
     "SAFE_METHODS",
+    "OwnOriginRewriter",
     "ResponseRewriter",
     "cross_site_request",
     "filter_cookie_header",

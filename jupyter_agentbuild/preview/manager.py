@@ -4,17 +4,14 @@
 
 The :class:`PreviewManager` is a runner hook (:class:`~..runner.BuildHook`): once a build's
 steps have succeeded it starts ``spec.preview.command`` through the sandbox's port
-primitive. The preview's output joins the build's log stream under its own step index
-(``len(steps)``) until it is ready; ``preview_ready`` (with the URL) is emitted; the hook
-keeps the sandbox and returns, and the build gets its terminal status while the preview
-goes on. From then on the preview's changes (``stopped``/``failed``, why, the exit code)
-are written to ``Build.preview``, because the build's stream has ended.
+primitive (:mod:`.starting`). From then on the preview's changes (``stopped``/``failed``,
+why, the exit code) are written to ``Build.preview``, because the build's stream has
+ended. A ready preview can be given a fresh process (:mod:`.restart`).
 
 A preview stops on ``POST .../preview/stop``, after ``idle_timeout`` seconds without
 proxied traffic, when its process exits (``failed``, with the exit code), when its build
 is deleted, and on server shutdown. Stopping destroys the sandbox (so the port is free).
-A server that died leaves previews behind: the next start on the same host reaps their
-processes (:meth:`PreviewManager.start`).
+What other servers ask, and what a dead server left, is :mod:`.reaping`'s.
 
 The registry of live previews is this process's memory; it is what the proxy consults on
 every request (no database round trip on the hot path). The build record remains the
@@ -25,125 +22,59 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..buildlog import BuildLog, StoreUnavailable
-from ..entries import TERMINAL, iso, utcnow
+from traitlets.config import LoggingConfigurable
+
+from ..buildlog import StoreUnavailable
 from ..retry import repeat_forever, with_backoff
-from ..runner import AfterSteps, Runner, pid_alive
-from ..sandbox.base import PreviewFailed, Sandbox, SandboxError, SandboxProvider
-from ..spec import PreviewSpec
+from ..runner import AfterSteps, Runner
+from ..sandbox.base import SandboxProvider
 from ..store.repository import BuildRow, Store
 from ..swallow import swallowed
 from ..urls import preview_path
+from ..vocabulary import BuildStatus, PreviewState, Stream
+from . import reaping
+from .model import Preview, PreviewRoutes, ended_record, preview_env
 from .origin import mint_label, parse_label, same_label
-from .readiness import check_path
-from .upstream import UpstreamLimits, UpstreamPool
+from .restart import restart_preview
+from .settings import PreviewSettings
+from .starting import start_preview
+from .upstream_pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 
-_LIVE = ("starting", "ready")
-
-#: How often (s) preview traffic is reported as server activity (for idle cullers).
-ACTIVITY_REPORT_INTERVAL = 10.0
 #: How long (s) a preview's own store writes are retried before they give up.
 STORE_PATIENCE = 5.0
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class PreviewConfig:
-    #: Seconds without proxied traffic after which a preview is stopped; 0 = never.
-    idle_timeout: float = 1800.0
-    upstream: UpstreamLimits = field(default_factory=UpstreamLimits)
-    #: Bound on stopping one preview (its sandbox's kill grace is inside it).
-    stop_timeout: float = 30.0
-    #: How often (s) this server's previews check in with the store (heartbeat, and
-    #: whether another server stopped or deleted one of them).
-    poll_interval: float = 5.0
-    #: Previews of another host's server that have not checked in for this long (s)
-    #: are taken for dead: stopping one is then done from here.
-    stale_after: float = 60.0
-
-
-@dataclass(eq=False)
-class Preview:
-    """One live (starting or ready) preview, as the proxy and the manager see it."""
-
-    build_id: str
-    owner: str
-    step: int
-    #: The public path, with its trailing slash: ``{base_url}agentbuild/preview/{id}/``.
-    prefix: str
-    sandbox: Sandbox
-    #: The capability in the host name of the preview's own origin (``p{id}-{secret}``),
-    #: minted at this start; the URL dies with it when the preview stops.
-    label: str | None = None
-    state: str = "starting"
-    #: Connections to the sandbox's target: the only address the proxy connects to for
-    #: this preview.
-    pool: UpstreamPool | None = None
-    last_activity: float = field(default_factory=time.monotonic)
-    stopping: bool = False
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: Open WebSocket relays, closed when the preview stops.
-    sockets: set[Any] = field(default_factory=set)
-    record: dict[str, Any] = field(default_factory=dict)
-    #: Per-preview objects the proxy makes once (its response rewriter).
-    cache: dict[str, Any] = field(default_factory=dict)
-    on_activity: Callable[[], None] = lambda: None
-    _reported: float = 0.0
-    _idle_handle: asyncio.TimerHandle | None = None
-
-    def touch(self) -> None:
-        """Proxied traffic: postpones the idle stop, and counts as server activity."""
-        now = time.monotonic()
-        self.last_activity = now
-        if now - self._reported > ACTIVITY_REPORT_INTERVAL:
-            self._reported = now
-            self.on_activity()
-
-
-class PreviewRoutes(Protocol):
-    """Routes a preview host (``{label}.{domain}``) to this server in a front proxy that
-    routes by exact host (JupyterHub's): see :mod:`..hub.routes_client`."""
-
-    async def add(self, label: str) -> None: ...
-
-    async def remove(self, label: str) -> None: ...
-
-
-class PreviewManager:
+class PreviewManager(PreviewSettings, LoggingConfigurable):
     """Starts previews after successful builds and owns them until they stop."""
 
     def __init__(
         self,
         store: Store,
         providers: Mapping[str, SandboxProvider],
-        config: PreviewConfig,
         *,
         base_url: str = "/",
         runner: Runner | None = None,
         on_activity: Callable[[], None] | None = None,
         routes: PreviewRoutes | None = None,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(**kwargs)
         self.store = store
         self.providers = providers
-        self.config = config
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.runner = runner
         self.on_activity = on_activity or (lambda: None)
         #: Under JupyterHub, what routes each preview's host to this server.
-        self.routes = routes
+        self.routes = routes if routes is not None else self.hub_routes()
         self._previews: dict[str, Preview] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -157,10 +88,13 @@ class PreviewManager:
         """The live preview of ``build_id`` run by this server (starting or ready)."""
         return self._previews.get(build_id)
 
+    def running_ids(self) -> list[str]:
+        return list(self._previews)
+
     def live(self, build_id: str) -> Preview | None:
         """The preview of ``build_id`` if it is ready to be proxied."""
         preview = self._previews.get(build_id)
-        return preview if preview is not None and preview.state == "ready" else None
+        return preview if preview is not None and preview.state == PreviewState.READY else None
 
     def by_label(self, label: str) -> Preview | None:
         """The ready preview whose own origin carries exactly ``label`` (compared in
@@ -169,27 +103,37 @@ class PreviewManager:
         if parsed is None:
             return None
         preview = self._previews.get(parsed[0])
-        if preview is None or preview.state != "ready" or preview.stopping:
+        if preview is None or preview.state != PreviewState.READY or preview.stopping:
             return None
         return preview if same_label(preview.label, label) else None
 
+    @property
+    def runner_id(self) -> str | None:
+        return self.runner.server_id if self.runner is not None else None
+
     async def stop(self, build_id: str) -> bool:
         """Stop the preview on request; False when this server runs none for the build."""
-        return await self._end(build_id, "stopped by request", record=True)
+        return await self.end(build_id, "stopped by request", record=True)
+
+    async def restart(self, row: BuildRow) -> None:
+        """A fresh process for the build's ready preview (:mod:`.restart`)."""
+        await restart_preview(self, row)
 
     async def discard(self, build_id: str) -> None:
         """The build is being deleted: stop its preview, nothing to record."""
-        await self._end(build_id, "the build was deleted", record=False)
+        await self.end(build_id, "the build was deleted", record=False)
 
-    async def _end(self, build_id: str, reason: str, *, record: bool) -> bool:
+    async def end(self, build_id: str, reason: str, *, record: bool) -> bool:
+        """Stop the preview of ``build_id`` if this server runs one (a starting one sees
+        the request and records it itself)."""
         preview = self._previews.get(build_id)
         if preview is None:
             return False
-        if preview.state == "starting":  # the start sees the request and records it
+        if preview.state == PreviewState.STARTING:
             preview.stop_requested.set()
             await preview.closed.wait()
         else:
-            await self._close(preview, "stopped", reason=reason, record=record)
+            await self.close(preview, PreviewState.STOPPED, reason=reason, record=record)
         return True
 
     # -- the runner hook -------------------------------------------------------------------
@@ -206,13 +150,15 @@ class PreviewManager:
             sandbox=ctx.sandbox,
             label=mint_label(ctx.build_id),
             on_activity=self.on_activity,
+            spec=spec,
+            env=preview_env(ctx.spec.env),
         )
         self._previews[ctx.build_id] = preview
         try:
             await self._add_route(preview, ctx)
-            await self._start(preview, ctx, spec)
+            await start_preview(self, preview, ctx, spec)
         finally:
-            if preview.state != "ready":
+            if preview.state != PreviewState.READY:
                 self._previews.pop(ctx.build_id, None)
                 preview.closed.set()
                 await self._remove_route(preview)
@@ -228,7 +174,7 @@ class PreviewManager:
             log.warning("agentbuild: no hub route for preview %s: %s", preview.build_id, exc)
             with swallowed(log, "writing a hub-route warning into the build log"):
                 line = f"agentbuild: warning: the hub's proxy could not route this preview's origin: {exc}"
-                await ctx.build_log.log("stderr", preview.step, [line], False)
+                await ctx.build_log.log(Stream.STDERR, preview.step, [line], False)
 
     async def _remove_route(self, preview: Preview) -> None:
         if self.routes is None or preview.label is None:
@@ -238,138 +184,34 @@ class PreviewManager:
         except Exception as exc:  # the hub's service sweeps routes of stopped servers
             log.warning("agentbuild: removing the hub route of %s: %s", preview.build_id, exc)
 
-    async def _start(self, preview: Preview, ctx: AfterSteps, spec: PreviewSpec) -> None:
-        step, pipe = preview.step, ctx.build_log
-        joined = True
-        log_lock = asyncio.Lock()
-
-        async def on_output(stream: str, lines: list[str], continued: bool) -> None:
-            # Until ready, output joins the build's stream; after, the stream has ended.
-            if joined:
-                async with log_lock:
-                    if joined:
-                        await pipe.log(stream, step, lines, continued)
-
-        await self._record(preview, {"state": "starting", "step": step, "label": preview.label})
-        await pipe.event(
-            "preview_starting", {"step": step, "command": spec.command, "path": spec.path}
-        )
-        # The app runs at "/" on its own origin, and the path proxy strips its prefix: the
-        # base it is told and the paths it receives agree (no redirect loop).
-        env = {"AGENTBUILD_PREVIEW_BASE": "/"}
-        if "HOST" not in ctx.spec.env:
-            env["HOST"] = "127.0.0.1"
-        start = asyncio.create_task(
-            ctx.sandbox.start_preview_process(
-                spec.command,
-                port=spec.port,
-                ready_timeout=spec.ready_timeout,
-                ready_path=spec.path,
-                on_output=on_output,
-                env=env,
-            ),
-            name=f"preview-start-{preview.build_id}",
-        )
-        stoppers = [
-            asyncio.create_task(ctx.stop.wait()),
-            asyncio.create_task(preview.stop_requested.wait()),
-        ]
-        try:
-            await asyncio.wait([start, *stoppers], return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            start.cancel()
-            raise
-        finally:
-            for task in stoppers:
-                task.cancel()
-        if not start.done():
-            start.cancel()
-            await asyncio.gather(start, return_exceptions=True)
-            await _quietly(ctx.sandbox.stop_preview_process())
-            why = "stopped by request" if preview.stop_requested.is_set() else "the build stopped"
-            await self._fail_start(preview, pipe, "stopped", reason=why)
-            return
-        try:
-            target = start.result()
-        except SandboxError as exc:  # PreviewFailed included: it has the exit code
-            exit_code = exc.exit_code if isinstance(exc, PreviewFailed) else None
-            await self._fail_start(
-                preview,
-                pipe,
-                "failed",
-                reason="it did not start",
-                error=str(exc),
-                exit_code=exit_code,
-            )
-            return
-        warning = await check_path(target, spec.path, ctx.sandbox.preview_headers())
-        async with log_lock:
-            joined = False
-            if warning is not None:
-                # Ready all the same (the app answers), but a browser would see nothing.
-                with swallowed(log, "writing a preview warning into the build log"):
-                    await pipe.log("stderr", step, [f"agentbuild: warning: {warning}"], False)
+    def pool_for(self, preview: Preview, target: str) -> UpstreamPool | None:
+        """Connections to ``target``, or None for a target the proxy cannot reach."""
         parts = urlsplit(target)
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else None)
         if parts.scheme not in ("http", "https") or not parts.hostname or not port:
-            await _quietly(ctx.sandbox.stop_preview_process())
-            await self._fail_start(
-                preview,
-                pipe,
-                "failed",
-                reason="it did not start",
-                error=f"unsupported preview target {target!r}",
-            )
-            return
-        preview.pool = UpstreamPool(
+            return None
+        return UpstreamPool(
             parts.hostname,
             port,
-            self.config.upstream,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
             tls=tls,
-            headers=ctx.sandbox.preview_headers(),
+            headers=preview.sandbox.preview_headers(),
         )
-        preview.state = "ready"
-        preview.touch()
-        ctx.keep_sandbox()
-        try:
-            ready = {
-                "state": "ready",
-                "step": step,
-                "ready_at": iso(utcnow()),
-                "label": preview.label,
-            }
-            await self._record(preview, ready)
-            await pipe.event("preview_ready", {"step": step, "url": preview.prefix})
-        except BaseException:
-            # The build cannot report the preview: it does not outlive the build.
-            ctx.sandbox_kept = False
-            preview.state = "failed"
-            preview.pool.close()
-            await _quietly(ctx.sandbox.stop_preview_process())
-            raise
-        self._spawn(self._watch_exit(preview), f"preview-exit-{preview.build_id}")
+
+    # -- a ready preview -----------------------------------------------------------------
+
+    def watch(self, preview: Preview) -> None:
+        """Once ready: watch its process, its build's end, and its traffic."""
+        self.watch_exit(preview)
         self._spawn(self._after_build(preview), f"preview-build-{preview.build_id}")
-        self._arm_idle(preview)
-        log.info("agentbuild: preview of %s ready at %s", preview.build_id, preview.prefix)
+        self.arm_idle(preview)
 
-    async def _fail_start(
-        self,
-        preview: Preview,
-        pipe: BuildLog,
-        state: str,
-        *,
-        reason: str,
-        error: str | None = None,
-        exit_code: int | None = None,
-    ) -> None:
-        """The preview never became ready: say so in the stream (the build still runs)."""
-        preview.state = state
-        record = {"step": preview.step, **_final(state, error, exit_code, reason=reason)}
-        await self._record(preview, record)
-        await pipe.event("preview_stopped", record)
-
-    # -- after the start ---------------------------------------------------------------
+    def watch_exit(self, preview: Preview) -> None:
+        """Stop the preview as ``failed`` when its current process exits."""
+        name = f"preview-exit-{preview.build_id}"
+        self._spawn(self._watch_exit(preview, preview.generation), name)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -381,55 +223,54 @@ class PreviewManager:
         reaping), stop the preview if the build did not end as ``succeeded`` after all."""
         if self.runner is not None:
             await self.runner.wait(preview.build_id)
-        row = await _retrying(lambda: self.store.get_build(preview.build_id))
+        row = await retrying(lambda: self.store.get_build(preview.build_id))
         async with preview.lock:
-            if preview.stopping or (row is not None and row.status == "succeeded"):
+            if preview.stopping or (row is not None and row.status == BuildStatus.SUCCEEDED):
                 return
         why = f"the build ended as {row.status}" if row is not None else "the build was deleted"
-        await self._close(preview, "stopped", reason=why, record=row is not None)
+        await self.close(preview, PreviewState.STOPPED, reason=why, record=row is not None)
 
-    async def _watch_exit(self, preview: Preview) -> None:
+    async def _watch_exit(self, preview: Preview, generation: int) -> None:
         code = await preview.sandbox.wait_preview_process()
-        if preview.stopping:
-            return
-        await self._close(
+        if preview.stopping or preview.generation != generation:
+            return  # stopped, or replaced by a restart
+        await self.close(
             preview,
-            "failed",
+            PreviewState.FAILED,
             reason="the preview process exited",
             exit_code=code,
             error=f"the preview process exited with status {code}",
         )
 
-    def _arm_idle(self, preview: Preview) -> None:
-        timeout = self.config.idle_timeout
+    def arm_idle(self, preview: Preview) -> None:
+        timeout = self.idle_timeout
         if timeout <= 0 or preview.stopping:
             return
         delay = max(0.0, preview.last_activity + timeout - time.monotonic())
-        preview._idle_handle = asyncio.get_running_loop().call_later(
-            delay, self._idle_check, preview
-        )
+        loop = asyncio.get_running_loop()
+        preview.idle_handle = loop.call_later(delay, self._idle_check, preview)
 
     def _idle_check(self, preview: Preview) -> None:
-        preview._idle_handle = None
+        preview.idle_handle = None
         if preview.stopping:
             return
-        if time.monotonic() - preview.last_activity >= self.config.idle_timeout:
-            reason = f"no traffic for {self.config.idle_timeout:g}s"
-            self._spawn(self._close(preview, "stopped", reason=reason), "preview-idle")
+        if time.monotonic() - preview.last_activity >= self.idle_timeout:
+            reason = f"no traffic for {self.idle_timeout:g}s"
+            self._spawn(self.close(preview, PreviewState.STOPPED, reason=reason), "preview-idle")
         else:
-            self._arm_idle(preview)
+            self.arm_idle(preview)
 
-    async def _close(
+    async def close(
         self,
         preview: Preview,
-        state: str,
+        state: PreviewState,
         *,
         reason: str,
         exit_code: int | None = None,
         error: str | None = None,
         record: bool = True,
     ) -> None:
-        """Stop a ready preview: no new requests, sockets closed, sandbox destroyed, state
+        """Stop a preview: no new requests, sockets closed, sandbox destroyed, state
         recorded. Idempotent; concurrent callers wait for the first one."""
         async with preview.lock:
             first = not preview.stopping
@@ -439,127 +280,54 @@ class PreviewManager:
             return
         try:
             self._previews.pop(preview.build_id, None)
-            if preview._idle_handle is not None:
-                preview._idle_handle.cancel()
+            if preview.idle_handle is not None:
+                preview.idle_handle.cancel()
             if preview.pool is not None:
                 preview.pool.close()
-            for relay in list(preview.sockets):
-                with swallowed(log, f"closing a WebSocket of preview {preview.build_id}"):
-                    relay.close(1001, "the preview stopped")
+            preview.close_sockets("the preview stopped")
             try:
-                async with asyncio.timeout(self.config.stop_timeout):
+                async with asyncio.timeout(self.stop_timeout):
                     await preview.sandbox.destroy()
             except Exception as exc:
                 log.warning("agentbuild: stopping preview %s: %s", preview.build_id, exc)
             await self._remove_route(preview)
             preview.state = state
-            final = _final(state, error, exit_code, reason=reason)
-            final["step"] = preview.step
+            ended = ended_record(state, reason=reason, error=error, exit_code=exit_code)
+            ended["step"] = preview.step
             if record:
                 with swallowed(log, f"recording the end of preview {preview.build_id}"):
-                    await self._record(
-                        preview, final, sandbox_state=None, preview_stop_requested=False
+                    await self.record(
+                        preview, ended, sandbox_state=None, preview_stop_requested=False
                     )
-            preview.record = final
+            preview.record = ended
             log.info("agentbuild: preview of %s %s (%s)", preview.build_id, state, reason)
         finally:
             preview.closed.set()
 
-    async def _record(self, preview: Preview, data: dict[str, Any], **fields: Any) -> None:
+    async def record(self, preview: Preview, data: dict[str, Any], **fields: Any) -> None:
         """Write ``Build.preview`` (and other columns), retrying a briefly failing store."""
         preview.record = data
-        await _retrying(lambda: self.store.update_build(preview.build_id, preview=data, **fields))
+        await retrying(lambda: self.store.update_build(preview.build_id, preview=data, **fields))
 
-    # -- start-up and shutdown ---------------------------------------------------------
+    # -- other servers, start-up and shutdown --------------------------------------------
 
     async def start(self) -> None:
         """Reap what a dead server on this host left running, and record the end of its
         previews; then keep this server's previews checked in with the store."""
-        await self._reap_leftovers()
+        await reaping.reap_leftovers(self)
         # Every poll_interval: say this server's previews are alive (heartbeat_at), and
         # carry out what other servers asked, as they cannot reach them.
-        checkins = repeat_forever(
-            self.config.poll_interval, self.apply_requests, "preview check-in"
-        )
+        checkins = repeat_forever(self.poll_interval, self.apply_requests, "preview check-in")
         self._spawn(checkins, "agentbuild-preview-checkins")
 
     async def apply_requests(self) -> None:
-        """Check this server's previews in; carry out a stop asked elsewhere
-        (``preview_stop_requested``), a delete, or a preview declared dead elsewhere while
-        this server could not reach the store."""
-        ids = list(self._previews)
-        if not ids:
-            return
-        checked = await self.store.preview_checkin(ids, utcnow())
-        # Stops run side by side (each may take stop_timeout): the round lasts as long as
-        # the slowest, not their sum, and one that fails does not skip the others.
-        results = await asyncio.gather(
-            *(self._apply(build_id, checked.get(build_id)) for build_id in ids),
-            return_exceptions=True,
-        )
-        for build_id, result in zip(ids, results, strict=True):
-            if isinstance(result, Exception):
-                log.warning("agentbuild: stopping the preview of %s failed: %s", build_id, result)
-
-    async def _apply(self, build_id: str, checked: tuple[bool, str | None] | None) -> None:
-        if checked is None:  # deleted, perhaps elsewhere
-            await self.discard(build_id)
-            return
-        stop_requested, recorded_state = checked
-        if stop_requested:
-            await self._end(build_id, "stopped by request", record=True)
-            await self.store.update_build(build_id, preview_stop_requested=False)
-        elif recorded_state in ("stopped", "failed"):
-            # declared dead by another server while this one could not check in: its end
-            # is recorded already, its processes are still to go
-            await self._end(build_id, "declared stopped elsewhere", record=False)
-            await self.store.update_build(build_id, sandbox_state=None)
+        """What other servers asked of this server's previews (:mod:`.reaping`)."""
+        await reaping.apply_requests(self)
 
     async def reap_orphan(self, row: BuildRow) -> bool:
-        """Stop, from here, a preview whose server is dead: on this host, its pid is
-        gone; on another, its previews have not checked in for ``stale_after``. Nobody
-        else ever would. False when its server is alive (it is asked through the store)."""
-        if row.runner_host == socket.gethostname() and row.runner_pid is not None:
-            if row.runner_pid != os.getpid() and pid_alive(row.runner_pid):
-                return False  # (our own pid: a previous server that had it, now dead)
-        else:
-            beats = [t for t in (row.heartbeat_at, row.finished_at) if t is not None]
-            if beats and (utcnow() - max(beats)).total_seconds() <= self.config.stale_after:
-                return False
-        await self._reap(row, stopped_by_request=True)
-        return True
-
-    async def _reap_leftovers(self) -> None:
-        host, me = socket.gethostname(), os.getpid()
-        for row in await self.store.leftover_sandboxes(host=host, statuses=TERMINAL):
-            if row.id in self._previews:
-                continue
-            if row.runner_pid not in (None, me) and pid_alive(row.runner_pid):
-                continue  # another live server on this host runs it
-            await self._reap(row)
-
-    async def _reap(self, row: BuildRow, *, stopped_by_request: bool = False) -> None:
-        """Remove a dead server's sandbox (if this process can reach it: otherwise its
-        state stays recorded for a server on its host) and record its preview's end."""
-        kept = row.sandbox_state
-        provider = self.providers.get(row.provider)
-        if provider is not None and row.sandbox_id and row.sandbox_state:
-            try:
-                if await provider.remove(row.sandbox_id, row.sandbox_state):
-                    kept = None
-            except Exception as exc:
-                log.warning("agentbuild: reaping the preview of %s failed: %s", row.id, exc)
-        fields: dict[str, Any] = {"sandbox_state": kept, "preview_stop_requested": False}
-        if (row.preview or {}).get("state") in _LIVE:
-            gone = "the server running the preview stopped"
-            if stopped_by_request:
-                final = _final("stopped", None, None, reason=f"stopped by request ({gone})")
-            else:
-                final = _final("failed", gone, None, reason=gone)
-            final["step"] = (row.preview or {}).get("step")
-            fields["preview"] = final
-        await self.store.update_build(row.id, **fields)
-        log.info("agentbuild: sandbox of %s (left by a dead server) reaped", row.id)
+        """Stop, from here, a preview whose server is dead (:mod:`.reaping`); False when
+        its server is alive."""
+        return await reaping.reap_orphan(self, row)
 
     async def shutdown(self) -> None:
         """Stop every preview (the server stops); bounded by ``stop_timeout``."""
@@ -567,13 +335,13 @@ class PreviewManager:
         previews = list(self._previews.values())
         for preview in previews:
             preview.stop_requested.set()
-        ready = [p for p in previews if p.state == "ready"]
+        ready = [p for p in previews if p.state == PreviewState.READY]
+        reason = "the Jupyter server stopped"
         closing = [
-            asyncio.create_task(self._close(p, "stopped", reason="the Jupyter server stopped"))
-            for p in ready
+            asyncio.create_task(self.close(p, PreviewState.STOPPED, reason=reason)) for p in ready
         ]
         if closing:
-            _, pending = await asyncio.wait(closing, timeout=self.config.stop_timeout + 5)
+            _, pending = await asyncio.wait(closing, timeout=self.stop_timeout + 5)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*closing, return_exceptions=True)
@@ -582,27 +350,7 @@ class PreviewManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _final(
-    state: str, error: str | None, exit_code: int | None, *, reason: str | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"state": state, "stopped_at": iso(utcnow())}
-    if reason is not None:
-        out["reason"] = reason
-    if exit_code is not None:
-        out["exit_code"] = exit_code
-    if error is not None:
-        out["error"] = error
-    return out
-
-
-async def _quietly(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except Exception as exc:
-        log.warning("agentbuild: preview clean-up: %s", exc)
-
-
-async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
     """A store call retried with backoff for a few seconds; then StoreUnavailable."""
     try:
         return await with_backoff(call, patience=STORE_PATIENCE)
@@ -610,4 +358,4 @@ async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
         raise StoreUnavailable(str(exc)) from exc
 
 
-__all__ = ["Preview", "PreviewConfig", "PreviewManager"]
+__all__ = ["Preview", "PreviewManager"]

@@ -41,7 +41,7 @@ from tornado import iostream
 from tornado.ioloop import IOLoop
 
 from ..swallow import swallowed
-from .upstream import CHUNK_SIZE  # the most read from one side before it is written
+from .upstream_pool import CHUNK_SIZE  # the most read from one side before it is written
 
 log = logging.getLogger(__name__)
 

@@ -14,38 +14,27 @@ in a per-preview pool. Why not the ready-made clients:
 so the browser's pace propagates to the upstream socket (back-pressure): memory per
 exchange stays at about one chunk, whatever the body size. A body of known length given
 to a :class:`BodySink` takes a shorter way: received straight into one reused buffer
-(``read_into``) and written from it, with no copy between the two sockets (tornado's
-buffered reads copy every byte twice and allocate a buffer per read: half the proxy's
-time on large bodies). Keep-alive is ours to manage:
-a connection goes back to the pool only after a complete, length-delimited response, and
-is checked (a zero-timeout ``poll``) before it is reused, so a connection the upstream
-closed while idle is never written to.
-
-The pool only ever connects to the ``(host, port)`` it was made for: the build record's
-target (no SSRF: nothing in a request chooses where to connect).
+(``read_into``) and written from it, or, on plain sockets, moved inside the kernel
+(:mod:`.splice`); tornado's buffered reads copy every byte twice and allocate a buffer
+per read. The connections and their reuse are :mod:`.upstream_pool`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import select
-import socket
-import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tornado import httputil, iostream
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.http1connection import HTTP1Connection
 
 from ..swallow import swallowed
+from .splice import SpliceError, splice_body, spliceable
+from .upstream_pool import UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
-#: Bodies are relayed in pieces of at most this size (a chunk is what memory holds).
-CHUNK_SIZE = 256 * 1024
 #: Bodies from this size on take the direct way (:meth:`Exchange.read_body_into`); below
 #: it, setting that up costs more per request than the copies it saves.
 DIRECT_BODY_MIN = 256 * 1024
@@ -53,8 +42,6 @@ DIRECT_BODY_MIN = 256 * 1024
 #: 1 GiB body: about 0.25x direct with 256 KiB, 0.5x with 1 MiB). At most the stream's
 #: ``max_buffer_size`` (``4 * CHUNK_SIZE + 64 KiB``): tornado refuses a larger read.
 DIRECT_CHUNK_SIZE = 1024 * 1024
-#: An unbounded body size: the proxy streams, it never holds a body.
-_NO_BODY_LIMIT = 1 << 62
 
 
 class BodySink(Protocol):
@@ -65,171 +52,33 @@ class BodySink(Protocol):
         have been handed on (to the kernel) when this returns."""
         ...
 
+    def client_stream(self) -> iostream.IOStream | None:
+        """The browser's connection, once everything before the body's remaining bytes
+        has gone to it (the rest may then be spliced into it), else None."""
+        ...
 
-@dataclass(frozen=True)
-class UpstreamLimits:
-    """Timeouts (seconds) and pool bounds of one preview's upstream connections."""
-
-    connect_timeout: float = 10.0
-    #: Longest wait for the response headers and, after them, between two body chunks.
-    read_timeout: float = 300.0
-    #: Idle keep-alive connections kept per preview.
-    max_idle: int = 64
-    #: An idle connection older than this is closed rather than reused (dev servers such
-    #: as Node's close idle connections after 5 s).
-    idle_ttl: float = 4.0
-    max_header_size: int = 64 * 1024
+    def body_moved(self, count: int) -> None:
+        """``count`` body bytes reached the browser's connection without :meth:`write_body`."""
+        ...
 
 
-class UpstreamError(Exception):
-    """The upstream could not be reached or gave no usable answer: 502."""
+class ResponseDelegate(httputil.HTTPMessageDelegate):
+    """A receiver of an upstream's response: tornado's delegate interface, whose start
+    line is always a response's here."""
 
-    status = 502
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not connect or answer in time: 504."""
-
-    status = 504
-
-
-def _alive(stream: iostream.IOStream) -> bool:
-    """Is an idle keep-alive connection still usable (not closed, nothing unread)?
-    A readable idle socket has either reached EOF or holds bytes nobody asked for: either
-    way it is not reusable. (``poll``, not a peeking ``recv``: TLS sockets take no flags.)"""
-    if stream.closed():
-        return False
-    try:
-        poller = select.poll()
-        poller.register(stream.socket, select.POLLIN)
-        return not poller.poll(0)
-    except (OSError, ValueError):
-        return False
-
-
-class UpstreamPool:
-    """Keep-alive connections to one ``(host, port)``; LIFO, bounded, closed on stop."""
-
-    def __init__(
+    def headers_received(
         self,
-        host: str,
-        port: int,
-        limits: UpstreamLimits,
-        *,
-        tls: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.host = host
-        #: Sent with every request and upgrade (a cloud sandbox's traffic token): secret,
-        #: never logged, never shown to the browser.
-        self.headers = dict(headers or {})
-        self.port = port
-        self.limits = limits
-        #: https upstreams (cloud sandboxes' public URLs), verified against the system's
-        #: CAs (or ``ssl_context``'s) and the host name.
-        self.tls = tls
-        self._ssl_context = (ssl_context or ssl.create_default_context()) if tls else None
-        self.params = HTTP1ConnectionParameters(
-            no_keep_alive=False,
-            chunk_size=CHUNK_SIZE,
-            max_header_size=limits.max_header_size,
-            max_body_size=_NO_BODY_LIMIT,
-            decompress=False,
-        )
-        self._idle: list[tuple[iostream.IOStream, float]] = []
-        self._busy: set[iostream.IOStream] = set()
-        self.closed = False
-        #: How many connections were opened (tests and benchmarks check reuse).
-        self.opened = 0
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> asyncio.Future[None] | None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        return self.response_head(start_line, headers)
 
-    def checkout(self) -> iostream.IOStream | None:
-        """The most recently used idle connection that is still usable, or None."""
-        now = time.monotonic()
-        while self._idle:
-            stream, since = self._idle.pop()
-            if now - since <= self.limits.idle_ttl and _alive(stream):
-                self._busy.add(stream)
-                return stream
-            stream.close()
-        return None
-
-    async def connect(self) -> iostream.IOStream:
-        """A new connection; :class:`UpstreamError` / :class:`UpstreamTimeout` on failure."""
-        if self.closed:
-            raise UpstreamError("the preview stopped")
-        limit = self.limits.connect_timeout
-        try:
-            async with asyncio.timeout(limit):
-                addresses = await asyncio.get_running_loop().getaddrinfo(
-                    self.host, self.port, type=socket.SOCK_STREAM
-                )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"the preview's host cannot be resolved ({exc!r})") from None
-        stream: iostream.IOStream | None = None
-        error: BaseException | None = None
-        timed_out = False
-        # every address in turn (localhost: ::1, then 127.0.0.1), each with its own limit,
-        # so one that drops packets does not use up the others' time
-        for family, kind, proto, _, address in addresses:
-            try:
-                stream = self._stream(socket.socket(family, kind, proto))
-                async with asyncio.timeout(limit):
-                    if isinstance(stream, iostream.SSLIOStream):
-                        await stream.connect(address, server_hostname=self.host)
-                    else:
-                        await stream.connect(address)
-                break
-            except (OSError, iostream.StreamClosedError, TimeoutError) as exc:
-                timed_out = timed_out or isinstance(exc, TimeoutError)
-                error = (stream.error if stream is not None else None) or exc
-                if stream is not None:
-                    stream.close()
-                stream = None
-        if stream is None:
-            if timed_out:
-                raise UpstreamTimeout(
-                    f"the preview did not accept a connection within {limit:g}s"
-                ) from None
-            raise UpstreamError(f"the preview refused the connection ({error})")
-        if self.closed:
-            stream.close()
-            raise UpstreamError("the preview stopped")
-        stream.set_nodelay(True)
-        self.opened += 1
-        self._busy.add(stream)
-        return stream
-
-    def _stream(self, sock: socket.socket) -> iostream.IOStream:
-        if self._ssl_context is not None:
-            stream: iostream.IOStream = iostream.SSLIOStream(
-                sock, ssl_options=self._ssl_context, max_buffer_size=4 * CHUNK_SIZE + 65536
-            )
-        else:
-            stream = iostream.IOStream(sock, max_buffer_size=4 * CHUNK_SIZE + 65536)
-        stream.read_chunk_size = CHUNK_SIZE
-        return stream
-
-    def checkin(self, stream: iostream.IOStream, reusable: bool) -> None:
-        """Return a connection after an exchange; it is kept only if ``reusable``."""
-        self._busy.discard(stream)
-        if not reusable or self.closed or stream.closed():
-            stream.close()
-            return
-        self._idle.append((stream, time.monotonic()))
-        if len(self._idle) > self.limits.max_idle:
-            oldest, _ = self._idle.pop(0)
-            oldest.close()
-
-    def close(self) -> None:
-        """Close every connection, idle or busy (the preview stopped)."""
-        self.closed = True
-        for stream, _ in self._idle:
-            stream.close()
-        self._idle.clear()
-        for stream in list(self._busy):
-            stream.close()
-        self._busy.clear()
+    def response_head(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> asyncio.Future[None] | None:
+        """The status line and headers; a future the reading waits for, or None."""
+        raise NotImplementedError
 
 
 class Exchange:
@@ -295,8 +144,8 @@ class Exchange:
         self.conn.finish()
         loop = asyncio.get_running_loop()
         self._last = time.monotonic()
-        self._timer = loop.call_later(self.pool.limits.read_timeout, self._check_timeout)
-        wrapped = _Watched(self, delegate, body_sink)
+        self._timer = loop.call_later(self.pool.read_timeout, self._check_timeout)
+        wrapped = TimedResponse(self, delegate, body_sink)
         try:
             kept_open = await self.conn.read_response(wrapped)
         except (iostream.StreamClosedError, OSError) as exc:
@@ -325,10 +174,15 @@ class Exchange:
         return int(value)
 
     async def read_body_into(self, length: int, sink: BodySink) -> None:
-        """Relay ``length`` body bytes to ``sink`` through one reused buffer."""
+        """Relay ``length`` body bytes to ``sink``: inside the kernel (:mod:`.splice`) as
+        soon as the browser's connection allows it, else through one reused buffer."""
         buffer = memoryview(bytearray(min(length, DIRECT_CHUNK_SIZE)))
         left = length
         while left:
+            client = sink.client_stream()
+            if client is not None and spliceable(self.stream, client):
+                await self._splice(client, left, sink)
+                return
             # (a memoryview works as well as the bytearray the stub says: it is written
             # through memoryview() and len() only)
             window = buffer[: min(left, len(buffer))]
@@ -336,6 +190,23 @@ class Exchange:
             left -= got
             self.touch()
             await sink.write_body(buffer[:got])
+
+    async def _splice(self, client: iostream.IOStream, length: int, sink: BodySink) -> None:
+        def moved(count: int) -> None:
+            self.touch()
+            sink.body_moved(count)
+
+        try:
+            await splice_body(
+                self.stream,
+                client,
+                length,
+                moved=moved,
+                idle_timeout=self.pool.read_timeout,
+            )
+        except SpliceError as exc:
+            self.timed_out = self.timed_out or exc.timed_out
+            raise
 
     async def upgrade(
         self, target: str, headers: httputil.HTTPHeaders
@@ -350,9 +221,9 @@ class Exchange:
         """
         await self.send_headers("GET", target, headers)
         self.conn.finish()
-        head = _UpgradeAnswer(self.conn)
+        head = UpgradeAnswer(self.conn)
         try:
-            async with asyncio.timeout(self.pool.limits.read_timeout):
+            async with asyncio.timeout(self.pool.read_timeout):
                 await self.conn.read_response(head)
         except TimeoutError:
             self.timed_out = True
@@ -371,7 +242,7 @@ class Exchange:
         if self.timed_out:
             what = "the next part of its answer" if self.headers_seen else "an answer"
             return UpstreamTimeout(
-                f"the preview did not send {what} within {self.pool.limits.read_timeout:g}s"
+                f"the preview did not send {what} within {self.pool.read_timeout:g}s"
             )
         if self.headers_seen:
             return UpstreamError("the preview closed the connection in the middle of a response")
@@ -383,7 +254,7 @@ class Exchange:
 
     def _check_timeout(self) -> None:
         self._timer = None
-        timeout = self.pool.limits.read_timeout
+        timeout = self.pool.read_timeout
         left = self._last + timeout - time.monotonic()
         if left > 0:
             self._timer = asyncio.get_running_loop().call_later(left, self._check_timeout)
@@ -391,7 +262,7 @@ class Exchange:
         self.timed_out = True
         self.stream.close()
 
-    def _note_response(
+    def note_response(
         self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> None:
         """Can the connection carry another request after this response?"""
@@ -427,7 +298,7 @@ class Exchange:
         self.pool.checkin(self.stream, reusable)
 
 
-class _Watched(httputil.HTTPMessageDelegate):
+class TimedResponse(ResponseDelegate):
     """Passes the response on while keeping the exchange's read-timeout clock running."""
 
     def __init__(
@@ -442,17 +313,14 @@ class _Watched(httputil.HTTPMessageDelegate):
         #: Why the body could not be relayed by :meth:`Exchange.read_body_into`.
         self.body_error: BaseException | None = None
 
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
+    def response_head(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> asyncio.Future[None] | None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
         self.exchange.touch()
         if 100 <= start_line.code < 200:
             return None  # an interim answer (100 Continue): the real one follows
         self.exchange.headers_seen = True
-        self.exchange._note_response(start_line, headers)
+        self.exchange.note_response(start_line, headers)
         answered = self.delegate.headers_received(start_line, headers)
         length = self.exchange.fixed_body_length(start_line, headers)
         if self.body_sink is None or length is None or length < DIRECT_BODY_MIN:
@@ -488,7 +356,7 @@ class _Watched(httputil.HTTPMessageDelegate):
             self.delegate.on_connection_close()
 
 
-class _UpgradeAnswer(httputil.HTTPMessageDelegate):
+class UpgradeAnswer(ResponseDelegate):
     """Keeps the head of the answer to an upgrade and takes the connection from HTTP/1
     there and then (before ``HTTP1Connection`` would read a body or a next answer)."""
 
@@ -498,22 +366,12 @@ class _UpgradeAnswer(httputil.HTTPMessageDelegate):
         self.headers = httputil.HTTPHeaders()
         self.stream: iostream.IOStream | None = None
 
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
+    def response_head(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
         self.start_line = start_line
         self.headers = headers
         self.stream = self.conn.detach()
 
 
-__all__ = [
-    "CHUNK_SIZE",
-    "Exchange",
-    "UpstreamError",
-    "UpstreamLimits",
-    "UpstreamPool",
-    "UpstreamTimeout",
-]
+__all__ = ["BodySink", "Exchange", "ResponseDelegate", "TimedResponse", "UpgradeAnswer"]

@@ -129,6 +129,8 @@ def ws_echo(hub: HubProcess, host: str) -> str | None:
 
 
 def test_a_users_preview_on_its_own_origin_through_the_hub_proxy(hub: HubProcess) -> None:
+    # One user's preview through the hub's proxy from start to stop (longer than a function
+    # should be: a hub with its spawned server is too slow to start once per step).
     through = Through(hub)
     alice, bob = hub.token("alice"), hub.token("bob")
     spec = {"name": "hubapp", "workspace": "pyapp", "steps": ["true"]}

@@ -120,7 +120,10 @@ async def send(
 
 
 async def route(req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-    """Answer ``req``; False when the connection must not be reused."""
+    """Answer ``req``; False when the connection must not be reused.
+
+    One flat dispatch over the routes the module docstring lists (longer than a function
+    should be): split up, the table a reader checks a test against would be scattered."""
     path, args = req.path, req.args
     if path == "/tiny":
         await send(writer, req, 200, b"ok")
@@ -253,6 +256,8 @@ def unmask(data: bytes, mask: bytes) -> bytes:
 async def websocket(
     req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    """The handshake, then an echo of frames (and the ``__headers__``/``__close__``
+    commands): one loop over a frame's life, kept whole for reading."""
     key = req.lower.get("sec-websocket-key", "")
     accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
     headers = [

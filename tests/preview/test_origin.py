@@ -11,6 +11,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from jupyter_agentbuild.app import AgentBuild
+from jupyter_agentbuild.preview.manager import PreviewManager
 from jupyter_agentbuild.preview.origin import (
     PreviewOrigins,
     TemplateError,
@@ -93,6 +94,8 @@ def test_bad_templates_are_refused_at_start_up(template: str, why: str) -> None:
         PreviewOrigins.check_template(template)
     with pytest.raises(TraitError, match="preview_origin_template"):
         AgentBuild(preview_origin_template=template)
+    with pytest.raises(TraitError, match="PreviewManager.origin_template"):
+        PreviewManager(None, {}, origin_template=template)  # type: ignore[arg-type]
 
 
 def test_a_good_template_is_normalised() -> None:
@@ -100,6 +103,8 @@ def test_a_good_template_is_normalised() -> None:
         "https://{label}.p.example.org:8443"
     )
     assert AgentBuild(preview_origin_template=TEMPLATE + "/").preview_origin_template == TEMPLATE
+    manager = PreviewManager(None, {}, origin_template=TEMPLATE + "/")  # type: ignore[arg-type]
+    assert manager.origin_template == TEMPLATE
 
 
 @pytest.fixture

@@ -59,6 +59,8 @@ def ready_build(server: JupyterProcess) -> dict[str, Any]:
 
 
 def test_the_preview_page_cannot_act_as_the_user(server: JupyterProcess) -> None:
+    # One browser session, every attempt a hostile page could make, in order (longer than
+    # a function should be: each step needs the same signed-in page, which is slow to get).
     sync_api = playwright_api()
     build = ready_build(server)
     own = build["preview"]["url"]

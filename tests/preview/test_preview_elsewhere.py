@@ -48,7 +48,7 @@ async def test_a_live_remote_server_is_asked_and_a_dead_one_is_done_without(
     assert row is not None and row.preview_stop_requested
     assert row.preview is not None and row.preview["state"] == "ready"
 
-    stale_after = previews.manager.config.stale_after
+    stale_after = previews.manager.stale_after
     dead = await remote_preview(previews, beat_age=stale_after + 60)
     code, body, _ = await previews.api.call("POST", f"builds/{dead['id']}/preview/stop")
     assert code == 200, body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -95,7 +94,7 @@ async def test_the_terminal_row_already_records_the_kept_sandbox(previews: Previ
 
 async def test_idle_preview_is_stopped(previews: Previews) -> None:
     manager = previews.manager
-    manager.config = dataclasses.replace(manager.config, idle_timeout=1.0)
+    manager.idle_timeout = 1.0
     build = await previews.start()
     bid = build["id"]
     _, port = previews.target(bid)

@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
-import re
-import threading
 from typing import Any
 from urllib.parse import quote
 
-import psutil
 import pytest
+from traitlets.config import Config
 
 from tests.conftest import statuses, texts
 from tests.preview.conftest import WAIT, Previews, port_open, raw_request
+from tests.preview.test_large_bodies import stream_get
 
 CSP_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
 @pytest.fixture
-def agentbuild_config(agentbuild_config: dict[str, Any]) -> dict[str, Any]:
-    return {**agentbuild_config, "preview_read_timeout": 1.0}
+def jp_server_config(jp_server_config: Config) -> Config:
+    jp_server_config.PreviewManager.read_timeout = 1.0
+    return jp_server_config
 
 
 def header_pairs(echo: dict[str, Any]) -> dict[str, list[str]]:
@@ -306,81 +305,6 @@ async def test_nothing_in_the_request_chooses_where_to_connect(previews: Preview
         evil.close()
 
 
-async def test_large_response_streams_with_bounded_memory(previews: Previews) -> None:
-    """400 MB through the proxy at full speed, then 128 MB read at 64 MB/s (the upstream
-    is far faster): server memory grows by less than 64 MB either way."""
-    build = await previews.start()
-    me = psutil.Process()
-    for size, rate in ((400 * 2**20, None), (128 * 2**20, 64 * 2**20)):
-        peak = PeakRss(me)
-        with peak:
-            status, received = await stream_get(
-                previews.port, previews.path(build["id"], f"/big?size={size}"), previews.token, rate
-            )
-        assert status == 200 and received == size
-        growth = peak.growth / 2**20
-        assert growth < 64, f"RSS grew by {growth:.0f} MB for {size >> 20} MB (rate {rate})"
-
-
-class PeakRss:
-    """The peak RSS growth of a process while the block runs (sampled every 20 ms)."""
-
-    def __init__(self, proc: psutil.Process) -> None:
-        self.proc = proc
-        self.base = self.peak = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.02):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self.base = self.peak = self.proc.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
-
-
-async def stream_get(port: int, path: str, token: str, rate: float | None) -> tuple[int, int]:
-    """GET ``path`` reading the body as it comes (or at ``rate`` bytes/s); discard it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: token {token}\r\nConnection: close\r\n\r\n".encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        status = int(head.split()[1])
-        match = re.search(rb"Content-Length: (\d+)", head)
-        assert match is not None, head
-        remaining = int(match.group(1))
-        received = 0
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while remaining > 0:
-            data = await asyncio.wait_for(reader.read(min(remaining, 256 * 1024)), WAIT)
-            if not data:
-                break
-            received += len(data)
-            remaining -= len(data)
-            if rate is not None:
-                ahead = received / rate - (loop.time() - start)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)  # pacing the reader, not synchronisation
-        return status, received
-    finally:
-        writer.close()
-
-
 async def test_unauthenticated_requests_are_refused(previews: Previews) -> None:
     build = await previews.start()
     bid = build["id"]
@@ -397,85 +321,3 @@ async def test_unauthenticated_requests_are_refused(previews: Previews) -> None:
         bid, "/echo", headers={"Cookie": f"username-127-0-0-1-{previews.port}=forged"}, auth=False
     )
     assert forged.code == 302
-
-
-async def test_a_browser_that_leaves_mid_transfer_frees_its_upstream_connection(
-    previews: Previews,
-) -> None:
-    build = await previews.start()
-    bid = build["id"]
-    pool = previews.manager.get(bid).pool
-    loop = asyncio.get_running_loop()
-
-    async def until(condition: Any) -> None:
-        deadline = loop.time() + 10
-        while not condition():  # waiting for a condition, bounded
-            assert loop.time() < deadline, pool._busy
-            await asyncio.sleep(0.01)
-
-    head = f"Host: 127.0.0.1:{previews.port}\r\nAuthorization: token {previews.token}\r\n"
-    requests = [
-        f"GET {previews.path(bid, '/big?size=200000000')} HTTP/1.1\r\n{head}\r\n".encode(),
-        f"PUT {previews.path(bid, '/echo')} HTTP/1.1\r\n{head}Content-Length: 50000000\r\n\r\n".encode()
-        + b"x" * 1_000_000,
-    ]
-    for request in requests:
-        reader, writer = await asyncio.open_connection("127.0.0.1", previews.port)
-        writer.write(request)
-        await writer.drain()
-        await until(lambda: len(pool._busy) == 1)  # the exchange with the preview is on
-        writer.close()  # ... and the browser leaves in the middle of it
-        await until(lambda: not pool._busy)
-    assert (await previews.fetch(bid, "/tiny")).body == b"ok"
-
-
-async def test_bodies_of_known_length_arrive_intact_and_the_connection_is_reused(
-    previews: Previews,
-) -> None:
-    """Such bodies go from one socket to the other through one reused buffer: every byte
-    must still arrive as sent, for a fast reader and for a slow one (whose socket fills,
-    so writes complete in parts), and the upstream connection serves the next request."""
-    build = await previews.start()
-    bid = build["id"]
-    pool = previews.manager.get(bid).pool
-    size = 6 * 2**20 + 12345
-    expected = random.Random(size).randbytes(size)
-    fast = await previews.fetch(bid, f"/random?size={size}")
-    assert fast.code == 200 and fast.body == expected
-    status, slow = await read_body(
-        previews.port, previews.path(bid, f"/random?size={size}"), previews.token, 16 * 2**20
-    )
-    assert status == 200 and slow == expected
-    opened = pool.opened
-    assert (await previews.fetch(bid, "/tiny")).body == b"ok"
-    assert pool.opened == opened, "the connection went back to the pool and was reused"
-    head = await previews.fetch(bid, f"/random?size={size}", method="HEAD")
-    assert head.code == 200 and head.body == b""
-    assert head.headers["Content-Length"] == str(size)
-
-
-async def read_body(port: int, path: str, token: str, rate: float) -> tuple[int, bytes]:
-    """GET ``path`` and read its whole body at ``rate`` bytes/s (in 64 KiB reads)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: token {token}\r\nConnection: close\r\n\r\n".encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        match = re.search(rb"Content-Length: (\d+)", head)
-        assert match is not None, head
-        body, remaining = bytearray(), int(match.group(1))
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while remaining > 0:
-            data = await asyncio.wait_for(reader.read(min(remaining, 65536)), WAIT)
-            assert data, "the body ended early"
-            body += data
-            remaining -= len(data)
-            ahead = len(body) / rate - (loop.time() - start)
-            if ahead > 0:
-                await asyncio.sleep(ahead)  # pacing the reader, not synchronisation
-        return int(head.split()[1]), bytes(body)
-    finally:
-        writer.close()

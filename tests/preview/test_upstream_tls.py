@@ -13,12 +13,8 @@ import pytest
 import trustme
 from tornado import httputil
 
-from jupyter_agentbuild.preview.upstream import (
-    Exchange,
-    UpstreamError,
-    UpstreamLimits,
-    UpstreamPool,
-)
+from jupyter_agentbuild.preview.upstream import Exchange
+from jupyter_agentbuild.preview.upstream_pool import UpstreamError, UpstreamPool
 
 
 class Collect(httputil.HTTPMessageDelegate):
@@ -79,9 +75,7 @@ async def test_https_upstream_verified_and_kept_alive(ca: trustme.CA) -> None:
 
 
 async def _two_requests(tls_port: int, client_context: ssl.SSLContext) -> None:
-    pool = UpstreamPool(
-        "localhost", tls_port, UpstreamLimits(), tls=True, ssl_context=client_context
-    )
+    pool = UpstreamPool("localhost", tls_port, tls=True, ssl_context=client_context)
     try:
         first, answer = await get(pool, "/one?x=1")
         assert (answer.code, answer.body) == (200, b"/one?x=1")
@@ -94,7 +88,7 @@ async def _two_requests(tls_port: int, client_context: ssl.SSLContext) -> None:
 
 async def test_an_untrusted_certificate_is_refused(ca: trustme.CA) -> None:
     async with tls_server(ca) as tls_port:
-        pool = UpstreamPool("localhost", tls_port, UpstreamLimits(), tls=True)  # system CAs
+        pool = UpstreamPool("localhost", tls_port, tls=True)  # system CAs
         try:
             with pytest.raises(UpstreamError, match="refused the connection"):
                 await Exchange.open(pool)
