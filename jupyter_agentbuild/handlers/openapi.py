@@ -176,6 +176,19 @@ def control_routes() -> dict[str, Json]:
                 },
             },
         },
+        BUILD + "/preview/restart": {
+            "parameters": [BUILD_ID_PARAM],
+            "post": {
+                "operationId": "restartPreview",
+                "summary": "Replace the live preview's process by a fresh one, at the same URLs",
+                "description": "409 `preview_gone` once the preview has stopped (its sandbox "
+                "went with it), `no_preview`, `preview_starting` or `preview_elsewhere`.",
+                "responses": {
+                    "200": json_answer("restarted: `preview` is ready again, or failed", "Build"),
+                    **errors(404, 409),
+                },
+            },
+        },
     }
 
 

@@ -10,7 +10,6 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from jupyter_agentbuild.app import AgentBuild
 from jupyter_agentbuild.preview.manager import PreviewManager
 from jupyter_agentbuild.preview.origin import (
     PreviewOrigins,
@@ -92,8 +91,6 @@ def test_host_names_of_previews() -> None:
 def test_bad_templates_are_refused_at_start_up(template: str, why: str) -> None:
     with pytest.raises(TemplateError, match=why):
         PreviewOrigins.check_template(template)
-    with pytest.raises(TraitError, match="preview_origin_template"):
-        AgentBuild(preview_origin_template=template)
     with pytest.raises(TraitError, match="PreviewManager.origin_template"):
         PreviewManager(None, {}, origin_template=template)  # type: ignore[arg-type]
 
@@ -102,7 +99,6 @@ def test_a_good_template_is_normalised() -> None:
     assert PreviewOrigins.check_template(" https://{label}.p.example.org:8443/ ") == (
         "https://{label}.p.example.org:8443"
     )
-    assert AgentBuild(preview_origin_template=TEMPLATE + "/").preview_origin_template == TEMPLATE
     manager = PreviewManager(None, {}, origin_template=TEMPLATE + "/")  # type: ignore[arg-type]
     assert manager.origin_template == TEMPLATE
 
