@@ -214,7 +214,7 @@ class Runner(RunnerSettings):
             max(0.0, seconds),
             self._stop,
             job,
-            "timed_out",
+            BuildStatus.TIMED_OUT,
             f"the build exceeded its timeout of {timeout:g}s",
         )
 
@@ -223,7 +223,9 @@ class Runner(RunnerSettings):
         steps), run the after-steps hooks, and end the build with the outcome, whatever
         happened (a stop, the store gone, the server stopping, a provider failure)."""
         row, build_log = job.row, job.build_log
-        status, exit_code, error = "failed", None, None
+        status: str = BuildStatus.FAILED  # or a stop reason (DETACHED is not a status)
+        exit_code: int | None = None
+        error: str | None = None
         try:
             exit_code = await steps
             job.check_stopped()

@@ -31,14 +31,7 @@ _SYNC_PG_DRIVERS = {"", "psycopg2", "pg8000"}
 _SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
-    f"PRAGMA journal_size_limit={64 * 2**20}",
 )
-#: Bytes of WAL after which a commit copies it into the database file (a checkpoint,
-#: with two fsyncs). SQLite's default, 1000 pages (4 MiB), made nearly every write of a
-#: busy log stream (a few MiB) pay a checkpoint: the store ran at about half its speed.
-#: The WAL file is cut back to ``journal_size_limit`` after each checkpoint, so it stays
-#: bounded on disk.
-WAL_CHECKPOINT_BYTES = 64 * 2**20
 #: How often (10 ms apart) a connection tries to switch a fresh file to WAL.
 _WAL_ATTEMPTS = 300
 
@@ -170,10 +163,6 @@ def _configure_sqlite(engine: Engine) -> None:
             _use_wal(cursor)
             for pragma in _SQLITE_PRAGMAS:
                 cursor.execute(pragma)
-            cursor.execute("PRAGMA page_size")
-            page_size = cursor.fetchone()
-            pages = max(1000, WAL_CHECKPOINT_BYTES // int(page_size[0] if page_size else 4096))
-            cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
         finally:
             cursor.close()
 
