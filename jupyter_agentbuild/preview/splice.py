@@ -98,20 +98,19 @@ class _Relay:
         """Fill the pipe from the preview, empty it into the browser; did anything move?"""
         assert _SPLICE is not None
         progress = False
-        if self.left and not self.pipe_full:
+        while self.left and not self.pipe_full:
             try:
                 got = _SPLICE(self.source, self.pipe_w, min(self.left, PIPE_SIZE), flags=_FLAGS)
             except BlockingIOError:
-                got = -1
                 self.pipe_full = self.in_pipe > 0
+                break
             except OSError as exc:
                 raise SpliceError(f"reading the preview's answer failed ({exc})") from None
             if got == 0:
                 raise SpliceError("the preview closed the connection in the middle of a response")
-            if got > 0:
-                self.left -= got
-                self.in_pipe += got
-                progress = True
+            self.left -= got
+            self.in_pipe += got
+            progress = True
         if self.in_pipe:
             try:
                 sent = _SPLICE(self.pipe_r, self.sink, self.in_pipe, flags=_FLAGS)

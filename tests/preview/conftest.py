@@ -98,12 +98,23 @@ class Previews:
         **kwargs: Any,
     ) -> HTTPResponse:
         all_headers = {**(self.auth if auth else {}), **(headers or {})}
+        return await self.send(self.path(build_id, sub), method, all_headers, body, **kwargs)
+
+    async def send(
+        self,
+        url: str,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | str | None,
+        **kwargs: Any,
+    ) -> HTTPResponse:
+        """One request as it is: no redirect followed, no error raised for a 4xx/5xx."""
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         response: HTTPResponse = await self.client.fetch(
-            self.path(build_id, sub),
+            url,
             method=method,
-            headers=all_headers,
+            headers=headers,
             body=body,
             follow_redirects=False,
             raise_error=False,
@@ -138,20 +149,7 @@ class Previews:
         """A request to the preview's own origin: this server's port, ``Host: host``
         (what a browser sends for ``http://{label}.localhost:PORT``), no Jupyter auth
         unless ``headers`` add it."""
-        if body is None and method in ("POST", "PUT", "PATCH"):
-            body = b""
-        response: HTTPResponse = await self.client.fetch(
-            target,
-            method=method,
-            headers={"Host": host, **(headers or {})},
-            body=body,
-            follow_redirects=False,
-            raise_error=False,
-            request_timeout=WAIT,
-            allow_nonstandard_methods=True,
-            **kwargs,
-        )
-        return response
+        return await self.send(target, method, {"Host": host, **(headers or {})}, body, **kwargs)
 
     def target(self, build_id: str) -> tuple[str, int]:
         preview = self.manager.get(build_id)
