@@ -293,7 +293,9 @@ async def test_a_dropped_stream_resumes_where_it_stopped(
                     if before is None and texts == ["1", "2", "3"]:
                         before = relay.connections
                         relay.cut()  # mid-build: the client is reading, the step waits
-                        runner._jobs[build.id].sandbox.work.joinpath("go").write_text("")
+                        sandbox = runner.sandbox_of(build.id)
+                        assert sandbox is not None
+                        sandbox.work.joinpath("go").write_text("")
             assert before is not None and relay.connections > before  # it reconnected
             final = await client.get(build.id)
     finally:

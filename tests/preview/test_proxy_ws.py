@@ -167,11 +167,11 @@ async def test_a_browser_that_leaves_frees_the_preview_connection(
     await ws.write_message("hi")
     assert await ws.read_message() == "hi"
     (tunnel,) = preview.sockets
-    assert len(preview.pool._busy) == 1
+    assert preview.pool.in_use == 1
     if leaves == "abruptly":
         ws.protocol.stream.close()
     else:
         ws.close(1000)
     await asyncio.wait_for(tunnel.ended.wait(), WAIT)
-    assert not preview.sockets and not preview.pool._busy
+    assert not preview.sockets and not preview.pool.in_use
     assert (await previews.fetch(build["id"], "/tiny")).body == b"ok"
