@@ -172,6 +172,7 @@ class Api:
 @pytest.fixture
 def api(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_asyncio_loop: Any) -> Api:
     """The extension started (migrations, runner) on a real server."""
+    # a sync fixture (pytest-jupyter runs no async fixtures), on the tests' own loop
     jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
     return Api(jp_fetch, jp_ws_fetch, jp_serverapp)
 

@@ -28,6 +28,7 @@ def run_in_thread(coro: Coroutine[Any, Any, Any]) -> Any:
 
     def target() -> None:
         try:
+            # called from sync fixtures, maybe while a loop runs: a thread with its own loop
             result.append(asyncio.run(coro))
         except BaseException as exc:
             error.append(exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ def _store(tmp_path: Path, **kwargs: Any) -> Store:
     return Store(db_url=f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", **kwargs)
 
 
-def test_runner_settings_come_from_keywords_or_its_config_section(tmp_path: Path) -> None:
+async def test_runner_settings_come_from_keywords_or_its_config_section(tmp_path: Path) -> None:
     store = _store(tmp_path)
     runner = Runner(store, {}, parent=None, default_timeout=5, max_log_bytes=0)
     assert runner.default_timeout == 5 and runner.max_concurrent_builds == 4
@@ -32,25 +31,27 @@ def test_runner_settings_come_from_keywords_or_its_config_section(tmp_path: Path
     config.Runner.max_concurrent_builds = 2
     configured = Runner(store, {}, config=config)
     assert configured.stale_after == 7.0 and configured.max_concurrent_builds == 2
-    asyncio.run(store.dispose())
+    await store.dispose()
 
 
-def test_shutdown_timeout_defaults_to_twice_the_longest_kill_grace(tmp_path: Path) -> None:
+async def test_shutdown_timeout_defaults_to_twice_the_longest_kill_grace(tmp_path: Path) -> None:
     store = _store(tmp_path)
     assert Runner(store, {}).stop_timeout == 10.0  # at least 10 s
     slow = {"a": Graceful(2.0), "b": Graceful(8.0)}
     assert Runner(store, slow).stop_timeout == 16.0
     assert Runner(store, slow, shutdown_timeout=3.0).stop_timeout == 3.0
-    asyncio.run(store.dispose())
+    await store.dispose()
 
 
-def test_store_db_url_from_config_or_the_environment(tmp_path: Path, monkeypatch: Any) -> None:
+async def test_store_db_url_from_config_or_the_environment(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     config = Config()
     config.Store.db_url = f"sqlite:///{tmp_path / 'configured.db'}"
     store = Store(config=config)
     assert store.db_url.endswith("configured.db") and store.dialect == "sqlite"
-    asyncio.run(store.dispose())
+    await store.dispose()
     monkeypatch.setenv("AGENTBUILD_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
     from_env = Store()
     assert from_env.db_url.endswith("env.db")
-    asyncio.run(from_env.dispose())
+    await from_env.dispose()

@@ -22,6 +22,7 @@ SITE = [
 
 @pytest.fixture
 def site(api: Api, jp_asyncio_loop: Any) -> dict[str, Any]:
+    # a sync fixture (pytest-jupyter runs no async fixtures), on the tests' own loop
     build, _ = jp_asyncio_loop.run_until_complete(build_and_collect(api, SITE, {"paths": ["site"]}))
     assert build["status"] == "succeeded" and build["artifacts"]["count"] == 4
     return build  # type: ignore[no-any-return]

@@ -286,6 +286,7 @@ class FakeE2BApi:
 
         def serve() -> None:
             with sock:
+                # a server in its own thread, so it needs a loop of its own: not a test
                 asyncio.run(server.serve(sockets=[sock]))
 
         self._thread = threading.Thread(target=serve, name="fake-e2b-api", daemon=True)

@@ -983,6 +983,7 @@ class FakeEnvd:
 
         def serve() -> None:
             with sock:
+                # a server in its own thread, so it needs a loop of its own: not a test
                 asyncio.run(server.serve(sockets=[sock]))
 
         self._thread = threading.Thread(target=serve, name="fake-envd", daemon=True)

@@ -30,6 +30,7 @@ def kernel(
         assert ready.status == "ok"
         return session
 
+    # a sync fixture (pytest-jupyter runs no async fixtures), on the tests' own loop
     session = jp_asyncio_loop.run_until_complete(start())
     try:
         yield session

@@ -173,23 +173,20 @@ def test_preview_states() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_close_cancels_the_follower() -> None:
-    async def scenario() -> None:
-        widget = BuildWidget(make_build(), SERVER)
-        started = asyncio.Event()
+async def test_close_cancels_the_follower() -> None:
+    widget = BuildWidget(make_build(), SERVER)
+    started = asyncio.Event()
 
-        async def forever() -> Any:
-            started.set()
-            await asyncio.Event().wait()
+    async def forever() -> Any:
+        started.set()
+        await asyncio.Event().wait()
 
-        widget.run = forever  # type: ignore[method-assign]
-        widget.follow()
-        task = widget.task
-        assert task is not None
-        await started.wait()
-        widget.close()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert task.cancelled()
-
-    asyncio.run(scenario())
+    widget.run = forever  # type: ignore[method-assign]
+    widget.follow()
+    task = widget.task
+    assert task is not None
+    await started.wait()
+    widget.close()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()

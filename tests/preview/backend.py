@@ -366,4 +366,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # a backend the tests run as a subprocess: its own loop, not a test
     asyncio.run(main())

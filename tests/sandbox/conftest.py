@@ -25,6 +25,7 @@ def provider(tmp_path: Path, kind: str) -> LocalSandboxProvider:
     if kind == "process":
         return LocalSandboxProvider(workspace_root=str(tmp_path / "sandboxes"), **settings)
     isolated = isolated_provider(tmp_path / "sandboxes", **settings)
+    # a sync fixture (pytest-jupyter runs no async fixtures): the check gets a loop of its own
     status = asyncio.run(isolated.check())
     assert status.available and status.isolated, status.detail
     return isolated

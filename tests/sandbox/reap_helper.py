@@ -35,4 +35,5 @@ async def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
+    # a script the test runs as a subprocess (then kills): its own loop, not a test
     asyncio.run(main(Path(sys.argv[1])))

@@ -42,12 +42,14 @@ def test_in_memory_sqlite_is_refused(given: str) -> None:
         make_engine(given)
 
 
-def test_sqlite_path_may_start_with_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sqlite_path_may_start_with_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     engine = make_engine("sqlite:///~/deep/agentbuild.sqlite")
     assert engine.url.database == str(tmp_path / "deep" / "agentbuild.sqlite")
     assert (tmp_path / "deep").is_dir()
-    asyncio.run(engine.dispose())
+    await engine.dispose()
 
 
 def test_redact_url_hides_the_password() -> None:
@@ -59,64 +61,56 @@ def test_redact_url_hides_the_password() -> None:
     assert "s3cr3t" not in redact_url("not a url://hub:s3cr3t@host/db")
 
 
-def test_sqlite_engine_creates_the_directory_and_sets_pragmas_on_every_connection(
+async def test_sqlite_engine_creates_the_directory_and_sets_pragmas_on_every_connection(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "a" / "b" / "agentbuild.sqlite"
-
-    async def main() -> list[tuple[object, ...]]:
-        engine = make_engine(f"sqlite:///{path}")
-        try:
-            # Two connections open at once: both must have been set up, not just the first.
-            async with engine.connect() as c1, engine.connect() as c2:
-                results = []
-                for conn in (c1, c2):
-                    row = []
-                    for pragma in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys"):
-                        row.append((await conn.execute(text(f"PRAGMA {pragma}"))).scalar())
-                    results.append(tuple(row))
-                return results
-        finally:
-            await engine.dispose()
-
-    results = asyncio.run(main())
+    engine = make_engine(f"sqlite:///{path}")
+    results: list[tuple[object, ...]] = []
+    try:
+        # Two connections open at once: both must have been set up, not just the first.
+        async with engine.connect() as c1, engine.connect() as c2:
+            for conn in (c1, c2):
+                row = []
+                for pragma in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys"):
+                    row.append((await conn.execute(text(f"PRAGMA {pragma}"))).scalar())
+                results.append(tuple(row))
+    finally:
+        await engine.dispose()
     assert path.parent.is_dir()
     # synchronous=NORMAL is 1.
     assert results == [("wal", 1, 30000, 1)] * 2
 
 
-def test_postgres_engine_pings_pooled_connections() -> None:
+async def test_postgres_engine_pings_pooled_connections() -> None:
     engine = make_engine("postgresql://u@127.0.0.1:1/db")  # creating it does not connect
     assert engine.dialect.driver == "asyncpg"
     assert engine.pool._pre_ping  # type: ignore[attr-defined]
-    asyncio.run(engine.dispose())
+    await engine.dispose()
 
 
-def test_sqlite_immediate_transaction_holds_the_write_lock_from_begin(tmp_path: Path) -> None:
+async def test_sqlite_immediate_transaction_holds_the_write_lock_from_begin(tmp_path: Path) -> None:
     """A read-then-write transaction must keep others from reading before it writes."""
 
-    async def main() -> list[str]:
-        engine = make_engine(f"sqlite:///{tmp_path}/db.sqlite")
-        order: list[str] = []
-        first_has_read = asyncio.Event()
+    engine = make_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    order: list[str] = []
+    first_has_read = asyncio.Event()
 
-        async def first() -> None:
-            async with transaction(engine, immediate=True) as conn:
-                await conn.execute(text("SELECT 1"))
-                first_has_read.set()
-                await asyncio.sleep(0.3)
-                order.append("first commits")
+    async def first() -> None:
+        async with transaction(engine, immediate=True) as conn:
+            await conn.execute(text("SELECT 1"))
+            first_has_read.set()
+            await asyncio.sleep(0.3)
+            order.append("first commits")
 
-        async def second() -> None:
-            await first_has_read.wait()
-            async with transaction(engine, immediate=True) as conn:
-                await conn.execute(text("SELECT 1"))
-                order.append("second reads")
+    async def second() -> None:
+        await first_has_read.wait()
+        async with transaction(engine, immediate=True) as conn:
+            await conn.execute(text("SELECT 1"))
+            order.append("second reads")
 
-        try:
-            await asyncio.gather(first(), second())
-        finally:
-            await engine.dispose()
-        return order
-
-    assert asyncio.run(main()) == ["first commits", "second reads"]
+    try:
+        await asyncio.gather(first(), second())
+    finally:
+        await engine.dispose()
+    assert order == ["first commits", "second reads"]
