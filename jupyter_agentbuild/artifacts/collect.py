@@ -226,7 +226,7 @@ def _write(
 
 
 class ArtifactCollector(LoggingConfigurable):
-    """The :class:`~jupyter_agentbuild.runner.BuildHook` that collects artifacts; its
+    """The :class:`~jupyter_agentbuild.build_job.BuildHook` that collects artifacts; its
     limits are ``c.ArtifactCollector.*``."""
 
     max_bytes = Int(

@@ -1,6 +1,6 @@
 """What crosses the proxy: request and response headers, cookies, query, redirects.
 
-Pure functions, so every rule of the security model (README, "Previews") has a unit
+Pure functions, so every rule of the security model (docs/security.md and docs/previews.md) has a unit
 test: hop-by-hop headers never cross; the user's Jupyter credentials (``Authorization``,
 the ``token`` query argument, the ``_xsrf``, login and JupyterHub cookies, Jupyter's XSRF
 header) never reach the sandbox, and the sandbox cannot set those cookies; the

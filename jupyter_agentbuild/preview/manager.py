@@ -2,7 +2,7 @@
 
 ``starting -> ready -> stopped | failed`` (``Build.preview["state"]``).
 
-The :class:`PreviewManager` is a runner hook (:class:`~..runner.BuildHook`): once a build's
+The :class:`PreviewManager` is a runner hook (:class:`~..build_job.BuildHook`): once a build's
 steps have succeeded it starts ``spec.preview.command`` through the sandbox's port
 primitive (:mod:`.starting`). From then on the preview's changes (``stopped``/``failed``,
 why, the exit code) are written to ``Build.preview``, because the build's stream has

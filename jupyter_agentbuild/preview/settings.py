@@ -56,7 +56,7 @@ class PreviewSettings(LoggingConfigurable):
         "",
         help="""The own origin of each preview in a deployment: a URL with {label} in its
         host name, e.g. 'https://{label}.previews.example.org', where a wildcard DNS name
-        and TLS in front send every such host to this server (see the README). Use a
+        and TLS in front send every such host to this server (see the deployment guide, docs/deployment.md). Use a
         registrable domain of its own, not a sub-domain of Jupyter's. Empty (default):
         previews get '{label}.localhost' origins when Jupyter is opened at localhost,
         127.0.0.1 or [::1]; elsewhere their URL is the path proxy's.""",
@@ -66,7 +66,7 @@ class PreviewSettings(LoggingConfigurable):
         help="""Under JupyterHub: the URL of the agentbuild-previews hub service, e.g.
         'http://127.0.0.1:10101/services/agentbuild-previews/'. Each preview asks it (with
         this server's JUPYTERHUB_API_TOKEN) to route its host to this server through the
-        hub's proxy, and removes the route when it stops (see the README). Empty (default):
+        hub's proxy, and removes the route when it stops (see the deployment guide). Empty (default):
         no routes are asked for. Env fallback: AGENTBUILD_HUB_ROUTES_URL.""",
     ).tag(config=True)
 
