@@ -120,9 +120,15 @@ class Client:
         return self._runner.run(self.aio.get(build_id))
 
     def list(
-        self, status: str | None = None, limit: int = 50, before: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        q: str | None = None,
     ) -> BuildList:
-        return self._runner.run(self.aio.list(status, limit, before))
+        """Newest first, up to ``limit``; ``status`` and ``q`` (name or id contains it,
+        ignoring case) filter on the server: see :meth:`AsyncClient.list`."""
+        return self._runner.run(self.aio.list(status, limit, before, q))
 
     def wait(self, build_id: str, timeout: float | None = None) -> Build:
         return self._runner.run(self.aio.wait(build_id, timeout))
