@@ -1,8 +1,9 @@
 /**
  * The user's builds as the panel, the status bar and the notifications see them: one list,
  * refreshed by a ``Poll`` (@lumino/polling) that backs off on errors and stands by while
- * the page is hidden. It pages backwards through the API's cursor, filters by status on
- * the server, and reports transitions (finished, preview ready) to whoever listens.
+ * the page is hidden. It pages backwards through the API's cursor, filters by status and
+ * searches by name on the server (so the search reaches builds not loaded yet), and
+ * reports transitions (finished, preview ready) to whoever listens.
  */
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -22,6 +23,8 @@ export interface ITransition {
 }
 
 const PAGE = 50;
+/** The server's bound on a name search. */
+const MAX_SEARCH = 200;
 
 export class BuildsModel {
   constructor(readonly api: AgentBuildApi, interval: number) {
@@ -39,6 +42,8 @@ export class BuildsModel {
   /** the cursor of the next (older) page, or null when every page is loaded */
   next: number | null = null;
   status = '';
+  /** the name search (name or id contains it) */
+  search = '';
   error: string | null = null;
   loaded = false;
   private pages = 1;
@@ -69,12 +74,36 @@ export class BuildsModel {
     void this.poll.refresh();
   }
 
+  /** Search by name (or id) on the server; '' lists every build. */
+  setSearch(search: string): void {
+    const trimmed = search.trim().slice(0, MAX_SEARCH);
+    if (trimmed === this.search) {
+      return;
+    }
+    this.search = trimmed;
+    this.pages = 1;
+    void this.poll.refresh();
+  }
+
+  /** The filters of a request: an answer for other filters (the user typed on) is dropped. */
+  private filters(): { status: string; q: string } {
+    return { status: this.status, q: this.search };
+  }
+
+  private current(filters: { status: string; q: string }): boolean {
+    return filters.status === this.status && filters.q === this.search;
+  }
+
   /** Load one more (older) page. */
   async more(): Promise<void> {
     if (this.next === null) {
       return;
     }
-    const page = await this.api.list({ status: this.status, before: this.next, limit: PAGE });
+    const filters = this.filters();
+    const page = await this.api.list({ ...filters, before: this.next, limit: PAGE });
+    if (!this.current(filters)) {
+      return;
+    }
     this.pages++;
     this.builds = [...this.builds, ...page.builds.filter(b => !this.builds.some(x => x.id === b.id))];
     this.next = page.next;
@@ -84,17 +113,21 @@ export class BuildsModel {
   /** Reload the loaded pages (one request); a failure is shown and rethrown (the poll
    * backs off). */
   async refresh(): Promise<void> {
+    const filters = this.filters();
     try {
-      const page = await this.api.list({
-        status: this.status,
-        limit: Math.min(500, PAGE * this.pages)
-      });
+      const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
+      if (!this.current(filters)) {
+        return; // the filters changed meanwhile: their own refresh follows
+      }
       this.error = null;
       this.notice(page.builds);
       this.builds = page.builds;
       this.next = page.next;
       this.loaded = true;
     } catch (error) {
+      if (!this.current(filters)) {
+        return;
+      }
       this.error = (error as Error).message;
       this.changed_.emit();
       throw error;

@@ -85,15 +85,27 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
         expect(items.first).to_contain_text("broken-one")
         expect(items.first.locator(".jp-AgentBuild-provider")).to_have_text("local")
         expect(items.first.locator(".jp-AgentBuild-started")).to_contain_text("ago")
-        # filter by status (on the server) and search by name (in the list)
+        # filter by status and search by name, both on the server (so they reach builds
+        # no page has loaded yet); the search is sent once the typing pauses
         panel.locator(".jp-AgentBuild-statusFilter").select_option("failed")
         expect(items).to_have_count(1, timeout=30_000)
         expect(items.first).to_contain_text("broken-one")
         panel.locator(".jp-AgentBuild-statusFilter").select_option("")
         expect(items).to_have_count(2, timeout=30_000)
-        panel.locator(".jp-AgentBuild-nameSearch").fill("finished")
+        searches: list[str] = []
+        page.on(
+            "request",
+            lambda r: searches.append(r.url) if "agentbuild/api/builds?" in r.url else None,
+        )
+        search_box = panel.locator(".jp-AgentBuild-nameSearch")
+        with page.expect_response(lambda r: "q=FINISHED" in r.url and r.status == 200):
+            search_box.press_sequentially("FINISHED", delay=20)
         expect(items).to_have_count(1)
-        panel.locator(".jp-AgentBuild-nameSearch").fill("")
+        expect(items.first).to_contain_text("finished-one")
+        # one request per pause, not one per key
+        assert 1 <= len([u for u in searches if "q=" in u]) < len("FINISHED"), searches
+        search_box.fill("")
+        expect(items).to_have_count(2, timeout=30_000)
 
         # a build started while the panel is open shows up; its tab follows it live
         steps = [
