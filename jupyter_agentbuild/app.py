@@ -38,7 +38,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.builds import BuildHandler, BuildsHandler, CancelHandler, LogsHandler
 from .handlers.contract import ContractHandler
 from .handlers.info import InfoHandler
-from .handlers.preview import PreviewProxyHandler, PreviewStopHandler
+from .handlers.preview import PreviewProxyHandler, PreviewRestartHandler, PreviewStopHandler
 from .handlers.preview_origin import OwnOriginHandler
 from .handlers.stream import StreamHandler
 from .hub.routes_client import HubRoutes
@@ -538,6 +538,7 @@ class AgentBuild(ExtensionApp):
                 (rf"/{api}/{BUILD_ID}/artifacts\.(?P<fmt>zip|tar\.gz)", ArchiveHandler),
                 (rf"/{api}/{BUILD_ID}/artifacts/(?P<path>.+)", ArtifactFileHandler),
                 (rf"/{api}/{BUILD_ID}/preview/stop", PreviewStopHandler),
+                (rf"/{api}/{BUILD_ID}/preview/restart", PreviewRestartHandler),
                 (r"/agentbuild/api/info", InfoHandler),
                 (rf"/agentbuild/preview/{BUILD_ID}(?P<path>/.*)?", PreviewProxyHandler),
                 (r"/agentbuild/(.*)", NotFoundHandler),

@@ -178,6 +178,14 @@ class AsyncClient:
     async def preview_stop(self, build_id: str) -> None:
         await self._request("POST", f"builds/{_bid(build_id)}/preview/stop")
 
+    async def restart_preview(self, build_id: str) -> Build:
+        """Replace the build's running preview process by a fresh one (after editing the
+        files it serves, or when it hangs), in the same sandbox and at the same URLs; the
+        Build, whose ``preview`` is ``ready`` again or ``failed`` with the error.
+        :class:`Conflict` when it has no live preview (``error.code`` says why:
+        ``preview_gone`` once it stopped, as its sandbox went with it)."""
+        return Build(await self._request("POST", f"builds/{_bid(build_id)}/preview/restart"))
+
     async def preview_url(self, build_id: str, *, path: bool = False) -> str:
         """The absolute URL of the build's live preview.
 

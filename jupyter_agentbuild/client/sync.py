@@ -84,7 +84,7 @@ class Client:
 
     Methods mirror :class:`AsyncClient`: ``start``, ``get``, ``list``, ``wait``, ``logs``,
     ``cancel``, ``delete``, ``artifacts``, ``download``, ``download_all``, ``preview_url``,
-    ``preview_stop``.
+    ``preview_stop``, ``restart_preview``.
     """
 
     def __init__(
@@ -173,3 +173,7 @@ class Client:
 
     def preview_stop(self, build_id: str) -> None:
         self._runner.run(self.aio.preview_stop(build_id))
+
+    def restart_preview(self, build_id: str) -> Build:
+        """A fresh preview process at the same URLs (see :meth:`AsyncClient.restart_preview`)."""
+        return self._runner.run(self.aio.restart_preview(build_id))

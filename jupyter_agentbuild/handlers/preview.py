@@ -24,7 +24,7 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
-from ..errors import Forbidden, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, NotFound, Unavailable
 from ..identity import owner_of
 from ..preview.headers import ResponseRewriter, cross_site_request, strip_credentials
 from .artifacts import serve_static_preview
@@ -221,4 +221,26 @@ class PreviewStopHandler(BuildHandlerBase):
         self.write_json(self._build(row), status=200 if done else 202)
 
 
-__all__ = ["PreviewProxyHandler", "PreviewStopHandler"]
+class PreviewRestartHandler(BuildHandlerBase):
+    """``POST api/builds/{id}/preview/restart``: a fresh preview process, same URLs.
+
+    The running process is stopped and the spec's preview command started again in the
+    same sandbox (edited files are served, a hung app is replaced); the Build answers,
+    its ``preview`` ``ready`` again or ``failed`` with the error. 404 for a build that is
+    not the caller's; 409 when there is nothing to restart here (``error.code``:
+    ``no_preview``, ``preview_starting``, ``preview_elsewhere``, or ``preview_gone`` once
+    the preview stopped, since its sandbox and the files the steps made went with it).
+    """
+
+    @web.authenticated
+    @authorized
+    async def post(self, build_id: str) -> None:
+        service = self.agentbuild.service
+        row = await service.get(self.owner, build_id)
+        if service.previews is None:
+            raise Conflict("previews are off on this server", code="no_preview")
+        await service.previews.restart(row)
+        self.write_json(self._build(await service.get(self.owner, build_id)))
+
+
+__all__ = ["PreviewProxyHandler", "PreviewRestartHandler", "PreviewStopHandler"]

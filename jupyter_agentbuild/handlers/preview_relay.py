@@ -351,6 +351,23 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         except iostream.StreamClosedError:
             self._client_left()
 
+    def client_stream(self) -> iostream.IOStream | None:
+        """The browser's connection once the head is out (and the connection's own count
+        of the body, which :meth:`body_moved` keeps, is where this expects it)."""
+        if not self.started or self.client_gone:
+            return None
+        connection: Any = self.handler.request.connection
+        if not isinstance(getattr(connection, "_expected_content_remaining", None), int):
+            return None
+        stream: iostream.IOStream = connection.stream
+        return stream
+
+    def body_moved(self, count: int) -> None:
+        # HTTP1Connection checks at finish that the whole Content-Length was written
+        connection: Any = self.handler.request.connection
+        connection._expected_content_remaining -= count
+        self.preview.touch()
+
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         """Buffered into the handler, flushed every ``FLUSH_THRESHOLD`` bytes: an upstream
         that fails before the first flush still gets a clean error answer."""

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ..entries import TERMINAL, iso, utcnow
+from ..errors import Conflict
 from ..logpipe import LogPipe, StoreUnavailable
 from ..retry import every, with_backoff
 from ..runner import AfterSteps, Runner, pid_alive
@@ -100,6 +101,12 @@ class Preview:
     #: Per-preview objects the proxy makes once (its response rewriter).
     cache: dict[str, Any] = field(default_factory=dict)
     on_activity: Callable[[], None] = lambda: None
+    #: What starts the process again on a restart: the spec's preview, and its env.
+    spec: PreviewSpec | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    #: Bumped by each restart: the exit watcher of a replaced process stands down.
+    generation: int = 0
+    restarting: bool = False
     _reported: float = 0.0
     _idle_handle: asyncio.TimerHandle | None = None
 
@@ -205,6 +212,8 @@ class PreviewManager:
             sandbox=ctx.sandbox,
             label=mint_label(ctx.build_id),
             on_activity=self.on_activity,
+            spec=spec,
+            env=preview_env(ctx.spec.env),
         )
         self._previews[ctx.build_id] = preview
         try:
@@ -253,21 +262,8 @@ class PreviewManager:
         await pipe.event(
             "preview_starting", {"step": step, "command": spec.command, "path": spec.path}
         )
-        # The app runs at "/" on its own origin, and the path proxy strips its prefix: the
-        # base it is told and the paths it receives agree (no redirect loop).
-        env = {"AGENTBUILD_PREVIEW_BASE": "/"}
-        if "HOST" not in ctx.spec.env:
-            env["HOST"] = "127.0.0.1"
         start = asyncio.create_task(
-            ctx.sandbox.start_service(
-                spec.command,
-                port=spec.port,
-                ready_timeout=spec.ready_timeout,
-                ready_path=spec.path,
-                on_output=on_output,
-                env=env,
-            ),
-            name=f"preview-start-{preview.build_id}",
+            self._launch(preview, on_output), name=f"preview-start-{preview.build_id}"
         )
         stoppers = [
             asyncio.create_task(ctx.stop.wait()),
@@ -308,10 +304,8 @@ class PreviewManager:
                 # Ready all the same (the app answers), but a browser would see nothing.
                 with swallowed(log, "writing a preview warning into the build log"):
                     await pipe.log("stderr", step, [f"agentbuild: warning: {warning}"], False)
-        parts = urlsplit(target)
-        tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else None)
-        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        pool = self._pool(preview, target)
+        if pool is None:
             await _quietly(ctx.sandbox.stop_service())
             await self._fail_start(
                 preview,
@@ -321,13 +315,7 @@ class PreviewManager:
                 error=f"unsupported preview target {target!r}",
             )
             return
-        preview.pool = UpstreamPool(
-            parts.hostname,
-            port,
-            self.config.upstream,
-            tls=tls,
-            headers=ctx.sandbox.preview_headers(),
-        )
+        preview.pool = pool
         preview.state = "ready"
         preview.touch()
         ctx.keep_sandbox()
@@ -347,10 +335,154 @@ class PreviewManager:
             preview.pool.close()
             await _quietly(ctx.sandbox.stop_service())
             raise
-        self._spawn(self._watch_exit(preview), f"preview-exit-{preview.build_id}")
+        self._spawn(
+            self._watch_exit(preview, preview.generation), f"preview-exit-{preview.build_id}"
+        )
         self._spawn(self._after_build(preview), f"preview-build-{preview.build_id}")
         self._arm_idle(preview)
         log.info("agentbuild: preview of %s ready at %s", preview.build_id, preview.prefix)
+
+    async def _launch(self, preview: Preview, on_output: Any = None) -> str:
+        """Start the spec's preview command in the preview's sandbox; its target URL."""
+        spec = preview.spec
+        assert spec is not None
+        return await preview.sandbox.start_service(
+            spec.command,
+            port=spec.port,
+            ready_timeout=spec.ready_timeout,
+            ready_path=spec.path,
+            on_output=on_output,
+            env=preview.env,
+        )
+
+    # -- restart -------------------------------------------------------------------------
+
+    async def restart(self, row: BuildRow) -> None:
+        """Replace the running preview process of ``row``'s build by a new one, in the
+        same sandbox and at the same URLs (label and path kept): files edited in the
+        sandbox are served by a fresh process. Open WebSockets are closed.
+
+        409 ``no_preview`` when the build has no preview, ``preview_starting`` while it
+        is getting ready (or restarting), ``preview_elsewhere`` when another server runs
+        it, and ``preview_gone`` once it has stopped or failed: stopping destroyed its
+        sandbox with the files the steps made, so only a new build brings it back (a
+        fresh sandbox from the workspace alone would serve something the build never
+        made). The outcome (ready again, or failed with the error) is in
+        ``Build.preview``."""
+        preview = self._previews.get(row.id)
+        if preview is None:
+            raise self._not_restartable(row)
+        if preview.state != "ready" or preview.stopping or preview.restarting:
+            raise Conflict(
+                f"the preview of build {row.id} is starting; restart it once it is ready",
+                code="preview_starting",
+            )
+        preview.restarting = True
+        try:
+            await self._relaunch(preview)
+        except BaseException as exc:
+            # (the store failed, the request was cancelled): never leave it half-started
+            with swallowed(log, f"stopping preview {preview.build_id} after a failed restart"):
+                reason = "it did not restart"
+                await self._close(preview, "failed", reason=reason, error=str(exc) or reason)
+            raise
+        finally:
+            preview.restarting = False
+
+    def _not_restartable(self, row: BuildRow) -> Conflict:
+        record = row.preview or {}
+        state = record.get("state")
+        if not row.spec.get("preview") or state is None:
+            return Conflict(f"build {row.id} has no preview to restart", code="no_preview")
+        mine = self.runner.runner_id if self.runner is not None else None
+        if state in _LIVE and row.runner_id != mine:
+            return Conflict(
+                f"the preview of build {row.id} runs on another server; restart it there",
+                code="preview_elsewhere",
+            )
+        if state == "starting":
+            return Conflict(
+                f"the preview of build {row.id} is starting; restart it once it is ready",
+                code="preview_starting",
+            )
+        why = record.get("reason") or state
+        return Conflict(
+            f"the preview of build {row.id} has {state} ({why}) and its sandbox is gone; "
+            "run the build again for a new preview",
+            code="preview_gone",
+        )
+
+    async def _relaunch(self, preview: Preview) -> None:
+        """Stop the process, start it again; a stop asked meanwhile wins."""
+        preview.generation += 1
+        preview.state = "starting"
+        if preview.pool is not None:
+            preview.pool.close()
+            preview.pool = None
+        for relay in list(preview.sockets):
+            with swallowed(log, f"closing a WebSocket of preview {preview.build_id}"):
+                relay.close(1012, "the preview restarts")
+        step = preview.step
+        await self._record(preview, {"state": "starting", "step": step, "label": preview.label})
+        await _quietly(preview.sandbox.stop_service())
+        start = asyncio.create_task(
+            self._launch(preview), name=f"preview-restart-{preview.build_id}"
+        )
+        stop = asyncio.create_task(preview.stop_requested.wait())
+        try:
+            await asyncio.wait([start, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            await self._close(preview, "stopped", reason="stopped by request")
+            return
+        try:
+            target = start.result()
+        except SandboxError as exc:
+            exit_code = exc.exit_code if isinstance(exc, ServiceFailed) else None
+            await self._close(
+                preview, "failed", reason="it did not restart", error=str(exc), exit_code=exit_code
+            )
+            return
+        pool = self._pool(preview, target)
+        if pool is None:
+            error = f"unsupported preview target {target!r}"
+            await self._close(preview, "failed", reason="it did not restart", error=error)
+            return
+        preview.pool = pool
+        preview.state = "ready"
+        preview.touch()
+        now = iso(utcnow())
+        ready = {
+            "state": "ready",
+            "step": step,
+            "ready_at": now,
+            "restarted_at": now,
+            "label": preview.label,
+        }
+        # the new process group is what a successor reaps if this server dies
+        await self._record(preview, ready, sandbox_state=preview.sandbox.state())
+        self._spawn(
+            self._watch_exit(preview, preview.generation), f"preview-exit-{preview.build_id}"
+        )
+        log.info("agentbuild: preview of %s restarted", preview.build_id)
+
+    def _pool(self, preview: Preview, target: str) -> UpstreamPool | None:
+        """Connections to ``target``, or None for a target the proxy cannot reach."""
+        parts = urlsplit(target)
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else None)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+            return None
+        return UpstreamPool(
+            parts.hostname,
+            port,
+            self.config.upstream,
+            tls=tls,
+            headers=preview.sandbox.preview_headers(),
+        )
 
     async def _fail_start(
         self,
@@ -387,10 +519,10 @@ class PreviewManager:
         why = f"the build ended as {row.status}" if row is not None else "the build was deleted"
         await self._close(preview, "stopped", reason=why, record=row is not None)
 
-    async def _watch_exit(self, preview: Preview) -> None:
+    async def _watch_exit(self, preview: Preview, generation: int) -> None:
         code = await preview.sandbox.wait_service()
-        if preview.stopping:
-            return
+        if preview.stopping or preview.generation != generation:
+            return  # stopped, or replaced by a restart
         await self._close(
             preview,
             "failed",
@@ -577,6 +709,16 @@ class PreviewManager:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def preview_env(build_env: Mapping[str, str]) -> dict[str, str]:
+    """What the preview command gets besides ``$PORT``. The app runs at "/" on its own
+    origin, and the path proxy strips its prefix: the base it is told and the paths it
+    receives agree (no redirect loop)."""
+    env = {"AGENTBUILD_PREVIEW_BASE": "/"}
+    if "HOST" not in build_env:
+        env["HOST"] = "127.0.0.1"
+    return env
 
 
 def _final(

@@ -41,6 +41,7 @@ from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 
 from ..swallow import swallowed
+from .splice import SpliceError, splice_body, spliceable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ class BodySink(Protocol):
     async def write_body(self, chunk: memoryview) -> None:
         """Pass ``chunk`` on. It is a view of a buffer reused for the next piece: it must
         have been handed on (to the kernel) when this returns."""
+        ...
+
+    def client_stream(self) -> iostream.IOStream | None:
+        """The browser's connection, once everything before the body's remaining bytes
+        has gone to it (the rest may then be spliced into it), else None."""
+        ...
+
+    def body_moved(self, count: int) -> None:
+        """``count`` body bytes reached the browser's connection without :meth:`write_body`."""
         ...
 
 
@@ -142,6 +152,16 @@ class UpstreamPool:
         self.closed = False
         #: How many connections were opened (tests and benchmarks check reuse).
         self.opened = 0
+
+    @property
+    def in_use(self) -> int:
+        """Connections carrying an exchange now."""
+        return len(self._busy)
+
+    @property
+    def idle(self) -> int:
+        """Keep-alive connections waiting for the next exchange."""
+        return len(self._idle)
 
     def checkout(self) -> iostream.IOStream | None:
         """The most recently used idle connection that is still usable, or None."""
@@ -325,10 +345,15 @@ class Exchange:
         return int(value)
 
     async def read_body_into(self, length: int, sink: BodySink) -> None:
-        """Relay ``length`` body bytes to ``sink`` through one reused buffer."""
+        """Relay ``length`` body bytes to ``sink``: inside the kernel (:mod:`.splice`) as
+        soon as the browser's connection allows it, else through one reused buffer."""
         buffer = memoryview(bytearray(min(length, DIRECT_CHUNK_SIZE)))
         left = length
         while left:
+            client = sink.client_stream()
+            if client is not None and spliceable(self.stream, client):
+                await self._splice(client, left, sink)
+                return
             # (a memoryview works as well as the bytearray the stub says: it is written
             # through memoryview() and len() only)
             window = buffer[: min(left, len(buffer))]
@@ -336,6 +361,23 @@ class Exchange:
             left -= got
             self.touch()
             await sink.write_body(buffer[:got])
+
+    async def _splice(self, client: iostream.IOStream, length: int, sink: BodySink) -> None:
+        def moved(count: int) -> None:
+            self.touch()
+            sink.body_moved(count)
+
+        try:
+            await splice_body(
+                self.stream,
+                client,
+                length,
+                moved=moved,
+                idle_timeout=self.pool.limits.read_timeout,
+            )
+        except SpliceError as exc:
+            self.timed_out = self.timed_out or exc.timed_out
+            raise
 
     async def upgrade(
         self, target: str, headers: httputil.HTTPHeaders

@@ -55,3 +55,15 @@ async def test_a_token_without_a_user_is_refused(previews: Previews) -> None:
     with pytest.raises(HTTPClientError) as info:
         await connect(previews, build["id"])
     assert info.value.code == 403
+
+
+async def test_only_the_owner_restarts_the_preview(previews: Previews) -> None:
+    alice, bob = as_user("alice"), as_user("bob")
+    build = await previews.start(headers=alice)
+    bid = build["id"]
+    code, body, _ = await previews.api.call("POST", f"builds/{bid}/preview/restart", headers=bob)
+    assert code == 404 and body["error"]["code"] == "not_found", body
+    assert (await previews.fetch(bid, "/tiny", headers=alice)).body == b"ok"  # untouched
+    code, body, _ = await previews.api.call("POST", f"builds/{bid}/preview/restart", headers=alice)
+    assert code == 200 and body["preview"]["state"] == "ready", body
+    assert (await previews.fetch(bid, "/tiny", headers=alice)).body == b"ok"
