@@ -9,7 +9,7 @@ import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AgentBuildApi } from './api';
-import { ACTIVE_STATUSES, IBuild } from './contract';
+import { ACTIVE_STATUSES, IBuild, PreviewState } from './contract';
 
 const ACTIVE = new Set<string>(ACTIVE_STATUSES);
 
@@ -161,7 +161,7 @@ export class BuildsModel {
       if (wasActive && !isActive(build)) {
         this.transition_.emit({ build, kind: 'finished' });
       }
-      if (build.preview?.state === 'ready' && preview !== 'ready') {
+      if (build.preview?.state === PreviewState.ready && preview !== PreviewState.ready) {
         this.transition_.emit({ build, kind: 'preview_ready' });
       }
     }

@@ -11,7 +11,8 @@ import { Panel, TabPanel, Widget } from '@lumino/widgets';
 import * as React from 'react';
 
 import { AgentBuildApi, ApiError } from './api';
-import { IArtifact, IBuild } from './contract';
+import { isActive } from './buildsmodel';
+import { IArtifact, IBuild, PreviewState } from './contract';
 import { LogModel } from './logmodel';
 import { LogView } from './logview';
 import { StatusBadge, buildDuration, formatSize, relativeTime } from './status';
@@ -106,7 +107,7 @@ export class BuildView extends Panel {
       this.title.label = this.build.name || this.build.id;
       this.title.caption = `${this.build.name ?? ''} ${this.build.id}`.trim();
       this.options.onBuild?.(this.build);
-      if (!['queued', 'starting', 'running'].includes(this.build.status)) {
+      if (!isActive(this.build)) {
         this.settle(this.build);
       }
     } catch (error) {
@@ -225,7 +226,7 @@ export class BuildView extends Panel {
           <StatusBadge status={build.status} trans={trans} />
           <span className="jp-AgentBuild-headerName">{build.name || build.id}</span>
           <span className="jp-AgentBuild-headerActions">
-            {['queued', 'starting', 'running'].includes(build.status) && (
+            {isActive(build) && (
               <button className="jp-mod-styled jp-AgentBuild-cancel" onClick={run('agentbuild:cancel')}>
                 {trans.__('Cancel')}
               </button>
@@ -373,7 +374,7 @@ class ArtifactsTab extends ReactWidget {
     if (!this.list.length) {
       return (
         <div className="jp-AgentBuild-empty">
-          {['queued', 'starting', 'running'].includes(build.status)
+          {isActive(build)
             ? trans.__('Artifacts are collected when the build finishes.')
             : trans.__('This build kept no artifacts.')}
         </div>
@@ -446,13 +447,13 @@ class PreviewTab extends ReactWidget {
         </div>
       );
     }
-    if (preview.state === 'starting') {
+    if (preview.state === PreviewState.starting) {
       return <div className="jp-AgentBuild-empty">{trans.__('The preview is starting…')}</div>;
     }
-    if (preview.state !== 'ready' || !preview.url) {
+    if (preview.state !== PreviewState.ready || !preview.url) {
       return (
         <div className="jp-AgentBuild-empty">
-          {preview.state === 'failed' ? trans.__('The preview failed.') : trans.__('The preview is stopped.')}
+          {preview.state === PreviewState.failed ? trans.__('The preview failed.') : trans.__('The preview is stopped.')}
         </div>
       );
     }

@@ -36,7 +36,7 @@ import * as React from 'react';
 import { AgentBuildApi } from './api';
 import { BuildsModel, isActive } from './buildsmodel';
 import { BuildView } from './buildview';
-import { IBuild } from './contract';
+import { IBuild, Status } from './contract';
 import { askForSpec } from './form';
 import { BuildsPanel, buildsIcon } from './panel';
 
@@ -523,7 +523,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           autoClose: 10000,
           actions: [open]
         });
-      } else if (build.status === 'succeeded') {
+      } else if (build.status === Status.succeeded) {
         Notification.success(trans.__('Build %1 succeeded', name), { autoClose: 8000, actions: [open] });
       } else {
         Notification.error(trans.__('Build %1: %2', name, build.status), {

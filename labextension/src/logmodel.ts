@@ -14,14 +14,14 @@
  */
 import { stripAnsi } from './ansi';
 import { ChunkBuilder, ILineChunk, chunkLine, isChunk, joinChunks } from './chunks';
-import { IEntry, TERMINAL_STATUSES } from './contract';
+import { EntryKind, IEntry, Stream, TERMINAL_STATUSES } from './contract';
 
 export type { ILineChunk } from './chunks';
 
 export interface ILine {
   seq: number;
   step: number;
-  stream: 'stdout' | 'stderr';
+  stream: IEntry['stream'] & string;
   text: string;
 }
 
@@ -93,7 +93,7 @@ function chunkLineAt(chunk: ILineChunk, i: number): ILine {
   return {
     seq: chunk.seqs[i],
     step: chunk.step,
-    stream: chunk.stderr[i] ? 'stderr' : 'stdout',
+    stream: chunk.stderr[i] ? Stream.stderr : Stream.stdout,
     text: chunkLine(chunk, i)
   };
 }
@@ -151,8 +151,8 @@ export class LogModel {
         continue;
       }
       const entry = item as IEntry;
-      if (entry.kind === 'log') {
-        const pushed = builder.push(entry.seq, entry.step ?? -1, entry.stream === 'stderr', entry.text ?? '');
+      if (entry.kind === EntryKind.log) {
+        const pushed = builder.push(entry.seq, entry.step ?? -1, entry.stream === Stream.stderr, entry.text ?? '');
         if (pushed) {
           this.addChunk(pushed, result);
         }

@@ -11,6 +11,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import { IAnsiSegment, parseAnsi } from './ansi';
+import { Stream } from './contract';
 import { IStepGroup, LogModel, Row, formatDuration, windowRange } from './logmodel';
 
 /** Height of a row, px (the CSS sets the same: one monospace line). */
@@ -269,7 +270,7 @@ export class LogView extends Widget {
     const line = row.line;
     const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-line');
     node.dataset.seq = String(line.seq);
-    if (line.stream === 'stderr') {
+    if (line.stream === Stream.stderr) {
       node.classList.add('jp-mod-stderr');
     }
     if (line.seq === this.selectedSeq) {

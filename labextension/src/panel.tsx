@@ -12,7 +12,7 @@ import { CommandRegistry } from '@lumino/commands';
 import * as React from 'react';
 
 import { BuildsModel } from './buildsmodel';
-import { ACTIVE_STATUSES, STATUSES } from './contract';
+import { ACTIVE_STATUSES, PreviewState, STATUSES } from './contract';
 import { StatusBadge, buildDuration, relativeTime, statusLabel } from './status';
 
 export const buildsIcon = new LabIcon({
@@ -149,7 +149,7 @@ export class BuildsPanel extends ReactWidget {
                 )}
                 {build.provider && <span className="jp-AgentBuild-provider">{build.provider}</span>}
                 {hub && build.owner && <span className="jp-AgentBuild-owner">{build.owner}</span>}
-                {build.preview?.state === 'ready' && (
+                {build.preview?.state === PreviewState.ready && (
                   <span className="jp-AgentBuild-previewReady">{trans.__('preview')}</span>
                 )}
               </div>

@@ -10,6 +10,7 @@
  * nothing from the extension's bundle or its public path.
  */
 import { ChunkBuilder } from './chunks';
+import { EntryKind, Stream } from './contract';
 import { ISocket } from './stream';
 
 /** The worker posts what came at most this often (ms). */
@@ -17,6 +18,16 @@ export const POST_INTERVAL = 100;
 /** A chunk holds at most this many lines, and about this many characters. */
 export const CHUNK_LINES = 20_000;
 export const CHUNK_CHARS = 2_000_000;
+
+/** The worker's settings, and the contract's words it needs (it can import nothing). */
+export interface IWorkerOptions {
+  /** post at most this often (ms) */
+  interval: number;
+  maxLines: number;
+  maxChars: number;
+  logKind: string;
+  stderr: string;
+}
 
 /** What the worker needs of its global scope (``self`` in a worker; a fake in tests). */
 export interface IWorkerScope {
@@ -32,10 +43,9 @@ export interface IWorkerScope {
 export function workerMain(
   scope: IWorkerScope,
   Builder: typeof ChunkBuilder,
-  interval: number,
-  maxLines: number,
-  maxChars: number
+  options: IWorkerOptions
 ): void {
+  const { interval, maxLines, maxChars, logKind, stderr } = options;
   let socket: WebSocket | null = null;
   let builder = new Builder(maxLines, maxChars);
   let pending: any[] = [];
@@ -83,9 +93,9 @@ export function workerMain(
       return;
     }
     for (const entry of entries) {
-      if (entry.kind === 'log') {
+      if (entry.kind === logKind) {
         const step = entry.step === undefined ? -1 : entry.step;
-        const done = builder.push(entry.seq, step, entry.stream === 'stderr', entry.text || '');
+        const done = builder.push(entry.seq, step, entry.stream === stderr, entry.text || '');
         if (done) {
           pending.push(done);
         }
@@ -120,8 +130,14 @@ export function workerMain(
 
 /** The worker's source: ``workerMain`` run on the worker's ``self``. */
 export function workerSource(): string {
-  const args = [ChunkBuilder.toString(), POST_INTERVAL, CHUNK_LINES, CHUNK_CHARS].join(', ');
-  return `(${workerMain.toString()})(self, ${args});`;
+  const options: IWorkerOptions = {
+    interval: POST_INTERVAL,
+    maxLines: CHUNK_LINES,
+    maxChars: CHUNK_CHARS,
+    logKind: EntryKind.log,
+    stderr: Stream.stderr
+  };
+  return `(${workerMain.toString()})(self, ${ChunkBuilder.toString()}, ${JSON.stringify(options)});`;
 }
 
 let workerUrl: string | null = null;

@@ -67,7 +67,13 @@ afterEach(() => jest.restoreAllMocks());
 
 function start(interval = 100): { scope: FakeScope; socket: FakeWebSocket } {
   const scope = new FakeScope();
-  workerMain(scope, ChunkBuilder, interval, 20_000, 2_000_000);
+  workerMain(scope, ChunkBuilder, {
+    interval,
+    maxLines: 20_000,
+    maxChars: 2_000_000,
+    logKind: 'log',
+    stderr: 'stderr'
+  });
   scope.onmessage!({ data: { type: 'open', url: 'ws://x/stream?after=0' } });
   return { scope, socket: FakeWebSocket.last };
 }
