@@ -120,6 +120,12 @@ export class AgentBuildApi {
     return this.request(['builds', id, 'preview', 'stop'], { method: 'POST' });
   }
 
+  /** A fresh preview process in the same sandbox, at the same URLs: the Build, its
+   * preview ready again (or failed). 409 when there is no live preview to restart. */
+  restartPreview(id: string): Promise<IBuild> {
+    return this.request<IBuild>(['builds', id, 'preview', 'restart'], { method: 'POST' });
+  }
+
   remove(id: string): Promise<unknown> {
     return this.request(['builds', id], { method: 'DELETE' });
   }

@@ -17,6 +17,13 @@ export function isActive(build: IBuild): boolean {
   return ACTIVE.has(build.status);
 }
 
+const LIVE_PREVIEW = new Set<string>([PreviewState.starting, PreviewState.ready]);
+
+/** Whether the build's preview runs (or is starting): what a restart can replace. */
+export function hasLivePreview(build: IBuild): boolean {
+  return !!build.preview && LIVE_PREVIEW.has(build.preview.state);
+}
+
 export interface ITransition {
   build: IBuild;
   kind: 'finished' | 'preview_ready';

@@ -201,6 +201,18 @@ export class BuildView extends Panel {
     }
   };
 
+  /** A restart of the preview is under way (its button says so) or over. */
+  previewRestarting(on: boolean): void {
+    this.preview.restarting = on;
+    this.preview.update();
+  }
+
+  /** The preview was restarted: its frame loads the new process's page. */
+  previewRestarted(): void {
+    this.preview.generation++;
+    this.preview.update();
+  }
+
   /** Show line ``seq`` (a line link). */
   revealSeq(seq: number): void {
     this.tabs.currentWidget = this.log;
@@ -429,13 +441,18 @@ class ArtifactsTab extends ReactWidget {
   }
 }
 
-/** The preview: an iframe of ``preview.url`` (an origin of its own), open in a new tab, stop. */
+/** The preview: an iframe of ``preview.url`` (an origin of its own), open in a new tab,
+ * restart, stop. */
 class PreviewTab extends ReactWidget {
   constructor(private readonly view: BuildView) {
     super();
     this.addClass('jp-AgentBuild-preview');
     this.title.label = view.trans.__('Preview');
   }
+
+  /** bumped by each restart: a new frame, as the same URL now serves a new process */
+  generation = 0;
+  restarting = false;
 
   render(): JSX.Element {
     const { trans, build } = this.view;
@@ -470,6 +487,14 @@ class PreviewTab extends ReactWidget {
             {trans.__('Open in a new tab')}
           </a>
           <button
+            className="jp-mod-styled jp-AgentBuild-previewRestart"
+            disabled={this.restarting}
+            title={trans.__('Start the app again in the same sandbox, at the same URL')}
+            onClick={() => void this.view.options.commands.execute('agentbuild:restart-preview', { id: build.id })}
+          >
+            {this.restarting ? trans.__('Restarting…') : trans.__('Restart preview')}
+          </button>
+          <button
             className="jp-mod-styled jp-AgentBuild-previewStop"
             onClick={() => void this.view.options.commands.execute('agentbuild:stop-preview', { id: build.id })}
           >
@@ -482,7 +507,9 @@ class PreviewTab extends ReactWidget {
           </span>
         </div>
         <iframe
+          key={this.generation}
           className="jp-AgentBuild-previewFrame"
+          data-generation={this.generation}
           src={preview.url}
           title={trans.__('Preview of %1', build.name || build.id)}
           sandbox={sandbox}
