@@ -62,7 +62,7 @@ export interface IAddResult {
 }
 
 const TERMINAL = new Set<string>(TERMINAL_STATUSES);
-/** A chunk smaller than this is merged with the next lines of its step. */
+/** Two chunks of a step both smaller than this are merged (a copy of a few lines). */
 const SMALL_CHUNK = 512;
 
 /** The line at ``index`` of ``group`` (0 <= index < lineCount). */
@@ -203,7 +203,7 @@ export class LogModel {
     }
     const group = this.group(chunk.step, '');
     const last = group.kept[group.kept.length - 1];
-    if (last && last.chunk.seqs.length - last.start < SMALL_CHUNK) {
+    if (last && last.chunk.seqs.length - last.start < SMALL_CHUNK && count < SMALL_CHUNK) {
       group.kept[group.kept.length - 1] = {
         chunk: joinChunks(last.chunk, last.start, start ? sliceChunk(chunk, start) : chunk),
         start: 0
