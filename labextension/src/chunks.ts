@@ -5,9 +5,10 @@
  * string (the arrays are transferred), and the garbage collector has almost nothing to
  * trace or move, where a million line objects made each collection a long pause.
  *
- * ``ChunkBuilder`` is self-contained (no imports, no references outside its body): the
- * worker's code is made from its source text (see worker.ts).
+ * ``ChunkBuilder`` is self-contained (it uses nothing outside its body): the worker's code
+ * is made from its source text (see worker.ts).
  */
+import { stripAnsi } from './ansi';
 
 /** Lines ``0 <= i < seqs.length`` of step ``step``: line i's text is
  * ``text.slice(i ? ends[i - 1] : 0, ends[i])``. */
@@ -106,4 +107,60 @@ export function joinChunks(a: ILineChunk, from: number, b: ILineChunk): ILineChu
     ends[count + i] = b.ends[i] + head;
   }
   return { step: a.step, seqs, stderr, ends, text: a.text.slice(start) + b.text };
+}
+
+/** Push the seqs (> ``after``) of the lines of ``chunk`` that contain ``needle``. */
+export function searchChunk(chunk: ILineChunk, needle: string, after: number, out: number[]): void {
+  const { seqs, ends } = chunk;
+  if (chunk.text.indexOf('\x1b') >= 0) {
+    for (let i = 0; i < seqs.length; i++) {
+      if (seqs[i] > after && stripAnsi(chunkLine(chunk, i)).toLowerCase().includes(needle)) {
+        out.push(seqs[i]);
+      }
+    }
+    return;
+  }
+  // one pass over the chunk's text; a match must lie within one line
+  const text = chunk.text.toLowerCase();
+  let line = 0;
+  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+    while (ends[line] <= at) {
+      line++;
+    }
+    if (at + needle.length <= ends[line]) {
+      if (seqs[line] > after) {
+        out.push(seqs[line]);
+      }
+      at = ends[line] - 1; // one match per line
+    }
+  }
+}
+
+/** A chunk of lines ``from <= i`` of ``chunk``. */
+export function sliceChunk(chunk: ILineChunk, from: number): ILineChunk {
+  const start = chunk.ends[from - 1];
+  return {
+    step: chunk.step,
+    seqs: chunk.seqs.slice(from),
+    stderr: chunk.stderr.slice(from),
+    ends: chunk.ends.slice(from).map(end => end - start),
+    text: chunk.text.slice(start)
+  };
+}
+
+export function indexOfSeq(seqs: Float64Array, from: number, seq: number): number {
+  let lo = from;
+  let hi = seqs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (seqs[mid] === seq) {
+      return mid;
+    }
+    if (seqs[mid] < seq) {
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return -1;
 }

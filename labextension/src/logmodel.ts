@@ -12,8 +12,16 @@
  *
  * Pure: no DOM, no Lab, so it is unit-tested on its own.
  */
-import { stripAnsi } from './ansi';
-import { ChunkBuilder, ILineChunk, chunkLine, isChunk, joinChunks } from './chunks';
+import {
+  ChunkBuilder,
+  ILineChunk,
+  chunkLine,
+  indexOfSeq,
+  isChunk,
+  joinChunks,
+  searchChunk,
+  sliceChunk
+} from './chunks';
 import { EntryKind, IEntry, Stream, TERMINAL_STATUSES } from './contract';
 
 export type { ILineChunk } from './chunks';
@@ -425,62 +433,6 @@ export class LogModel {
     state.upTo = this.lastSeq;
     return state.matches.slice();
   }
-}
-
-/** Push the seqs (> ``after``) of the lines of ``chunk`` that contain ``needle``. */
-function searchChunk(chunk: ILineChunk, needle: string, after: number, out: number[]): void {
-  const { seqs, ends } = chunk;
-  if (chunk.text.indexOf('\x1b') >= 0) {
-    for (let i = 0; i < seqs.length; i++) {
-      if (seqs[i] > after && stripAnsi(chunkLine(chunk, i)).toLowerCase().includes(needle)) {
-        out.push(seqs[i]);
-      }
-    }
-    return;
-  }
-  // one pass over the chunk's text; a match must lie within one line
-  const text = chunk.text.toLowerCase();
-  let line = 0;
-  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
-    while (ends[line] <= at) {
-      line++;
-    }
-    if (at + needle.length <= ends[line]) {
-      if (seqs[line] > after) {
-        out.push(seqs[line]);
-      }
-      at = ends[line] - 1; // one match per line
-    }
-  }
-}
-
-/** A chunk of lines ``from <= i`` of ``chunk``. */
-function sliceChunk(chunk: ILineChunk, from: number): ILineChunk {
-  const start = chunk.ends[from - 1];
-  return {
-    step: chunk.step,
-    seqs: chunk.seqs.slice(from),
-    stderr: chunk.stderr.slice(from),
-    ends: chunk.ends.slice(from).map(end => end - start),
-    text: chunk.text.slice(start)
-  };
-}
-
-function indexOfSeq(seqs: Float64Array, from: number, seq: number): number {
-  let lo = from;
-  let hi = seqs.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    if (seqs[mid] === seq) {
-      return mid;
-    }
-    if (seqs[mid] < seq) {
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return -1;
 }
 
 /** The rows to render for a viewport: what is visible plus ``overscan`` rows each side. */
