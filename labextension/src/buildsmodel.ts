@@ -46,6 +46,8 @@ export class BuildsModel {
 
   readonly poll: Poll;
   builds: IBuild[] = [];
+  /** the active builds, listed or hidden by a filter */
+  private active: IBuild[] = [];
   /** the cursor of the next (older) page, or null when every page is loaded */
   next: number | null = null;
   status = '';
@@ -67,8 +69,23 @@ export class BuildsModel {
     return this.transition_;
   }
 
+  /** Builds running (whatever the filters). */
   get running(): number {
-    return this.builds.filter(isActive).length;
+    return this.active.length;
+  }
+
+  /** The builds a filter hides that the status bar and the notifications still follow:
+   * the active ones, and those that were active and have ended since (read one by one). */
+  private async unlisted(listed: IBuild[]): Promise<IBuild[]> {
+    const shown = new Set(listed.map(b => b.id));
+    const active = await this.api.list({ status: ACTIVE_STATUSES.join(','), limit: 500 });
+    const now = new Set(active.builds.map(b => b.id));
+    const ended = this.active.filter(b => !shown.has(b.id) && !now.has(b.id));
+    const read = await Promise.all(ended.map(b => this.api.get(b.id).catch(() => null)));
+    return [
+      ...active.builds.filter(b => !shown.has(b.id)),
+      ...read.filter((b): b is IBuild => b !== null)
+    ];
   }
 
   setInterval(seconds: number): void {
@@ -123,11 +140,13 @@ export class BuildsModel {
     const filters = this.filters();
     try {
       const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
+      const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
       if (!this.current(filters)) {
         return; // the filters changed meanwhile: their own refresh follows
       }
       this.error = null;
-      this.notice(page.builds);
+      this.notice([...page.builds, ...others]);
+      this.active = [...page.builds, ...others].filter(isActive);
       this.builds = page.builds;
       this.next = page.next;
       this.loaded = true;
@@ -151,6 +170,7 @@ export class BuildsModel {
       this.builds = [build, ...this.builds];
     }
     this.notice([build]);
+    this.active = [...this.active.filter(b => b.id !== build.id), ...(isActive(build) ? [build] : [])];
     this.changed_.emit();
   }
 

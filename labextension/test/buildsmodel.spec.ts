@@ -1,6 +1,6 @@
 import { IListOptions } from '../src/api';
 import { BuildsModel } from '../src/buildsmodel';
-import { IBuild } from '../src/contract';
+import { ACTIVE_STATUSES, IBuild } from '../src/contract';
 
 function build(id: number, status = 'succeeded', preview: IBuild['preview'] = null): IBuild {
   return {
@@ -29,6 +29,13 @@ class FakeApi {
   fail: Error | null = null;
   /** when set, each answer waits for this promise (to answer out of order) */
   hold: Promise<void> | null = null;
+  async get(id: string) {
+    const build = this.builds.find(b => b.id === id);
+    if (!build) {
+      throw new Error('not found');
+    }
+    return build;
+  }
   async list(options: IListOptions) {
     this.calls.push(options);
     const hold = this.hold;
@@ -55,6 +62,11 @@ class FakeApi {
       next: matching.length > limit ? page[page.length - 1].pk : null
     };
   }
+}
+
+/** The list requests of the panel's own filters (not those counting active builds). */
+function panelCalls(api: FakeApi): IListOptions[] {
+  return api.calls.filter(c => !(c.status === ACTIVE_STATUSES.join(',') && c.limit === 500 && !c.q));
 }
 
 function model(api: FakeApi): BuildsModel {
@@ -93,7 +105,7 @@ describe('the builds list', () => {
     const m = model(api);
     m.setStatus('failed');
     await m.refresh();
-    expect(api.calls[api.calls.length - 1].status).toBe('failed');
+    expect(panelCalls(api).pop()!.status).toBe('failed');
     expect(m.builds.map(b => b.id)).toEqual(['b2']);
     m.dispose();
   });
@@ -106,20 +118,38 @@ describe('the builds list', () => {
     const m = model(api);
     m.setSearch('  BUILD 1  '); // trimmed; the case is the server's to ignore
     await m.refresh();
-    const last = api.calls[api.calls.length - 1];
-    expect(last.q).toBe('BUILD 1');
+    expect(panelCalls(api).pop()!.q).toBe('BUILD 1');
     // build 1, 10-19, 100-120: found beyond the first page a client-side filter would see
     expect(m.builds.map(b => b.id)).toContain('b1');
     expect(m.builds).toHaveLength(32);
     m.setStatus('failed');
     await m.refresh();
-    expect(api.calls[api.calls.length - 1]).toMatchObject({ q: 'BUILD 1', status: 'failed' });
+    expect(panelCalls(api).pop()).toMatchObject({ q: 'BUILD 1', status: 'failed' });
     expect(m.builds.every(b => b.status === 'failed' && b.name!.startsWith('build 1'))).toBe(true);
     m.setSearch('');
     m.setStatus('');
     await m.refresh();
     expect(api.calls[api.calls.length - 1].q).toBe('');
     expect(m.builds).toHaveLength(50);
+    m.dispose();
+  });
+
+  it('still counts and reports the builds a search hides', async () => {
+    const api = new FakeApi();
+    api.builds = [build(3, 'running'), build(2, 'running'), build(1, 'succeeded')];
+    api.builds[0].name = 'docs';
+    const m = model(api);
+    const seen: string[] = [];
+    m.transition.connect((_, t) => seen.push(`${t.build.id}:${t.kind}`));
+    m.setSearch('docs');
+    await m.refresh();
+    expect(m.builds.map(b => b.id)).toEqual(['b3']);
+    expect(m.running).toBe(2); // b2 runs too, hidden by the search
+    api.builds = [build(3, 'running'), build(2, 'failed'), build(1, 'succeeded')];
+    api.builds[0].name = 'docs';
+    await m.refresh();
+    expect(seen).toEqual(['b2:finished']);
+    expect(m.running).toBe(1);
     m.dispose();
   });
 
