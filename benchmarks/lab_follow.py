@@ -11,7 +11,10 @@ page, each keypress's time to the next painted frame. Reported:
 - ``keypress_to_paint_ms``: p50 / p95 / max over the keypresses typed while following;
 - ``lines_shown`` and ``seconds``: lines the tab received and the time until the build ended.
 
-    python benchmarks/lab_follow.py [--lines N] [--keys K] [--json out.json]
+    python benchmarks/lab_follow.py [--lines N] [--keys K] [--json out.json] [--trace t.json]
+
+``--trace`` saves Chromium's performance trace of the follow phase (open it in the
+DevTools' Performance panel): where the page's main thread spends each long task.
 
 Needs Playwright and /usr/bin/chromium; run it with the Python whose JupyterLab has the
 extension's labextension installed.
@@ -69,12 +72,24 @@ PROBE = """
 """
 
 
+#: What a trace records: tasks, scripts, GC, style/layout/paint (no screenshots: small).
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "v8",
+    "v8.execute",
+    "disabled-by-default-v8.gc",
+    "blink",
+    "toplevel",
+]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run(lines: int, keys: int) -> dict[str, Any]:
+def run(lines: int, keys: int, trace: Path | None = None) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, JupyterProcess(Path(tmp), app="jupyterlab") as lab:
@@ -95,6 +110,8 @@ def run(lines: int, keys: int) -> dict[str, Any]:
                 page.keyboard.type("x", delay=0)
                 page.wait_for_timeout(80)
             page.evaluate("() => { window.__bench.phase = 'follow'; }")
+            if trace is not None:
+                browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
             # seq prints the lines as fast as the sandbox's pipe takes them
             build = create(lab, {"name": "million", "steps": [f"seq -f 'line %g' 1 {lines}"]})
             started = time.monotonic()
@@ -117,6 +134,8 @@ def run(lines: int, keys: int) -> dict[str, Any]:
                 if time.monotonic() - started > 3600:
                     raise TimeoutError("the build did not end within an hour")
             seconds = time.monotonic() - started
+            if trace is not None:
+                browser.stop_tracing()
             bench = page.evaluate(
                 "() => { clearInterval(window.__benchTimer); return window.__bench; }"
             )
@@ -159,8 +178,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100, help="at least this many keypresses")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--trace", type=Path, help="save the follow phase's Chromium trace")
     args = parser.parse_args()
-    result = run(args.lines, args.keys)
+    result = run(args.lines, args.keys, args.trace)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -34,6 +34,8 @@ MAX_PAGE = 10_000
 MAX_INT = 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 DEFAULT_PAGE = 1000
+#: The longest ``q`` (name search) the builds list takes.
+MAX_SEARCH_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,12 @@ class BuildService(LoggingConfigurable):
         limit = _int_param(query, "limit", default=50, low=1, high=500)
         before = _int_param(query, "before", default=None, low=1, high=None)
         rows = await self.store.list_builds(
-            owner, statuses=statuses, limit=limit + 1, before=before, spec=spec_summary
+            owner,
+            statuses=statuses,
+            limit=limit + 1,
+            before=before,
+            search=_search_param(query),
+            spec=spec_summary,
         )
         next_cursor = rows[limit - 1].pk if len(rows) > limit else None
         return rows[:limit], next_cursor
@@ -351,6 +358,21 @@ class BuildService(LoggingConfigurable):
 def _default_name(spec: BuildSpec) -> str:
     first = spec.steps[0].name or spec.steps[0].run.strip().splitlines()[0]
     return first[:80]
+
+
+def _search_param(query: Mapping[str, str]) -> str | None:
+    """``q``, the builds list's name search: short printable text (a search box's, never a
+    payload), or None when absent or empty."""
+    raw = query.get("q")
+    if not raw:
+        return None
+    if len(raw) > MAX_SEARCH_CHARS:
+        raise SpecError(
+            f"q must be at most {MAX_SEARCH_CHARS} characters", field="q", code="invalid_query"
+        )
+    if not raw.isprintable():
+        raise SpecError("q must be printable text", field="q", code="invalid_query")
+    return raw
 
 
 def _int_param(

@@ -141,16 +141,29 @@ class AsyncClient:
         return Build(await self._request("GET", f"builds/{_bid(build_id)}"))
 
     async def list(
-        self, status: str | None = None, limit: int = 50, before: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        q: str | None = None,
     ) -> BuildList:
-        """Newest first, following the ``next`` cursor until ``limit`` builds are collected."""
+        """Newest first, following the ``next`` cursor until ``limit`` builds are collected.
+
+        ``status`` keeps those in one status (or several, comma-separated); ``q`` keeps
+        those whose name or id contains it, ignoring case (at most 200 characters). Both
+        filter on the server, so they search every build, not only a first page."""
         out: BuildList = []
         cursor = before
         while len(out) < limit:
             page = await self._request(
                 "GET",
                 "builds",
-                params={"status": status, "limit": min(limit - len(out), 100), "before": cursor},
+                params={
+                    "status": status,
+                    "q": q,
+                    "limit": min(limit - len(out), 100),
+                    "before": cursor,
+                },
             )
             out.extend(Build(b) for b in page.get("builds", []))
             cursor = page.get("next")

@@ -115,6 +115,12 @@ def build_routes() -> dict[str, Json]:
                 "parameters": [
                     query("status", "comma-separated statuses to keep", {"type": "string"}),
                     query(
+                        "q",
+                        "keep builds whose name or id contains this, ignoring case "
+                        "(400 `invalid_query` beyond 200 characters or with control characters)",
+                        {"type": "string", "maxLength": 200},
+                    ),
+                    query(
                         "limit",
                         "builds per page",
                         {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},

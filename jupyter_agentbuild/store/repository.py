@@ -166,9 +166,12 @@ class Store(EntryStream, Quotas, LoggingConfigurable):
         statuses: Sequence[str] | None = None,
         limit: int,
         before: int | None = None,
+        search: str | None = None,
         spec: Callable[[Any], Any] | None = None,
     ) -> list[BuildRow]:
-        """``owner``'s builds, newest first by ``pk``; ``before`` (a pk) pages backwards.
+        """``owner``'s builds, newest first by ``pk``; ``before`` (a pk) pages backwards;
+        ``search`` keeps those whose name or id contains it, ignoring case (SQLite folds
+        ASCII letters only), its ``%`` and ``_`` taken literally.
 
         With ``spec``, each row's spec is replaced by ``spec(its spec)``, and specs are read
         a bounded number of bytes at a time (small ones together, each large one alone), so
@@ -184,6 +187,11 @@ class Store(EntryStream, Quotas, LoggingConfigurable):
             stmt = stmt.where(builds.c.status.in_(list(statuses)))
         if before is not None:
             stmt = stmt.where(builds.c.pk < before)
+        if search:
+            stmt = stmt.where(
+                builds.c.name.icontains(search, autoescape=True)
+                | builds.c.id.icontains(search, autoescape=True)
+            )
         stmt = stmt.order_by(builds.c.pk.desc()).limit(limit)
         async with transaction(self.engine) as conn:
             rows = (await conn.execute(stmt)).all()

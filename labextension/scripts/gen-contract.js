@@ -79,5 +79,17 @@ out.push(`export const ACTIVE_STATUSES: readonly IStatus[] = ${JSON.stringify(st
 out.push(`export const TERMINAL_STATUSES: readonly IStatus[] = ${JSON.stringify(statuses.terminal)};`);
 out.push('export const STATUSES: readonly IStatus[] = [...ACTIVE_STATUSES, ...TERMINAL_STATUSES];');
 out.push(`export const PREVIEW_STATES = ${JSON.stringify(schema['x-preview-states'])} as const;`);
+/** ``{"queued": "queued", ...}``: each value by name, so code says ``Status.running``. */
+function byName(values) {
+  return `{ ${values.map(v => `${JSON.stringify(v)}: ${JSON.stringify(v)}`).join(', ')} } as const`;
+}
+out.push('/** Each build status by name (the schema\'s Status enum). */');
+out.push(`export const Status = ${byName(schema.$defs.Status.enum)};`);
+out.push('/** Each preview state by name (the schema\'s Preview.state enum). */');
+out.push(`export const PreviewState = ${byName(schema.$defs.Preview.properties.state.enum)};`);
+out.push('/** Each entry kind by name (the schema\'s Entry.kind enum). */');
+out.push(`export const EntryKind = ${byName(schema.$defs.Entry.properties.kind.enum)};`);
+out.push('/** Each output stream by name (the schema\'s Entry.stream enum). */');
+out.push(`export const Stream = ${byName(schema.$defs.Entry.properties.stream.enum)};`);
 out.push('');
 fs.writeFileSync(TARGET, out.join('\n'));

@@ -24,6 +24,17 @@ export class ApiError extends Error {
   }
 }
 
+/** The builds list's filters (all on the server, so they reach every build). */
+export interface IListOptions {
+  /** a status, or several comma-separated */
+  status?: string;
+  /** the name or id contains this, ignoring case */
+  q?: string;
+  /** the cursor of an older page */
+  before?: number | null;
+  limit?: number;
+}
+
 export class AgentBuildApi {
   constructor(
     readonly settings: ServerConnection.ISettings,
@@ -78,11 +89,14 @@ export class AgentBuildApi {
     return body as T;
   }
 
-  list(options: { status?: string; before?: number | null; limit?: number }): Promise<IBuildList> {
+  list(options: IListOptions): Promise<IBuildList> {
     const params = new URLSearchParams();
     params.set('limit', String(options.limit ?? 50));
     if (options.status) {
       params.set('status', options.status);
+    }
+    if (options.q) {
+      params.set('q', options.q);
     }
     if (options.before) {
       params.set('before', String(options.before));
@@ -104,6 +118,12 @@ export class AgentBuildApi {
 
   stopPreview(id: string): Promise<unknown> {
     return this.request(['builds', id, 'preview', 'stop'], { method: 'POST' });
+  }
+
+  /** A fresh preview process in the same sandbox, at the same URLs: the Build, its
+   * preview ready again (or failed). 409 when there is no live preview to restart. */
+  restartPreview(id: string): Promise<IBuild> {
+    return this.request<IBuild>(['builds', id, 'preview', 'restart'], { method: 'POST' });
   }
 
   remove(id: string): Promise<unknown> {

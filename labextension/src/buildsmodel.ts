@@ -1,19 +1,27 @@
 /**
  * The user's builds as the panel, the status bar and the notifications see them: one list,
  * refreshed by a ``Poll`` (@lumino/polling) that backs off on errors and stands by while
- * the page is hidden. It pages backwards through the API's cursor, filters by status on
- * the server, and reports transitions (finished, preview ready) to whoever listens.
+ * the page is hidden. It pages backwards through the API's cursor, filters by status and
+ * searches by name on the server (so the search reaches builds not loaded yet), and
+ * reports transitions (finished, preview ready) to whoever listens.
  */
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AgentBuildApi } from './api';
-import { ACTIVE_STATUSES, IBuild } from './contract';
+import { ACTIVE_STATUSES, IBuild, PreviewState } from './contract';
 
 const ACTIVE = new Set<string>(ACTIVE_STATUSES);
 
 export function isActive(build: IBuild): boolean {
   return ACTIVE.has(build.status);
+}
+
+const LIVE_PREVIEW = new Set<string>([PreviewState.starting, PreviewState.ready]);
+
+/** Whether the build's preview runs (or is starting): what a restart can replace. */
+export function hasLivePreview(build: IBuild): boolean {
+  return !!build.preview && LIVE_PREVIEW.has(build.preview.state);
 }
 
 export interface ITransition {
@@ -22,6 +30,8 @@ export interface ITransition {
 }
 
 const PAGE = 50;
+/** The server's bound on a name search. */
+const MAX_SEARCH = 200;
 
 export class BuildsModel {
   constructor(readonly api: AgentBuildApi, interval: number) {
@@ -36,9 +46,13 @@ export class BuildsModel {
 
   readonly poll: Poll;
   builds: IBuild[] = [];
+  /** the active builds, listed or hidden by a filter */
+  private active: IBuild[] = [];
   /** the cursor of the next (older) page, or null when every page is loaded */
   next: number | null = null;
   status = '';
+  /** the name search (name or id contains it) */
+  search = '';
   error: string | null = null;
   loaded = false;
   private pages = 1;
@@ -55,8 +69,23 @@ export class BuildsModel {
     return this.transition_;
   }
 
+  /** Builds running (whatever the filters). */
   get running(): number {
-    return this.builds.filter(isActive).length;
+    return this.active.length;
+  }
+
+  /** The builds a filter hides that the status bar and the notifications still follow:
+   * the active ones, and those that were active and have ended since (read one by one). */
+  private async unlisted(listed: IBuild[]): Promise<IBuild[]> {
+    const shown = new Set(listed.map(b => b.id));
+    const active = await this.api.list({ status: ACTIVE_STATUSES.join(','), limit: 500 });
+    const now = new Set(active.builds.map(b => b.id));
+    const ended = this.active.filter(b => !shown.has(b.id) && !now.has(b.id));
+    const read = await Promise.all(ended.map(b => this.api.get(b.id).catch(() => null)));
+    return [
+      ...active.builds.filter(b => !shown.has(b.id)),
+      ...read.filter((b): b is IBuild => b !== null)
+    ];
   }
 
   setInterval(seconds: number): void {
@@ -69,12 +98,36 @@ export class BuildsModel {
     void this.poll.refresh();
   }
 
+  /** Search by name (or id) on the server; '' lists every build. */
+  setSearch(search: string): void {
+    const trimmed = search.trim().slice(0, MAX_SEARCH);
+    if (trimmed === this.search) {
+      return;
+    }
+    this.search = trimmed;
+    this.pages = 1;
+    void this.poll.refresh();
+  }
+
+  /** The filters of a request: an answer for other filters (the user typed on) is dropped. */
+  private filters(): { status: string; q: string } {
+    return { status: this.status, q: this.search };
+  }
+
+  private current(filters: { status: string; q: string }): boolean {
+    return filters.status === this.status && filters.q === this.search;
+  }
+
   /** Load one more (older) page. */
   async more(): Promise<void> {
     if (this.next === null) {
       return;
     }
-    const page = await this.api.list({ status: this.status, before: this.next, limit: PAGE });
+    const filters = this.filters();
+    const page = await this.api.list({ ...filters, before: this.next, limit: PAGE });
+    if (!this.current(filters)) {
+      return;
+    }
     this.pages++;
     this.builds = [...this.builds, ...page.builds.filter(b => !this.builds.some(x => x.id === b.id))];
     this.next = page.next;
@@ -84,17 +137,23 @@ export class BuildsModel {
   /** Reload the loaded pages (one request); a failure is shown and rethrown (the poll
    * backs off). */
   async refresh(): Promise<void> {
+    const filters = this.filters();
     try {
-      const page = await this.api.list({
-        status: this.status,
-        limit: Math.min(500, PAGE * this.pages)
-      });
+      const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
+      const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
+      if (!this.current(filters)) {
+        return; // the filters changed meanwhile: their own refresh follows
+      }
       this.error = null;
-      this.notice(page.builds);
+      this.notice([...page.builds, ...others]);
+      this.active = [...page.builds, ...others].filter(isActive);
       this.builds = page.builds;
       this.next = page.next;
       this.loaded = true;
     } catch (error) {
+      if (!this.current(filters)) {
+        return;
+      }
       this.error = (error as Error).message;
       this.changed_.emit();
       throw error;
@@ -111,6 +170,7 @@ export class BuildsModel {
       this.builds = [build, ...this.builds];
     }
     this.notice([build]);
+    this.active = [...this.active.filter(b => b.id !== build.id), ...(isActive(build) ? [build] : [])];
     this.changed_.emit();
   }
 
@@ -128,7 +188,7 @@ export class BuildsModel {
       if (wasActive && !isActive(build)) {
         this.transition_.emit({ build, kind: 'finished' });
       }
-      if (build.preview?.state === 'ready' && preview !== 'ready') {
+      if (build.preview?.state === PreviewState.ready && preview !== PreviewState.ready) {
         this.transition_.emit({ build, kind: 'preview_ready' });
       }
     }

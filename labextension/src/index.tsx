@@ -34,9 +34,9 @@ import { DockLayout } from '@lumino/widgets';
 import * as React from 'react';
 
 import { AgentBuildApi } from './api';
-import { BuildsModel, isActive } from './buildsmodel';
+import { BuildsModel, hasLivePreview, isActive } from './buildsmodel';
 import { BuildView } from './buildview';
-import { IBuild } from './contract';
+import { IBuild, Status } from './contract';
 import { askForSpec } from './form';
 import { BuildsPanel, buildsIcon } from './panel';
 
@@ -58,6 +58,7 @@ namespace CommandIDs {
   export const cancel = 'agentbuild:cancel';
   export const rerun = 'agentbuild:rerun';
   export const stopPreview = 'agentbuild:stop-preview';
+  export const restartPreview = 'agentbuild:restart-preview';
   export const downloadLog = 'agentbuild:download-log';
   export const remove = 'agentbuild:delete';
   export const toggleFollow = 'agentbuild:toggle-follow';
@@ -427,6 +428,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    app.commands.addCommand(CommandIDs.restartPreview, {
+      label: trans.__('Restart Preview'),
+      caption: trans.__('Start the preview again in the same sandbox, at the same URL (after editing its files, or when it hangs)'),
+      isEnabled: () => {
+        const id = targetId({});
+        const build = id ? findView(id)?.content.build ?? model.builds.find(b => b.id === id) : null;
+        return !build || hasLivePreview(build);
+      },
+      execute: async args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        const view = findView(id)?.content;
+        view?.previewRestarting(true);
+        try {
+          const build = await api.restartPreview(id);
+          model.upsert(build);
+          await view?.fetch();
+          view?.previewRestarted();
+        } catch (error) {
+          report(trans.__('Could not restart the preview'), error);
+        } finally {
+          view?.previewRestarting(false);
+        }
+      }
+    });
+
     app.commands.addCommand(CommandIDs.downloadLog, {
       label: trans.__('Download Build Log'),
       execute: args => {
@@ -501,6 +530,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.cancel,
         CommandIDs.rerun,
         CommandIDs.stopPreview,
+        CommandIDs.restartPreview,
         CommandIDs.downloadLog,
         CommandIDs.toggleFollow,
         CommandIDs.search
@@ -523,7 +553,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           autoClose: 10000,
           actions: [open]
         });
-      } else if (build.status === 'succeeded') {
+      } else if (build.status === Status.succeeded) {
         Notification.success(trans.__('Build %1 succeeded', name), { autoClose: 8000, actions: [open] });
       } else {
         Notification.error(trans.__('Build %1: %2', name, build.status), {

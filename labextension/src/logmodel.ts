@@ -2,19 +2,41 @@
  * A build's log as the build tab shows it: entries keyed by ``seq`` (a duplicate is
  * ignored, a gap is counted), log lines grouped by step with each step's name, duration and
  * exit code, at most ``maxLines`` lines kept (the oldest dropped in bulk; the full log stays
- * one download away), and the rows of the windowed view computed without flattening, so the
- * cost of a scroll or a new batch grows with the screen, not with the log.
+ * one download away), and the rows of the windowed view computed without flattening.
+ *
+ * Lines are kept in chunks (chunks.ts), so the cost of a batch grows with its chunks, not
+ * its lines: appending, dropping the oldest (whole chunks, or a chunk's head by moving an
+ * index) and laying rows out (offsets per step, shifted only when a step's size changes)
+ * never touch each line; a line becomes an object only when its row is rendered. Search
+ * goes through each chunk once per query: asked again, it searches only the new lines.
  *
  * Pure: no DOM, no Lab, so it is unit-tested on its own.
  */
-import { stripAnsi } from './ansi';
-import { IEntry, TERMINAL_STATUSES } from './contract';
+import {
+  ChunkBuilder,
+  ILineChunk,
+  chunkLine,
+  indexOfSeq,
+  isChunk,
+  joinChunks,
+  searchChunk,
+  sliceChunk
+} from './chunks';
+import { EntryKind, IEntry, Stream, TERMINAL_STATUSES } from './contract';
+
+export type { ILineChunk } from './chunks';
 
 export interface ILine {
   seq: number;
   step: number;
-  stream: 'stdout' | 'stderr';
+  stream: IEntry['stream'] & string;
   text: string;
+}
+
+/** Kept lines ``start <= i < chunk.seqs.length`` of a chunk. */
+interface IKept {
+  chunk: ILineChunk;
+  start: number;
 }
 
 export interface IStepGroup {
@@ -25,11 +47,14 @@ export interface IStepGroup {
   /** seconds, from the step_finished event */
   duration: number | null;
   exitCode: number | null;
-  lines: ILine[];
+  /** lines of this step kept */
+  lineCount: number;
   /** lines of this step no longer kept */
   dropped: number;
   /** the user's choice; null: open while running or failed */
   open: boolean | null;
+  /** the kept lines, oldest first */
+  kept: IKept[];
 }
 
 export type Row =
@@ -45,9 +70,41 @@ export interface IAddResult {
 }
 
 const TERMINAL = new Set<string>(TERMINAL_STATUSES);
+/** Two chunks of a step both smaller than this are merged (a copy of a few lines). */
+const SMALL_CHUNK = 512;
 
-/** A log line, compact: ``[seq, step, 0 for stdout | 1 for stderr, text]``. */
-export type LogTuple = [number, number, number, string];
+/** The line at ``index`` of ``group`` (0 <= index < lineCount). */
+export function lineOf(group: IStepGroup, index: number): ILine {
+  let i = index;
+  for (const kept of group.kept) {
+    const count = kept.chunk.seqs.length - kept.start;
+    if (i < count) {
+      return chunkLineAt(kept.chunk, kept.start + i);
+    }
+    i -= count;
+  }
+  throw new RangeError(`no line ${index} in step ${group.step}`);
+}
+
+/** Every kept line of ``group`` as objects: O(lines), for tests and small logs only. */
+export function linesOf(group: IStepGroup): ILine[] {
+  const out: ILine[] = [];
+  for (const kept of group.kept) {
+    for (let i = kept.start; i < kept.chunk.seqs.length; i++) {
+      out.push(chunkLineAt(kept.chunk, i));
+    }
+  }
+  return out;
+}
+
+function chunkLineAt(chunk: ILineChunk, i: number): ILine {
+  return {
+    seq: chunk.seqs[i],
+    step: chunk.step,
+    stream: chunk.stderr[i] ? Stream.stderr : Stream.stdout,
+    text: chunkLine(chunk, i)
+  };
+}
 
 export class LogModel {
   constructor(options: { maxLines?: number } = {}) {
@@ -73,6 +130,7 @@ export class LogModel {
   private byStep = new Map<number, IStepGroup>();
   private offsets: number[] | null = null;
   private rows = 0;
+  private searched: { needle: string; matches: number[]; upTo: number } | null = null;
 
   /** True once the terminal status entry has been seen: nothing more will ever come. */
   get done(): boolean {
@@ -83,60 +141,100 @@ export class LogModel {
     return this.totalLines - this.keptLines;
   }
 
-  /** Add a batch (ascending seq). Entries at or below ``lastSeq`` are duplicates. A log
-   * line may come as a compact tuple ``[seq, step, 0|1 (stdout|stderr), text]``. */
-  add(entries: readonly (IEntry | LogTuple)[]): IAddResult {
+  /** Add a batch (ascending seq): entries, and log lines packed in chunks (from the
+   * worker). Entries at or below ``lastSeq`` are duplicates. */
+  add(entries: readonly (IEntry | ILineChunk)[]): IAddResult {
     const result: IAddResult = { added: 0, duplicates: 0, gap: 0 };
+    const builder = new ChunkBuilder(Infinity, Infinity);
+    const addLines = () => {
+      const chunk = builder.take();
+      if (chunk) {
+        this.addChunk(chunk, result);
+      }
+    };
     for (const item of entries) {
-      if (Array.isArray(item)) {
-        const [seq, step, stderr, text] = item as LogTuple;
-        if (seq <= this.lastSeq) {
-          result.duplicates++;
-          continue;
-        }
-        if (seq > this.lastSeq + 1) {
-          result.gap += seq - this.lastSeq - 1;
-        }
-        this.lastSeq = seq;
-        result.added++;
-        this.group(step, '').lines.push({ seq, step, stream: stderr ? 'stderr' : 'stdout', text });
-        this.totalLines++;
-        this.keptLines++;
+      if (isChunk(item)) {
+        addLines();
+        this.addChunk(item, result);
         continue;
       }
       const entry = item as IEntry;
-      if (entry.seq <= this.lastSeq) {
-        result.duplicates++;
+      if (entry.kind === EntryKind.log) {
+        const pushed = builder.push(entry.seq, entry.step ?? -1, entry.stream === Stream.stderr, entry.text ?? '');
+        if (pushed) {
+          this.addChunk(pushed, result);
+        }
         continue;
       }
-      if (entry.seq > this.lastSeq + 1) {
-        result.gap += entry.seq - this.lastSeq - 1;
+      addLines();
+      if (!this.count(entry.seq, result)) {
+        continue;
       }
-      this.lastSeq = entry.seq;
-      result.added++;
-      if (entry.kind === 'log') {
-        const step = entry.step ?? -1;
-        this.group(step, entry.ts).lines.push({
-          seq: entry.seq,
-          step,
-          stream: entry.stream ?? 'stdout',
-          text: entry.text ?? ''
-        });
-        this.totalLines++;
-        this.keptLines++;
-      } else {
-        this.event(entry);
-      }
+      this.event(entry);
     }
+    addLines();
     this.gaps += result.gap;
     this.duplicates += result.duplicates;
     if (this.keptLines > this.maxLines) {
       this.trim();
     }
-    if (result.added) {
-      this.offsets = null;
-    }
     return result;
+  }
+
+  /** Count ``seq`` as added (true), or as a duplicate. */
+  private count(seq: number, result: IAddResult): boolean {
+    if (seq <= this.lastSeq) {
+      result.duplicates++;
+      return false;
+    }
+    if (seq > this.lastSeq + 1) {
+      result.gap += seq - this.lastSeq - 1;
+    }
+    this.lastSeq = seq;
+    result.added++;
+    return true;
+  }
+
+  private addChunk(chunk: ILineChunk, result: IAddResult): void {
+    const seqs = chunk.seqs;
+    let start = 0;
+    while (start < seqs.length && seqs[start] <= this.lastSeq) {
+      start++; // a resent head: ascending, so only a prefix can be seen already
+    }
+    result.duplicates += start;
+    for (let i = start; i < seqs.length; i++) {
+      this.count(seqs[i], result);
+    }
+    const count = seqs.length - start;
+    if (!count) {
+      return;
+    }
+    const group = this.group(chunk.step, '');
+    const last = group.kept[group.kept.length - 1];
+    if (last && last.chunk.seqs.length - last.start < SMALL_CHUNK && count < SMALL_CHUNK) {
+      group.kept[group.kept.length - 1] = {
+        chunk: joinChunks(last.chunk, last.start, start ? sliceChunk(chunk, start) : chunk),
+        start: 0
+      };
+    } else {
+      group.kept.push({ chunk, start });
+    }
+    group.lineCount += count;
+    this.totalLines += count;
+    this.keptLines += count;
+    this.grew(group, count);
+  }
+
+  /** ``group`` got ``count`` more lines: the rows after it shift (none for the last). */
+  private grew(group: IStepGroup, count: number): void {
+    if (this.offsets === null || !this.isOpen(group)) {
+      return;
+    }
+    const at = this.groups.indexOf(group);
+    for (let i = at + 1; i < this.offsets.length; i++) {
+      this.offsets[i] += count;
+    }
+    this.rows += count;
   }
 
   private event(entry: IEntry): void {
@@ -149,6 +247,7 @@ export class LogModel {
       if (data.error) {
         this.error = data.error;
       }
+      this.offsets = null; // a step's open state depends on the build's
     } else if (entry.type === 'step_started' && typeof data.step === 'number') {
       const group = this.group(data.step, entry.ts);
       group.name = data.name ?? group.name;
@@ -158,6 +257,7 @@ export class LogModel {
       group.finishedAt = entry.ts;
       group.duration = typeof data.duration === 'number' ? data.duration : null;
       group.exitCode = typeof data.exit_code === 'number' ? data.exit_code : null;
+      this.offsets = null; // it may close
     } else {
       this.events.push(entry);
     }
@@ -173,9 +273,10 @@ export class LogModel {
         finishedAt: null,
         duration: null,
         exitCode: null,
-        lines: [],
+        lineCount: 0,
         dropped: 0,
-        open: null
+        open: null,
+        kept: []
       };
       this.byStep.set(step, group);
       this.groups.push(group);
@@ -185,22 +286,26 @@ export class LogModel {
     return group;
   }
 
-  /** Drop the oldest lines in bulk (down to three quarters of the bound). */
+  /** Drop the oldest lines in bulk (down to three quarters of the bound): whole chunks,
+   * or the head of one by moving its start (nothing is copied). */
   private trim(): void {
     let excess = this.keptLines - Math.floor(this.maxLines * 0.75);
     for (const group of this.groups) {
-      if (excess <= 0) {
-        break;
-      }
-      const n = Math.min(excess, group.lines.length);
-      if (n) {
-        group.lines = group.lines.slice(n);
+      while (excess > 0 && group.kept.length) {
+        const kept = group.kept[0];
+        const n = Math.min(excess, kept.chunk.seqs.length - kept.start);
+        kept.start += n;
+        if (kept.start === kept.chunk.seqs.length) {
+          group.kept.shift();
+        }
+        group.lineCount -= n;
         group.dropped += n;
         this.keptLines -= n;
         excess -= n;
       }
     }
     this.offsets = null;
+    this.searched = null; // its matches may be gone
   }
 
   /** Whether a step's lines are shown: the user's choice, else open while it runs, when
@@ -235,7 +340,7 @@ export class LogModel {
       let row = this.droppedLines ? 1 : 0;
       for (const group of this.groups) {
         offsets.push(row);
-        row += 1 + (this.isOpen(group) ? group.lines.length : 0);
+        row += 1 + (this.isOpen(group) ? group.lineCount : 0);
       }
       this.offsets = offsets;
       this.rows = row;
@@ -243,7 +348,7 @@ export class LogModel {
     return this.offsets;
   }
 
-  /** Open/closed state can change with time (a step finishing): recompute lazily. */
+  /** Lay the rows out again at the next read. */
   invalidate(): void {
     this.offsets = null;
   }
@@ -253,7 +358,7 @@ export class LogModel {
     return this.rows;
   }
 
-  /** The row at ``index`` (0 <= index < rowCount), found in O(log steps). */
+  /** The row at ``index`` (0 <= index < rowCount), found in O(log steps + chunks). */
   rowAt(index: number): Row {
     const offsets = this.layout();
     if (this.droppedLines && index === 0) {
@@ -274,62 +379,60 @@ export class LogModel {
     if (within === 0) {
       return { kind: 'header', group };
     }
-    return { kind: 'line', group, line: group.lines[within - 1] };
+    return { kind: 'line', group, line: lineOf(group, within - 1) };
   }
 
   /** The row showing line ``seq`` (its step opened), or -1 when it is not kept. */
   rowOfSeq(seq: number): number {
     for (const group of this.groups) {
-      const lines = group.lines;
-      if (!lines.length || seq < lines[0].seq || seq > lines[lines.length - 1].seq) {
-        continue;
+      let before = 0;
+      for (const kept of group.kept) {
+        const seqs = kept.chunk.seqs;
+        if (seq < seqs[kept.start] || seq > seqs[seqs.length - 1]) {
+          before += seqs.length - kept.start;
+          continue;
+        }
+        const at = indexOfSeq(seqs, kept.start, seq);
+        if (at < 0) {
+          return -1;
+        }
+        if (!this.isOpen(group)) {
+          this.toggle(group.step, true);
+        }
+        const offsets = this.layout();
+        return offsets[this.groups.indexOf(group)] + 1 + before + (at - kept.start);
       }
-      const at = indexOfSeq(lines, seq);
-      if (at < 0) {
-        return -1;
-      }
-      if (!this.isOpen(group)) {
-        this.toggle(group.step, true);
-      }
-      const offsets = this.layout();
-      return offsets[this.groups.indexOf(group)] + 1 + at;
     }
     return -1;
   }
 
-  /** Seqs of the kept lines containing ``query`` (case-insensitive, escapes ignored). */
+  /** Seqs of the kept lines containing ``query`` (case-insensitive, escapes ignored).
+   * Asked again with the same query, only lines added since are searched. */
   search(query: string): number[] {
     const needle = query.toLowerCase();
-    const found: number[] = [];
     if (!needle) {
-      return found;
+      return [];
     }
+    let state = this.searched;
+    if (state === null || state.needle !== needle) {
+      state = { needle, matches: [], upTo: 0 };
+      this.searched = state;
+    }
+    const upTo = state.upTo;
     for (const group of this.groups) {
-      for (const line of group.lines) {
-        if (stripAnsi(line.text).toLowerCase().includes(needle)) {
-          found.push(line.seq);
+      for (const kept of group.kept) {
+        const seqs = kept.chunk.seqs;
+        if (seqs[seqs.length - 1] > upTo) {
+          // not its dropped head either
+          const after = Math.max(upTo, kept.start ? seqs[kept.start - 1] : 0);
+          searchChunk(kept.chunk, needle, after, state.matches);
         }
       }
     }
-    return found;
+    state.matches.sort((a, b) => a - b);
+    state.upTo = this.lastSeq;
+    return state.matches.slice();
   }
-}
-
-function indexOfSeq(lines: readonly ILine[], seq: number): number {
-  let lo = 0;
-  let hi = lines.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    if (lines[mid].seq === seq) {
-      return mid;
-    }
-    if (lines[mid].seq < seq) {
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return -1;
 }
 
 /** The rows to render for a viewport: what is visible plus ``overscan`` rows each side. */

@@ -11,6 +11,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import { IAnsiSegment, parseAnsi } from './ansi';
+import { Stream } from './contract';
 import { IStepGroup, LogModel, Row, formatDuration, windowRange } from './logmodel';
 
 /** Height of a row, px (the CSS sets the same: one monospace line). */
@@ -180,8 +181,9 @@ export class LogView extends Widget {
     this.renderNow();
   }
 
-  private setScrollTop(top: number): void {
-    if (Math.abs(this.scroller.scrollTop - top) >= 1) {
+  /** Scroll to ``top`` (``current``: the scroll position already read, if known). */
+  private setScrollTop(top: number, current = this.scroller.scrollTop): void {
+    if (Math.abs(current - top) >= 1) {
       this.programmatic++;
       this.scroller.scrollTop = top;
     }
@@ -217,23 +219,24 @@ export class LogView extends Widget {
     });
   }
 
+  /** Paint the rows on screen. Its reads of the scroller's geometry come before its
+   * writes, so a paint forces at most one layout (of the scroller alone: it is
+   * ``contain: strict``), and the model answers in O(rows on screen). */
   private renderNow(): void {
     const model = this.model;
-    model.invalidate();
     const rows = model.rowCount;
+    const viewport = this.scroller.clientHeight;
+    const current = this.scroller.scrollTop;
+    let top = current;
     const height = `${rows * ROW_HEIGHT}px`;
     if (this.sizer.style.height !== height) {
       this.sizer.style.height = height;
     }
     if (this.follow) {
-      this.setScrollTop(Math.max(0, rows * ROW_HEIGHT - this.scroller.clientHeight));
+      top = Math.max(0, rows * ROW_HEIGHT - viewport);
+      this.setScrollTop(top, current);
     }
-    const { start, end } = windowRange(
-      rows,
-      this.scroller.scrollTop,
-      this.scroller.clientHeight,
-      ROW_HEIGHT
-    );
+    const { start, end } = windowRange(rows, top, viewport, ROW_HEIGHT);
     const key = `${start}:${end}:${rows}:${model.lastSeq}:${this.selectedSeq}:${this.query}:${this.currentMatch()}`;
     if (key === this.rendered) {
       return;
@@ -267,7 +270,7 @@ export class LogView extends Widget {
     const line = row.line;
     const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-line');
     node.dataset.seq = String(line.seq);
-    if (line.stream === 'stderr') {
+    if (line.stream === Stream.stderr) {
       node.classList.add('jp-mod-stderr');
     }
     if (line.seq === this.selectedSeq) {
@@ -370,7 +373,7 @@ export class LogView extends Widget {
     if (failed) {
       detail += ' · ' + trans.__('exit %1', group.exitCode);
     }
-    const lines = group.lines.length + group.dropped;
+    const lines = group.lineCount + group.dropped;
     const count = el('span', 'jp-AgentBuild-stepLines', trans._n('%1 line', '%1 lines', lines));
     node.append(caret, mark, name, el('span', 'jp-AgentBuild-stepDuration', detail), count);
     return node;

@@ -1,7 +1,8 @@
 /**
  * The side panel: the user's builds, newest first, with status, name, relative start,
- * duration, provider and (under JupyterHub) owner; a status filter (on the server) and a
- * name search (on what is loaded); older pages through the API's cursor. Every action is a
+ * duration, provider and (under JupyterHub) owner; a status filter and a name search (both
+ * on the server, so they reach every build, the search sent once the typing pauses); older
+ * pages through the API's cursor. Every action is a
  * command (the buttons and the context menu run the same commands as the palette).
  */
 import { PageConfig } from '@jupyterlab/coreutils';
@@ -11,7 +12,7 @@ import { CommandRegistry } from '@lumino/commands';
 import * as React from 'react';
 
 import { BuildsModel } from './buildsmodel';
-import { STATUSES } from './contract';
+import { ACTIVE_STATUSES, PreviewState, STATUSES } from './contract';
 import { StatusBadge, buildDuration, relativeTime, statusLabel } from './status';
 
 export const buildsIcon = new LabIcon({
@@ -22,6 +23,9 @@ export const buildsIcon = new LabIcon({
     '-2-2-5-2.4-7.4-1.3L9 6 6 9 1.6 4.7C.4 7.1.9 10.1 2.9 12.1c1.9 1.9 4.6 2.4 6.9 1.5' +
     'l9.1 9.1c.4.4 1 .4 1.4 0l2.3-2.3c.5-.4.5-1.1.1-1.4z"/></svg>'
 });
+
+/** How long the typing must pause before the search goes to the server (ms). */
+export const SEARCH_DEBOUNCE = 300;
 
 export class BuildsPanel extends ReactWidget {
   constructor(
@@ -37,7 +41,23 @@ export class BuildsPanel extends ReactWidget {
   }
 
   private search = '';
+  private searchTimer = 0;
   private loadingMore = false;
+
+  /** The search box changed: filter what is shown at once, ask the server once the
+   * typing pauses (one request per pause, not per key). The box is uncontrolled: its
+   * re-render comes a frame later, and a controlled one would drop keys typed meanwhile. */
+  private onSearch(value: string): void {
+    this.search = value;
+    this.update();
+    window.clearTimeout(this.searchTimer);
+    this.searchTimer = window.setTimeout(() => this.model.setSearch(value), SEARCH_DEBOUNCE);
+  }
+
+  dispose(): void {
+    window.clearTimeout(this.searchTimer);
+    super.dispose();
+  }
 
   protected onAfterShow(): void {
     void this.model.poll.refresh();
@@ -54,7 +74,8 @@ export class BuildsPanel extends ReactWidget {
   private content(): JSX.Element {
     const { model, trans, commands } = this;
     const hub = !!PageConfig.getOption('hubUser');
-    const needle = this.search.toLowerCase();
+    // what is loaded, narrowed at once while the server's answer is on its way
+    const needle = this.search.trim().toLowerCase();
     const builds = model.builds.filter(
       b => !needle || (b.name ?? '').toLowerCase().includes(needle) || b.id.includes(needle)
     );
@@ -81,11 +102,8 @@ export class BuildsPanel extends ReactWidget {
             className="jp-mod-styled jp-AgentBuild-nameSearch"
             placeholder={trans.__('Search by name')}
             aria-label={trans.__('Search by name')}
-            value={this.search}
-            onChange={e => {
-              this.search = e.target.value;
-              this.update();
-            }}
+            defaultValue={this.search}
+            onChange={e => this.onSearch(e.target.value)}
           />
           <select
             className="jp-mod-styled jp-AgentBuild-statusFilter"
@@ -94,7 +112,7 @@ export class BuildsPanel extends ReactWidget {
             onChange={e => model.setStatus(e.target.value)}
           >
             <option value="">{trans.__('All')}</option>
-            <option value="queued,starting,running">{trans.__('Active')}</option>
+            <option value={ACTIVE_STATUSES.join(',')}>{trans.__('Active')}</option>
             {STATUSES.map(status => (
               <option key={status} value={status}>
                 {statusLabel(status, trans)}
@@ -105,7 +123,7 @@ export class BuildsPanel extends ReactWidget {
         {model.error && <div className="jp-AgentBuild-message">{model.error}</div>}
         {model.loaded && !model.error && !builds.length && (
           <div className="jp-AgentBuild-message">
-            {model.builds.length
+            {model.builds.length || model.search || model.status
               ? trans.__('No build matches.')
               : trans.__('No builds yet. Start one with "New build", or run %%agentbuild in a notebook.')}
           </div>
@@ -131,7 +149,7 @@ export class BuildsPanel extends ReactWidget {
                 )}
                 {build.provider && <span className="jp-AgentBuild-provider">{build.provider}</span>}
                 {hub && build.owner && <span className="jp-AgentBuild-owner">{build.owner}</span>}
-                {build.preview?.state === 'ready' && (
+                {build.preview?.state === PreviewState.ready && (
                   <span className="jp-AgentBuild-previewReady">{trans.__('preview')}</span>
                 )}
               </div>

@@ -2,10 +2,11 @@
 import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { IBuild } from './contract';
+import { IBuild, IStatus } from './contract';
 import { formatDuration } from './logmodel';
 
-const GLYPH: Record<string, string> = {
+/** Every status has one (a status added to the contract fails the build until it does). */
+const GLYPH: Record<IStatus, string> = {
   queued: '◌',
   starting: '◔',
   running: '●',
@@ -22,34 +23,26 @@ export function StatusBadge(props: { status: string; trans: TranslationBundle })
   return (
     <span className={`jp-AgentBuild-badge jp-AgentBuild-${status}`} data-status={status}>
       <span className="jp-AgentBuild-statusIcon" aria-hidden="true">
-        {GLYPH[status] ?? '?'}
+        {GLYPH[status as IStatus] ?? '?'}
       </span>
       <span className="jp-AgentBuild-statusText">{statusLabel(status, trans)}</span>
     </span>
   );
 }
 
+/** The status's translated name (each a literal call, for the string extractor). */
 export function statusLabel(status: string, trans: TranslationBundle): string {
-  switch (status) {
-    case 'queued':
-      return trans.__('queued');
-    case 'starting':
-      return trans.__('starting');
-    case 'running':
-      return trans.__('running');
-    case 'succeeded':
-      return trans.__('succeeded');
-    case 'failed':
-      return trans.__('failed');
-    case 'cancelled':
-      return trans.__('cancelled');
-    case 'timed_out':
-      return trans.__('timed out');
-    case 'interrupted':
-      return trans.__('interrupted');
-    default:
-      return status;
-  }
+  const labels: Record<IStatus, () => string> = {
+    queued: () => trans.__('queued'),
+    starting: () => trans.__('starting'),
+    running: () => trans.__('running'),
+    succeeded: () => trans.__('succeeded'),
+    failed: () => trans.__('failed'),
+    cancelled: () => trans.__('cancelled'),
+    timed_out: () => trans.__('timed out'),
+    interrupted: () => trans.__('interrupted')
+  };
+  return labels[status as IStatus]?.() ?? status;
 }
 
 /** "5s ago", "3 min ago", "2 h ago", else the date. */

@@ -1,6 +1,6 @@
 import { parseAnsi, stripAnsi } from '../src/ansi';
 import { IEntry } from '../src/contract';
-import { LogModel, formatDuration, windowRange } from '../src/logmodel';
+import { LogModel, formatDuration, linesOf, windowRange } from '../src/logmodel';
 import { ISocket, LogStream } from '../src/stream';
 
 const TS = '2026-01-01T00:00:00Z';
@@ -8,7 +8,7 @@ let seq = 0;
 function log(step: number, text: string, s = ++seq): IEntry {
   return { seq: s, ts: TS, kind: 'log', stream: 'stdout', step, text };
 }
-function event(type: string, data: object, s = ++seq): IEntry {
+function event(type: IEntry['type'], data: object, s = ++seq): IEntry {
   return { seq: s, ts: TS, kind: 'event', type, data };
 }
 beforeEach(() => {
@@ -28,7 +28,7 @@ describe('grouping by step', () => {
       log(1, 'c')
     ]);
     expect(model.groups.map(g => g.name)).toEqual(['install', 'test']);
-    expect(model.groups[0].lines.map(l => l.text)).toEqual(['a', 'b']);
+    expect(linesOf(model.groups[0]).map(l => l.text)).toEqual(['a', 'b']);
     expect(model.groups[0].duration).toBe(1.5);
     // a finished, successful step is closed; the running one is open
     expect(model.isOpen(model.groups[0])).toBe(false);
@@ -110,7 +110,10 @@ describe('the window of rendered lines', () => {
     expect(model.keptLines).toBeLessThanOrEqual(100);
     expect(model.totalLines).toBe(250);
     expect(model.rowAt(0)).toEqual({ kind: 'dropped', count: model.droppedLines });
-    expect(model.groups[0].lines[model.groups[0].lines.length - 1].text).toBe('l249');
+    const kept = linesOf(model.groups[0]);
+    expect(kept).toHaveLength(model.keptLines);
+    expect(kept[kept.length - 1].text).toBe('l249');
+    expect(kept[0].seq).toBe(model.droppedLines + 1);
     expect(model.rowOfSeq(1)).toBe(-1);
   });
 
@@ -171,7 +174,7 @@ describe('reconnect bookkeeping', () => {
     sockets[1].send([log(0, 'c', 3), log(0, 'd', 4), event('status', { status: 'succeeded' }, 5)]);
     sockets[1].drop(1000);
     expect(stream.state).toBe('done');
-    expect(model.groups[0].lines.map(l => l.seq)).toEqual([1, 2, 3, 4]);
+    expect(linesOf(model.groups[0]).map(l => l.seq)).toEqual([1, 2, 3, 4]);
     expect(model.gaps).toBe(0);
     expect(model.duplicates).toBe(1);
     expect(stream.afters).toEqual([0, 3]);
@@ -243,17 +246,3 @@ describe('settling a stream the server will not end', () => {
   });
 });
 
-describe('compact log tuples (from the worker socket)', () => {
-  it('are lines like any other, deduplicated by seq', () => {
-    const model = new LogModel();
-    model.add([event('step_started', { step: 0, name: 's' }, 1), [2, 0, 0, 'out'], [3, 0, 1, 'err']]);
-    model.add([[3, 0, 1, 'err'], [4, 0, 0, 'more']]);
-    expect(model.groups[0].lines).toEqual([
-      { seq: 2, step: 0, stream: 'stdout', text: 'out' },
-      { seq: 3, step: 0, stream: 'stderr', text: 'err' },
-      { seq: 4, step: 0, stream: 'stdout', text: 'more' }
-    ]);
-    expect(model.duplicates).toBe(1);
-    expect(model.gaps).toBe(0);
-  });
-});

@@ -162,6 +162,16 @@ def test_artifacts_preview_and_restored_layout(lab: JupyterProcess) -> None:
         view.locator(".lm-TabBar-tab", has_text="Preview").click()
         frame = page.frame_locator(".jp-AgentBuild-previewFrame")
         expect(frame.locator("h1")).to_have_text("hello from the preview", timeout=30_000)
+        # restart: a fresh process at the same URL, the frame loaded again; from the
+        # button, the context menu and the palette
+        restart_preview(page, view, "button")
+        restart_preview(page, view, "context menu")
+        page.keyboard.press("Control+Shift+c")
+        palette = page.locator(".lm-CommandPalette-input")
+        expect(palette).to_be_visible(timeout=10_000)
+        palette.fill("Restart Preview")
+        expect(page.locator(".lm-CommandPalette-item", has_text="Restart Preview")).to_be_visible()
+        page.keyboard.press("Escape")
         view.locator(".jp-AgentBuild-previewStop").click()
         expect(view.locator(".jp-AgentBuild-preview")).to_contain_text(
             "The preview is stopped", timeout=30_000
@@ -182,6 +192,29 @@ def test_artifacts_preview_and_restored_layout(lab: JupyterProcess) -> None:
         expect(view_of(page, build).locator(".jp-AgentBuild-headerName")).to_have_text(
             "with-everything", timeout=60_000
         )
+
+
+def restart_preview(page: Any, view: Any, how: str) -> None:
+    """Restart the preview of the build tab ``view`` (its "Preview" tab shown) by its
+    button or its context menu; the frame must load the new process's page."""
+    frame_node = view.locator(".jp-AgentBuild-previewFrame")
+    generation = int(frame_node.get_attribute("data-generation") or 0)
+    src = str(frame_node.get_attribute("src"))
+    old = next(f for f in page.frames if f.url.startswith(src))
+    old.evaluate("window.__marker = 'old page'")
+    with page.expect_response(lambda r: "/preview/restart?" in r.url) as answer:
+        if how == "button":
+            view.locator(".jp-AgentBuild-previewRestart").click()
+        else:
+            view.locator(".jp-AgentBuild-previewBar").click(button="right")
+            page.locator(".lm-Menu-item", has_text="Restart Preview").click()
+    assert answer.value.status == 200, answer.value.text()
+    fresh = view.locator(f".jp-AgentBuild-previewFrame[data-generation='{generation + 1}']")
+    playwright_api().expect(fresh).to_have_attribute("src", src, timeout=30_000)
+    frame = page.frame_locator(".jp-AgentBuild-previewFrame")
+    playwright_api().expect(frame.locator("h1")).to_have_text("hello from the preview")
+    new = next(f for f in page.frames if f.url.startswith(src))
+    assert new.evaluate("window.__marker") is None  # a new page, not the old one
 
 
 def workspace_data(server: JupyterProcess) -> Any:

@@ -26,6 +26,17 @@ pytestmark = pytest.mark.slow
 DOCS = Path(__file__).parents[2] / "docs"
 
 
+#: Type ``text`` into an input key by key (an input event per key), all in one task.
+TYPE_IN_ONE_GO = """(input, text) => {
+  const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+  input.focus();
+  for (let i = 1; i <= text.length; i++) {
+    setValue.call(input, text.slice(0, i));
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+  }
+}"""
+
+
 def api_call(server: JupyterProcess, method: str, path: str, body: Any = None) -> Any:
     request = urllib.request.Request(
         f"{server.url}agentbuild/api/{path}",
@@ -85,15 +96,30 @@ def test_panel_lists_filters_and_follows_a_build_in_its_tab(
         expect(items.first).to_contain_text("broken-one")
         expect(items.first.locator(".jp-AgentBuild-provider")).to_have_text("local")
         expect(items.first.locator(".jp-AgentBuild-started")).to_contain_text("ago")
-        # filter by status (on the server) and search by name (in the list)
+        # filter by status and search by name, both on the server (so they reach builds
+        # no page has loaded yet); the search is sent once the typing pauses
         panel.locator(".jp-AgentBuild-statusFilter").select_option("failed")
         expect(items).to_have_count(1, timeout=30_000)
         expect(items.first).to_contain_text("broken-one")
         panel.locator(".jp-AgentBuild-statusFilter").select_option("")
         expect(items).to_have_count(2, timeout=30_000)
-        panel.locator(".jp-AgentBuild-nameSearch").fill("finished")
+        searches: list[str] = []
+        page.on(
+            "request",
+            lambda r: searches.append(r.url) if "agentbuild/api/builds?" in r.url else None,
+        )
+        search_box = panel.locator(".jp-AgentBuild-nameSearch")
+        with page.expect_response(lambda r: "q=FINISHED" in r.url and r.status == 200):
+            # typed key by key in one task (as a fast typist would, and no focus change
+            # can come between the keys)
+            search_box.evaluate(TYPE_IN_ONE_GO, "FINISHED")
         expect(items).to_have_count(1)
-        panel.locator(".jp-AgentBuild-nameSearch").fill("")
+        expect(items.first).to_contain_text("finished-one")
+        # one request per pause, not one per key: no prefix was ever asked for
+        asked = [u for u in searches if "q=" in u]
+        assert asked and all("q=FINISHED" in u for u in asked), asked
+        search_box.fill("")
+        expect(items).to_have_count(2, timeout=30_000)
 
         # a build started while the panel is open shows up; its tab follows it live
         steps = [

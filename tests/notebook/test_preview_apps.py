@@ -13,8 +13,12 @@ committed lockfile, through a cache reused across runs):
   ``/_next/static`` assets, a client component calling a route handler).
 
 Each app is checked in the widget's iframe (a separate site from JupyterLab) and top level
-in a tab, in a fresh Chromium context logged in to JupyterLab. Any failed request, HTTP
-error or console error of the app fails the test. Saves docs/preview-widget.png with
+in a tab, in a fresh Chromium context logged in to JupyterLab. The same builds of the
+pyapp and the Vite dev server are then opened from the builds panel: the preview tab of
+their build tab (a JupyterLab main-area tab, the app's own origin in its iframe) shows
+them, an edit updates the dev server's page there in place, and the pyapp's preview is
+restarted (the frame loads the new process's page, every check passing again) and stopped
+from it. Any failed request, HTTP error or console error of the app fails the test. Saves docs/preview-widget.png with
 ``UPDATE_SCREENSHOTS=1``.
 """
 
@@ -227,6 +231,56 @@ def check_vite(target: Any, expect: Any, message: str = "Hello from Vite") -> No
     expect(target.locator("#logo")).to_have_js_property("naturalWidth", 48)
 
 
+def panel_preview_tab(page: Any, expect: Any, build: Build, src: str) -> Any:
+    """Open ``build`` from the builds panel and show its tab's Preview: the tab's view, once
+    its frame shows ``src`` (the preview's own origin, with the sandbox that keeps it)."""
+    panel = page.locator("#jp-agentbuild-panel")
+    if not panel.is_visible():
+        page.locator(".lm-TabBar-tab[data-id='jp-agentbuild-panel']").click()
+    item = panel.locator(f".jp-AgentBuild-item[data-build-id='{build.id}']")
+    expect(item.locator(".jp-AgentBuild-previewReady")).to_be_visible(timeout=30_000)
+    item.click()
+    view = page.locator(f".jp-AgentBuild-view[data-build-id='{build.id}']")
+    expect(view).to_be_visible(timeout=30_000)
+    view.locator(".lm-TabBar-tab", has_text="Preview").click()
+    frame = view.locator(".jp-AgentBuild-previewFrame")
+    expect(frame).to_have_attribute("src", src, timeout=60_000)
+    sandbox = str(frame.get_attribute("sandbox")).split()
+    assert "allow-same-origin" in sandbox and "allow-scripts" in sandbox, sandbox
+    return view
+
+
+def check_panel_preview_tabs(
+    page: Any, expect: Any, builds: dict[str, Build], srcs: dict[str, str], message: Path
+) -> None:
+    """The builds panel's preview tabs of the pyapp and the Vite dev server (the notebook's
+    builds: no npm install again): shown, hot-updated, restarted and stopped."""
+    dev = panel_preview_tab(page, expect, builds["vite-dev"], srcs["vite-dev"])
+    check_vite(dev.frame_locator(".jp-AgentBuild-previewFrame"), expect, "Hot update")
+    dev_frame = dev.locator(".jp-AgentBuild-previewFrame").element_handle().content_frame()
+    dev_frame.evaluate("window.__marker = 'kept'")
+    message.write_text(message.read_text().replace("Hot update", "Hot again"))
+    expect(dev_frame.locator("#message")).to_have_text("Hot again", timeout=30_000)
+    assert dev_frame.evaluate("[window.__marker, window.__agentbuildLoads]") == ["kept", 1]
+
+    py = panel_preview_tab(page, expect, builds["pyapp"], srcs["pyapp"])
+    frame = py.frame_locator(".jp-AgentBuild-previewFrame")
+    check_pyapp(frame, expect, in_frame=True)
+    py_frame = py.locator(".jp-AgentBuild-previewFrame").element_handle().content_frame()
+    py_frame.evaluate("window.__marker = 'old page'")
+    with page.expect_response(lambda r: "/preview/restart?" in r.url) as answer:
+        py.locator(".jp-AgentBuild-previewRestart").click()
+    assert answer.value.status == 200, answer.value.text()
+    fresh = py.locator(".jp-AgentBuild-previewFrame[data-generation='1']")
+    expect(fresh).to_have_attribute("src", srcs["pyapp"], timeout=30_000)
+    check_pyapp(frame, expect, in_frame=True)  # module, GET, POST, WebSocket: all again
+    assert fresh.element_handle().content_frame().evaluate("window.__marker") is None
+    py.locator(".jp-AgentBuild-previewStop").click()
+    expect(py.locator(".jp-AgentBuild-preview")).to_contain_text(
+        "The preview is stopped", timeout=30_000
+    )
+
+
 @pytest.mark.timeout(600)  # four real builds (npm ci, vite and next builds) on a busy machine
 def test_real_apps_in_the_widget_iframe_and_top_level(lab: JupyterProcess) -> None:
     sync_api = playwright_api()
@@ -337,9 +391,12 @@ def _run_checks(
             expect(target.locator("#message")).to_have_text("Hot update", timeout=30_000)
             assert target.evaluate("[window.__marker, window.__agentbuildLoads]") == ["kept", 1]
 
+        check_panel_preview_tabs(page, expect, builds, srcs, message)
+
         assert problems.of_apps() == [], problems.of_apps()
-        for build in builds.values():
-            client.preview_stop(build.id)
+        for name, build in builds.items():
+            if name != "pyapp":  # stopped from its tab
+                client.preview_stop(build.id)
         # The URL dies with the preview.
         stopped = client.get(builds["pyapp"].id)
         assert not Build(stopped).preview_own_origin, stopped.get("preview")
