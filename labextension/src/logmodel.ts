@@ -10,12 +10,13 @@
  * never touch each line; a line becomes an object only when its row is rendered. Search
  * goes through each chunk once per query: asked again, it searches only the new lines.
  *
+ * The step groups and their lines are in steps.ts.
+ *
  * Pure: no DOM, no Lab, so it is unit-tested on its own.
  */
 import {
   ChunkBuilder,
   ILineChunk,
-  chunkLine,
   indexOfSeq,
   isChunk,
   joinChunks,
@@ -23,39 +24,12 @@ import {
   sliceChunk
 } from './chunks';
 import { EntryKind, IEntry, Stream, TERMINAL_STATUSES } from './contract';
+import { ILine, IStepGroup, lineOf, newStepGroup } from './steps';
 
 export type { ILineChunk } from './chunks';
-
-export interface ILine {
-  seq: number;
-  step: number;
-  stream: IEntry['stream'] & string;
-  text: string;
-}
-
-/** Kept lines ``start <= i < chunk.seqs.length`` of a chunk. */
-interface IKept {
-  chunk: ILineChunk;
-  start: number;
-}
-
-export interface IStepGroup {
-  step: number;
-  name: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  /** seconds, from the step_finished event */
-  duration: number | null;
-  exitCode: number | null;
-  /** lines of this step kept */
-  lineCount: number;
-  /** lines of this step no longer kept */
-  dropped: number;
-  /** the user's choice; null: open while running or failed */
-  open: boolean | null;
-  /** the kept lines, oldest first */
-  kept: IKept[];
-}
+// the step groups live in steps.ts; the view and the tests read them through this module
+export type { ILine, IStepGroup } from './steps';
+export { formatDuration, lineOf, linesOf } from './steps';
 
 export type Row =
   | { kind: 'dropped'; count: number }
@@ -72,39 +46,6 @@ export interface IAddResult {
 const TERMINAL = new Set<string>(TERMINAL_STATUSES);
 /** Two chunks of a step both smaller than this are merged (a copy of a few lines). */
 const SMALL_CHUNK = 512;
-
-/** The line at ``index`` of ``group`` (0 <= index < lineCount). */
-export function lineOf(group: IStepGroup, index: number): ILine {
-  let i = index;
-  for (const kept of group.kept) {
-    const count = kept.chunk.seqs.length - kept.start;
-    if (i < count) {
-      return chunkLineAt(kept.chunk, kept.start + i);
-    }
-    i -= count;
-  }
-  throw new RangeError(`no line ${index} in step ${group.step}`);
-}
-
-/** Every kept line of ``group`` as objects: O(lines), for tests and small logs only. */
-export function linesOf(group: IStepGroup): ILine[] {
-  const out: ILine[] = [];
-  for (const kept of group.kept) {
-    for (let i = kept.start; i < kept.chunk.seqs.length; i++) {
-      out.push(chunkLineAt(kept.chunk, i));
-    }
-  }
-  return out;
-}
-
-function chunkLineAt(chunk: ILineChunk, i: number): ILine {
-  return {
-    seq: chunk.seqs[i],
-    step: chunk.step,
-    stream: chunk.stderr[i] ? Stream.stderr : Stream.stdout,
-    text: chunkLine(chunk, i)
-  };
-}
 
 export class LogModel {
   constructor(options: { maxLines?: number } = {}) {
@@ -266,18 +207,7 @@ export class LogModel {
   private group(step: number, ts: string): IStepGroup {
     let group = this.byStep.get(step);
     if (!group) {
-      group = {
-        step,
-        name: step < 0 ? 'build' : `step ${step + 1}`,
-        startedAt: ts,
-        finishedAt: null,
-        duration: null,
-        exitCode: null,
-        lineCount: 0,
-        dropped: 0,
-        open: null,
-        kept: []
-      };
+      group = newStepGroup(step, ts);
       this.byStep.set(step, group);
       this.groups.push(group);
       this.groups.sort((a, b) => a.step - b.step);
@@ -448,19 +378,4 @@ export function windowRange(
   const start = Math.max(0, Math.min(first - overscan, rowCount));
   const end = Math.min(rowCount, first + visible + overscan);
   return { start, end: Math.max(start, end) };
-}
-
-/** "1.2s", "3m 05s", "1h 02m": a duration for people. */
-export function formatDuration(seconds: number | null): string {
-  if (seconds === null || !isFinite(seconds) || seconds < 0) {
-    return '';
-  }
-  if (seconds < 60) {
-    return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)}s`;
-  }
-  const s = Math.round(seconds);
-  if (s < 3600) {
-    return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
-  }
-  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
 }
