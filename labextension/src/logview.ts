@@ -5,34 +5,20 @@
  * full log's download. Text is always set as text: logs are untrusted.
  *
  * Plain DOM rather than React: a flood of lines repaints at most once per animation frame,
- * and a repaint touches only the ~100 rows on screen.
+ * and a repaint touches only the ~100 rows on screen. The rows themselves are built in
+ * logrows.ts.
  */
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
-import { IAnsiSegment, parseAnsi } from './ansi';
-import { Stream } from './contract';
-import { IStepGroup, LogModel, Row, formatDuration, windowRange } from './logmodel';
+import { LogModel, windowRange } from './logmodel';
+import { el, renderRow } from './logrows';
+
 
 /** Height of a row, px (the CSS sets the same: one monospace line). */
 export const ROW_HEIGHT = 18;
 /** While following a flood of lines, repaint at most this often (ms). */
 export const FLOOD_INTERVAL = 100;
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 export interface ILogViewOptions {
   model: LogModel;
@@ -243,9 +229,17 @@ export class LogView extends Widget {
     }
     this.rendered = key;
     this.layer.style.transform = `translateY(${start * ROW_HEIGHT}px)`;
+    const context = {
+      model,
+      trans: this.options.trans,
+      lineUrl: this.options.lineUrl,
+      selectedSeq: this.selectedSeq,
+      currentMatch: this.currentMatch(),
+      query: this.query
+    };
     const nodes: HTMLElement[] = [];
     for (let i = start; i < end; i++) {
-      nodes.push(this.renderRow(model.rowAt(i)));
+      nodes.push(renderRow(model.rowAt(i), context));
     }
     this.layer.replaceChildren(...nodes);
   }
@@ -254,130 +248,6 @@ export class LogView extends Widget {
     return this.matchIndex >= 0 ? this.matches[this.matchIndex] : -1;
   }
 
-  private renderRow(row: Row): HTMLElement {
-    const trans = this.options.trans;
-    if (row.kind === 'dropped') {
-      const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-dropped');
-      node.textContent = trans.__(
-        '%1 earlier lines are not kept here; the full log is one download away.',
-        row.count.toLocaleString()
-      );
-      return node;
-    }
-    if (row.kind === 'header') {
-      return this.renderHeader(row.group);
-    }
-    const line = row.line;
-    const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-line');
-    node.dataset.seq = String(line.seq);
-    if (line.stream === Stream.stderr) {
-      node.classList.add('jp-mod-stderr');
-    }
-    if (line.seq === this.selectedSeq) {
-      node.classList.add('jp-mod-selected');
-    }
-    if (line.seq === this.currentMatch()) {
-      node.classList.add('jp-mod-current');
-    }
-    const link = el('a', 'jp-AgentBuild-lineno', String(line.seq));
-    link.href = this.options.lineUrl(line.seq);
-    link.dataset.seq = String(line.seq);
-    const text = el('span', 'jp-AgentBuild-text');
-    for (const segment of parseAnsi(line.text)) {
-      text.append(this.renderSegment(segment));
-    }
-    node.append(link, text);
-    return node;
-  }
-
-  private renderSegment(segment: IAnsiSegment): HTMLElement | Text {
-    const plain =
-      segment.fg === undefined &&
-      segment.bg === undefined &&
-      !segment.bold &&
-      !segment.dim &&
-      !segment.italic &&
-      !segment.underline;
-    const node: HTMLElement | null = plain ? null : el('span');
-    if (node) {
-      if (typeof segment.fg === 'number') {
-        node.classList.add(`jp-AgentBuild-fg${segment.fg}`);
-      } else if (segment.fg) {
-        node.style.color = segment.fg;
-      }
-      if (typeof segment.bg === 'number') {
-        node.classList.add(`jp-AgentBuild-bg${segment.bg}`);
-      } else if (segment.bg) {
-        node.style.backgroundColor = segment.bg;
-      }
-      for (const flag of ['bold', 'dim', 'italic', 'underline'] as const) {
-        if (segment[flag]) {
-          node.classList.add(`jp-AgentBuild-${flag}`);
-        }
-      }
-    }
-    const children = this.highlight(segment.text);
-    if (!node && children.length === 1) {
-      return children[0];
-    }
-    const holder = node ?? el('span');
-    holder.append(...children);
-    return holder;
-  }
-
-  /** The text with each occurrence of the query in a <mark>. */
-  private highlight(text: string): (HTMLElement | Text)[] {
-    const query = this.query.toLowerCase();
-    if (!query) {
-      return [document.createTextNode(text)];
-    }
-    const lower = text.toLowerCase();
-    const out: (HTMLElement | Text)[] = [];
-    let at = 0;
-    for (let i = lower.indexOf(query); i >= 0; i = lower.indexOf(query, at)) {
-      if (i > at) {
-        out.push(document.createTextNode(text.slice(at, i)));
-      }
-      out.push(el('mark', 'jp-AgentBuild-match', text.slice(i, i + query.length)));
-      at = i + query.length;
-    }
-    if (at < text.length) {
-      out.push(document.createTextNode(text.slice(at)));
-    }
-    return out;
-  }
-
-  private renderHeader(group: IStepGroup): HTMLElement {
-    const trans = this.options.trans;
-    const model = this.model;
-    const open = model.isOpen(group);
-    const node = el('div', 'jp-AgentBuild-row jp-AgentBuild-stepHeader');
-    node.dataset.step = String(group.step);
-    node.setAttribute('role', 'button');
-    node.setAttribute('aria-expanded', String(open));
-    const running = model.isRunning(group);
-    const failed = group.exitCode !== null && group.exitCode !== 0;
-    node.classList.add(
-      open ? 'jp-mod-open' : 'jp-mod-closed',
-      running ? 'jp-mod-running' : failed ? 'jp-mod-failed' : 'jp-mod-ok'
-    );
-    const caret = el('span', 'jp-AgentBuild-caret', open ? '▾' : '▸');
-    const mark = el('span', 'jp-AgentBuild-stepMark', running ? '●' : failed ? '✗' : '✓');
-    const name = el('span', 'jp-AgentBuild-stepName', group.name);
-    let detail = '';
-    if (group.duration !== null) {
-      detail = formatDuration(group.duration);
-    } else if (running && group.startedAt) {
-      detail = trans.__('running');
-    }
-    if (failed) {
-      detail += ' · ' + trans.__('exit %1', group.exitCode);
-    }
-    const lines = group.lineCount + group.dropped;
-    const count = el('span', 'jp-AgentBuild-stepLines', trans._n('%1 line', '%1 lines', lines));
-    node.append(caret, mark, name, el('span', 'jp-AgentBuild-stepDuration', detail), count);
-    return node;
-  }
 
   private onClick(event: MouseEvent): void {
     const target = event.target as HTMLElement;
