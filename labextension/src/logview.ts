@@ -39,7 +39,20 @@ export class LogView extends Widget {
     const trans = options.trans;
     this.addClass('jp-AgentBuild-logView');
     this.title.label = trans.__('Log');
+    const bar = this.createToolbar(trans);
+    this.scroller.className = 'jp-AgentBuild-scroller';
+    this.scroller.tabIndex = 0;
+    this.sizer.className = 'jp-AgentBuild-sizer';
+    this.layer.className = 'jp-AgentBuild-rows';
+    this.scroller.append(this.sizer, this.layer);
+    this.scroller.addEventListener('scroll', () => this.onScroll());
+    this.layer.addEventListener('click', event => this.onClick(event));
+    this.node.append(bar, this.scroller);
+  }
 
+  /** The search box with its previous/next buttons and match count, the follow box, the
+   * expand/collapse buttons, the download link and the stream's state. */
+  private createToolbar(trans: TranslationBundle): HTMLElement {
     const bar = el('div', 'jp-AgentBuild-logToolbar');
     this.searchInput.type = 'search';
     this.searchInput.placeholder = trans.__('Search the log');
@@ -64,7 +77,7 @@ export class LogView extends Widget {
     this.followBox.onchange = () => this.setFollow(this.followBox.checked);
     follow.append(this.followBox, document.createTextNode(' ' + trans.__('Follow')));
     const download = el('a', 'jp-AgentBuild-download jp-mod-styled', trans.__('Download log'));
-    download.href = options.downloadUrl;
+    download.href = this.options.downloadUrl;
     download.setAttribute('download', '');
     const expand = el('button', 'jp-AgentBuild-expandAll jp-mod-styled', trans.__('Expand all'));
     expand.onclick = () => this.setAllOpen(true);
@@ -81,14 +94,7 @@ export class LogView extends Widget {
       download,
       this.stateLabel
     );
-    this.scroller.className = 'jp-AgentBuild-scroller';
-    this.scroller.tabIndex = 0;
-    this.sizer.className = 'jp-AgentBuild-sizer';
-    this.layer.className = 'jp-AgentBuild-rows';
-    this.scroller.append(this.sizer, this.layer);
-    this.scroller.addEventListener('scroll', () => this.onScroll());
-    this.layer.addEventListener('click', event => this.onClick(event));
-    this.node.append(bar, this.scroller);
+    return bar;
   }
 
   readonly model: LogModel;
