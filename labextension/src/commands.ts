@@ -1,34 +1,28 @@
 /**
- * The commands of the Lab UI, one small registration function per family: opening a build
- * (and the URL route to a line), the list, starting builds (the form, "Build this folder"),
- * acting on a build, its preview, and its log. Each takes what it needs in one context built
- * by the plugin's activation (index.tsx). Every command id here is public: menus, the
+ * The commands of the Lab UI: their ids, the context they act with, and the registration
+ * of those that open and show things (a build's tab and the URL route to a line, the list,
+ * the log's follow and search), one small function per family. Those that act on a build
+ * through the API are in buildcommands.ts. Every command id here is public: menus, the
  * palette, key bindings and tests name them.
  */
 import { IRouter, JupyterFrontEnd } from '@jupyterlab/application';
 import {
-  Dialog,
   ICommandPalette,
   InputDialog,
   MainAreaWidget,
   Notification,
-  WidgetTracker,
-  showDialog
+  WidgetTracker
 } from '@jupyterlab/apputils';
-import { PathExt } from '@jupyterlab/coreutils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { DockLayout } from '@lumino/widgets';
 
 import { AgentBuildApi } from './api';
-import { BuildsModel, hasLivePreview, isActive } from './buildsmodel';
+import { BuildsModel } from './buildsmodel';
 import { BuildView } from './buildview';
 import { IBuild } from './contract';
-import { askForSpec } from './form';
 import { BuildsPanel, buildsIcon } from './panel';
 
-/** The spec file "Build this folder" uses when the folder has one. */
-export const SPEC_FILE = 'agentbuild.json';
 /** The class of the notebook widget of a build, and what a build id looks like. */
 const NOTEBOOK_WIDGET = 'agentbuild-build';
 const BUILD_ID = /^[0-9a-f]{8,64}$/;
@@ -78,13 +72,9 @@ export interface ICommandContext {
   report: (what: string, error: unknown) => void;
 }
 
-function hasSecrets(spec: Record<string, any>): boolean {
-  return Object.values(spec.env ?? {}).some((v: any) => v && typeof v === 'object' && v.secret);
-}
-
 /** The build a command is about: its argument, else the node under the context menu,
  * else the current build tab. */
-function targetId(ctx: ICommandContext, args: any): string | null {
+export function targetId(ctx: ICommandContext, args: any): string | null {
   const { app, tracker } = ctx;
   if (typeof args?.id === 'string' && args.id) {
     return args.id;
@@ -106,7 +96,7 @@ function targetId(ctx: ICommandContext, args: any): string | null {
   return tracker.currentWidget?.content.buildId ?? null;
 }
 
-function findView(ctx: ICommandContext, id: string): BuildWidget | undefined {
+export function findView(ctx: ICommandContext, id: string): BuildWidget | undefined {
   return ctx.tracker.find(w => w.content.buildId === id);
 }
 
@@ -175,209 +165,6 @@ function addListCommands(ctx: ICommandContext): void {
   });
 }
 
-/** Start a build: from the form, or from a folder (its spec file, else the form). */
-function addStartCommands(ctx: ICommandContext): void {
-  const { app, trans, fileBrowser, create, report } = ctx;
-  const currentFolder = () => fileBrowser?.model.path ?? '';
-  app.commands.addCommand(CommandIDs.create, {
-    label: trans.__('New Build…'),
-    caption: trans.__('Start a build from a form'),
-    execute: async args => {
-      const workspace = typeof args.workspace === 'string' ? args.workspace : currentFolder();
-      const spec = await askForSpec(trans, { workspace });
-      return spec ? create(spec) : null;
-    }
-  });
-
-  app.commands.addCommand(CommandIDs.buildFolder, {
-    label: trans.__('Build This Folder'),
-    caption: trans.__('Start a build of this folder (with its %1 if it has one)', SPEC_FILE),
-    icon: buildsIcon,
-    execute: async args => {
-      let path = typeof args.path === 'string' ? args.path : null;
-      if (path === null) {
-        const item = fileBrowser?.selectedItems().next();
-        const selected = item && !item.done ? item.value : null;
-        path = selected?.type === 'directory' ? selected.path : currentFolder();
-      }
-      let spec: Record<string, any> | null = null;
-      try {
-        const file = await app.serviceManager.contents.get(PathExt.join(path, SPEC_FILE), {
-          content: true,
-          format: 'text'
-        });
-        try {
-          spec = JSON.parse(file.content as string);
-        } catch (error) {
-          report(trans.__('%1 is not valid JSON', PathExt.join(path, SPEC_FILE)), error);
-          return null;
-        }
-      } catch {
-        spec = null; // no spec file: ask
-      }
-      if (spec) {
-        if (hasSecrets(spec)) {
-          spec = await askForSpec(trans, { spec, workspace: path });
-          if (!spec) {
-            return null;
-          }
-        }
-        return create({ ...spec, workspace: spec.workspace ?? path });
-      }
-      const asked = await askForSpec(trans, {
-        workspace: path,
-        spec: { name: PathExt.basename(path) || undefined }
-      });
-      return asked ? create(asked) : null;
-    }
-  });
-}
-
-/** Cancel a build, or start it again. */
-function addRunCommands(ctx: ICommandContext): void {
-  const { app, api, model, trans, create, report } = ctx;
-  app.commands.addCommand(CommandIDs.cancel, {
-    label: trans.__('Cancel Build'),
-    isEnabled: () => {
-      const id = targetId(ctx, {});
-      const build = id ? model.builds.find(b => b.id === id) ?? findView(ctx, id)?.content.build : null;
-      return !build || isActive(build);
-    },
-    execute: async args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      try {
-        model.upsert(await api.cancel(id));
-        void findView(ctx, id)?.content.fetch();
-      } catch (error) {
-        report(trans.__('Could not cancel the build'), error);
-      }
-    }
-  });
-
-  app.commands.addCommand(CommandIDs.rerun, {
-    label: trans.__('Re-run Build'),
-    caption: trans.__('Start a new build with the same spec (secrets are asked again)'),
-    execute: async args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      let build: IBuild;
-      try {
-        build = await api.get(id);
-      } catch (error) {
-        report(trans.__('Could not read the build'), error);
-        return;
-      }
-      let spec: Record<string, any> | null = build.spec ?? {};
-      if (hasSecrets(spec!) || args.edit) {
-        spec = await askForSpec(trans, {
-          spec: spec!,
-          workspace: spec!.workspace ?? '',
-          title: trans.__('Re-run %1', build.name || build.id)
-        });
-      }
-      return spec ? create(spec) : null;
-    }
-  });
-}
-
-/** Download the full log of a build, or delete the build. */
-function addDownloadAndDeleteCommands(ctx: ICommandContext): void {
-  const { app, api, model, trans, report } = ctx;
-  app.commands.addCommand(CommandIDs.downloadLog, {
-    label: trans.__('Download Build Log'),
-    execute: args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      const a = document.createElement('a');
-      a.href = api.url('builds', id, 'logs') + '?format=text';
-      a.download = `${id}.log`;
-      document.body.appendChild(a);
-      a.click();
-      a.remove();
-    }
-  });
-
-  app.commands.addCommand(CommandIDs.remove, {
-    label: trans.__('Delete Build…'),
-    execute: async args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      const answer = await showDialog({
-        title: trans.__('Delete build %1?', id),
-        body: trans.__('Its log, artifacts and sandbox are removed for good.'),
-        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
-      });
-      if (!answer.button.accept) {
-        return;
-      }
-      try {
-        await api.remove(id);
-        findView(ctx, id)?.dispose();
-        await model.poll.refresh();
-      } catch (error) {
-        report(trans.__('Could not delete the build'), error);
-      }
-    }
-  });
-}
-
-function addPreviewCommands(ctx: ICommandContext): void {
-  const { app, api, model, trans, report } = ctx;
-  app.commands.addCommand(CommandIDs.stopPreview, {
-    label: trans.__('Stop Preview'),
-    execute: async args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      try {
-        await api.stopPreview(id);
-        await findView(ctx, id)?.content.fetch();
-        void model.poll.refresh();
-      } catch (error) {
-        report(trans.__('Could not stop the preview'), error);
-      }
-    }
-  });
-
-  app.commands.addCommand(CommandIDs.restartPreview, {
-    label: trans.__('Restart Preview'),
-    caption: trans.__('Start the preview again in the same sandbox, at the same URL (after editing its files, or when it hangs)'),
-    isEnabled: () => {
-      const id = targetId(ctx, {});
-      const build = id ? findView(ctx, id)?.content.build ?? model.builds.find(b => b.id === id) : null;
-      return !build || hasLivePreview(build);
-    },
-    execute: async args => {
-      const id = targetId(ctx, args);
-      if (!id) {
-        return;
-      }
-      const view = findView(ctx, id)?.content;
-      view?.previewRestarting(true);
-      try {
-        const build = await api.restartPreview(id);
-        model.upsert(build);
-        await view?.fetch();
-        view?.previewRestarted();
-      } catch (error) {
-        report(trans.__('Could not restart the preview'), error);
-      } finally {
-        view?.previewRestarting(false);
-      }
-    }
-  });
-}
-
 /** Follow and search the log of the current build tab. */
 function addLogCommands(ctx: ICommandContext): void {
   const { app, tracker, trans } = ctx;
@@ -404,7 +191,7 @@ function addLogCommands(ctx: ICommandContext): void {
   });
 }
 
-function addToPalette(palette: ICommandPalette, trans: TranslationBundle): void {
+export function addToPalette(palette: ICommandPalette, trans: TranslationBundle): void {
   const category = trans.__('Agent Builds');
   for (const command of [
     CommandIDs.showPanel,
@@ -424,20 +211,10 @@ function addToPalette(palette: ICommandPalette, trans: TranslationBundle): void 
   }
 }
 
-/** Register every command of the UI (and, given the palette, put them in it). */
-export function addCommands(
-  ctx: ICommandContext,
-  router: IRouter | null,
-  palette: ICommandPalette | null
-): void {
+/** Register the commands that open and show things: a build's tab, the panel, the log's
+ * follow and search (those that act on a build are in buildcommands.ts). */
+export function addViewCommands(ctx: ICommandContext, router: IRouter | null): void {
   addOpenCommands(ctx, router);
   addListCommands(ctx);
-  addStartCommands(ctx);
-  addRunCommands(ctx);
-  addDownloadAndDeleteCommands(ctx);
-  addPreviewCommands(ctx);
   addLogCommands(ctx);
-  if (palette) {
-    addToPalette(palette, ctx.trans);
-  }
 }

@@ -28,15 +28,23 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, TranslationBundle, nullTranslator } from '@jupyterlab/translation';
 
 import { AgentBuildApi } from './api';
+import { addBuildCommands } from './buildcommands';
 import { BuildsModel } from './buildsmodel';
 import { BuildView } from './buildview';
-import { BuildWidget, CommandIDs, ICommandContext, OpenBuild, addCommands } from './commands';
+import {
+  BuildWidget,
+  CommandIDs,
+  ICommandContext,
+  OpenBuild,
+  addToPalette,
+  addViewCommands
+} from './commands';
 import { addRunningItem, notifyTransitions } from './notifications';
 import { BuildsPanel, buildsIcon } from './panel';
 
 import '../style/index.css';
 
-export { SPEC_FILE } from './commands';
+export { SPEC_FILE } from './buildcommands';
 
 const PLUGIN_ID = 'jupyter-agentbuild:panel';
 
@@ -203,7 +211,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       create,
       report: reportError
     };
-    addCommands(context, router, palette);
+    addViewCommands(context, router);
+    addBuildCommands(context);
+    if (palette) {
+      addToPalette(palette, trans);
+    }
     notifyTransitions(model, trans, openBuild, () => options.notifications);
     if (statusBar) {
       addRunningItem(statusBar, model, trans, () => app.shell.activateById(panel.id));
