@@ -39,7 +39,11 @@ export interface IWorkerScope {
 }
 
 /** The worker's code: a socket per ``open``; entries parsed, lines packed, batches posted
- * at most every ``interval`` ms (the first at once), everything before a ``close``. */
+ * at most every ``interval`` ms (the first at once), everything before a ``close``.
+ *
+ * One function, longer than the others on purpose: its source text is the worker's code
+ * (``workerSource``), so it cannot call any helper of this module; its parts are the
+ * closures inside it. */
 export function workerMain(
   scope: IWorkerScope,
   Builder: typeof ChunkBuilder,
