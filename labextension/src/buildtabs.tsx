@@ -82,6 +82,7 @@ export class ArtifactsTab extends ReactWidget {
     super.update();
   }
 
+  // The artifacts tab as one JSX tree (toolbar, archive links, the file tree).
   render(): JSX.Element {
     const { trans, buildId } = this.view;
     const api = this.view.options.api;
@@ -163,6 +164,7 @@ export class PreviewTab extends ReactWidget {
   generation = 0;
   restarting = false;
 
+  // The preview tab as one JSX tree (toolbar, hint, frame): its states are plain branches.
   render(): JSX.Element {
     const { trans, build } = this.view;
     const preview = build?.preview ?? null;

@@ -121,6 +121,8 @@ class BuildForm extends ReactWidget {
     this.update();
   }
 
+  // The form's markup in one JSX tree, one field per element: long, but read top to bottom
+  // as the form looks; the logic lives in the small methods above.
   render(): JSX.Element {
     const { trans, state } = this;
     const field = (

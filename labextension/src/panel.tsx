@@ -71,6 +71,8 @@ export class BuildsPanel extends ReactWidget {
     );
   }
 
+  // One JSX tree for the whole panel (header, filters, list, paging): longer than ~60 lines,
+  // but split into pieces it would scatter one piece of markup over several functions.
   private content(): JSX.Element {
     const { model, trans, commands } = this;
     const hub = !!PageConfig.getOption('hubUser');
