@@ -55,6 +55,10 @@ builds = Table(
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("preview", JSONText),
     Column("artifacts", JSONText),
+    # The SERVER running the build (``Runner.server_id``, its host and pid). The columns keep
+    # their first name on purpose: renaming them would break every server of the previous
+    # version still sharing the database while a deployment upgrades one server at a time
+    # (migrations here only add). In Python, the words are ``server_*``.
     Column("runner_id", String(64)),
     Column("runner_host", String(255)),
     Column("runner_pid", Integer),
