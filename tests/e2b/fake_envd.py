@@ -25,6 +25,10 @@ It behaves like the real envd (``e2b-dev/infra``, packages/envd) where a test ca
   root and then chowned to the user.
 
 Remaining simplifications are commented where they live.
+
+One module over the usual size bound on purpose: the two services (processes and files) and
+the HTTP routes share the VM's state (its mount namespace holder, the user, the running
+commands), and a reader checking its fidelity against envd reads it side by side.
 """
 
 from __future__ import annotations
