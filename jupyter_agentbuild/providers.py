@@ -17,7 +17,6 @@ on this server, is refused before anything runs.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from traitlets import Bool, List, Unicode, default
-from traitlets.config import Config, Configurable, LoggingConfigurable
+from traitlets.config import Configurable, LoggingConfigurable
 
 from .errors import ConfigError, SpecError
 from .sandbox.base import ProviderStatus, SandboxProvider
@@ -258,23 +257,6 @@ def configurable_classes() -> list[type[Configurable]]:
         ProcessProvider,
         E2BSandboxProvider,
     ]
-
-
-def with_legacy_settings(config: Config) -> Config:
-    """``config`` plus the old ``c.AgentBuild.<name>`` sandbox settings at their new places
-    (the trait of the same name, or the one tagged ``legacy="<name>"``) where those are not
-    set there: a bridge, until the application forwards old settings for every component."""
-    merged = copy.deepcopy(config)  # the application's own stays as it was
-    if "AgentBuild" not in config:
-        return merged
-    old = config["AgentBuild"]
-    for cls in configurable_classes():
-        section = cls.__name__
-        for name, trait in cls.class_own_traits(config=True).items():
-            legacy = trait.metadata.get("legacy", name)
-            if legacy in old and not (section in config and name in config[section]):
-                merged[section][name] = old[legacy]
-    return merged
 
 
 E2B_KEY_SETTING = (

@@ -3,6 +3,7 @@ has it, without any change to this package; the admin's allow-list and the defau
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_agentbuild.errors import ConfigError, SpecError
+from jupyter_agentbuild.legacy_config import LegacyForwarder
 from jupyter_agentbuild.providers import (
     ENTRY_POINT_GROUP,
     ProviderCatalog,
+    configurable_classes,
     load_factories,
-    with_legacy_settings,
 )
 from jupyter_agentbuild.sandbox.base import ProviderStatus
 from jupyter_agentbuild.sandbox.local_provider import LocalSandboxProvider
@@ -132,7 +134,8 @@ def test_old_agentbuild_settings_reach_the_providers(tmp_path: Path) -> None:
             "IsolatedLocalProvider": {"max_processes": 20},
         }
     )
-    made = catalog(tmp_path, with_legacy_settings(old))
+    forwarder = LegacyForwarder(configurable_classes(), keep=(), log=logging.getLogger("test"))
+    made = catalog(tmp_path, forwarder.forward(old, Config()))
     local = made.providers["local"]
     assert (getattr(local, "max_memory", None), getattr(local, "max_processes", None)) == (
         1024**3,
