@@ -61,9 +61,6 @@ class AgentBuildState:
     personal_owner: str
     artifacts: ArtifactService | None = None
     previews: PreviewManager | None = None
-    #: What the preview proxy adds to every response's Content-Security-Policy.
-    preview_csp: str = ""
-    preview_max_request_size: int = 1024**3
     #: Largest body of ``POST api/builds`` (413 beyond).
     max_request_bytes: int = 16 * 1024**2
     #: The sandbox providers, what each can do here, which builds may use (info endpoint).
@@ -94,8 +91,6 @@ def build_state(app: AgentBuild) -> AgentBuildState:
         personal_owner=app.owner_name or server_user(),
         artifacts=artifacts,
         previews=previews,
-        preview_csp=previews.csp,
-        preview_max_request_size=previews.max_request_size,
         max_request_bytes=app.max_request_bytes,
         catalog=catalog,
         preview_origins=PreviewOrigins(previews.origin_template),

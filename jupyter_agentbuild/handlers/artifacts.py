@@ -145,8 +145,8 @@ async def serve_static_preview(
         handler.redirect(target.redirect)
         return
     assert target.file is not None
-    # The same policy as the live preview (``c.AgentBuild.preview_csp``), or a strict default.
-    configured = getattr(state, "preview_csp", "")
+    # The same policy as the live preview (``c.PreviewManager.csp``), or a strict default.
+    configured = state.previews.csp if state.previews is not None else ""
     csp = f"frame-ancestors 'self'; {configured}" if configured else PREVIEW_CSP
     await send_file(handler, service, target.file, csp=csp, status=target.status, head=head)
 
