@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,12 @@ from tornado import iostream
 
 #: The pipe between the two sockets: what the kernel holds of a body in transit.
 PIPE_SIZE = 1 << 20
+#: The browser's socket send buffer while a body is spliced into it (the kernel doubles
+#: it for its bookkeeping). Left to autotuning it grows to 4 MiB; bounded, the bytes in
+#: flight stay in the CPU caches and the kernel memory a slow reader pins stays small:
+#: measured on a 2-core machine, a 1 GiB body moved 1.3-2x faster this way (see
+#: ``benchmarks/bench_proxy.py``). Restored when the body is through.
+SEND_BUFFER = 1 << 20
 #: How often (s) a relay waiting for a socket checks that neither stream was closed.
 CLOSED_CHECK = 1.0
 
@@ -74,7 +81,12 @@ async def splice_body(
     """Move ``length`` bytes from ``upstream`` to ``client``; ``moved(n)`` after each
     piece reaches the browser's socket. :class:`SpliceError` when either side fails or
     no byte moves for ``idle_timeout`` seconds."""
-    with _taken(upstream) as source, _taken(client) as sink, _pipe() as (pipe_r, pipe_w):
+    with (
+        _taken(upstream) as source,
+        _taken(client) as sink,
+        bounded_send_buffer(client.socket, SEND_BUFFER),
+        _pipe() as (pipe_r, pipe_w),
+    ):
         relay = _Relay(source, sink, pipe_r, pipe_w, length)
         while relay.left or relay.in_pipe:
             if relay.step(moved):
@@ -177,6 +189,23 @@ def _taken(stream: iostream.IOStream) -> Any:
 
 
 @contextlib.contextmanager
+def bounded_send_buffer(sock: socket.socket, size: int) -> Any:
+    """``sock``'s send buffer at most ``size`` meanwhile, then as it was."""
+    try:
+        before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        if before > 2 * size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:  # a socket that refuses: the body moves all the same
+        before = 0
+    try:
+        yield
+    finally:
+        if before > 2 * size:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, before // 2)
+
+
+@contextlib.contextmanager
 def _pipe() -> Any:
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -190,4 +219,11 @@ def _pipe() -> Any:
         os.close(write_end)
 
 
-__all__ = ["PIPE_SIZE", "SpliceError", "splice_body", "spliceable"]
+__all__ = [
+    "PIPE_SIZE",
+    "SEND_BUFFER",
+    "bounded_send_buffer",
+    "SpliceError",
+    "splice_body",
+    "spliceable",
+]

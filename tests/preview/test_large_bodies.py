@@ -244,3 +244,20 @@ async def read_body(port: int, path: str, token: str, rate: float) -> tuple[int,
         return int(head.split()[1]), bytes(body)
     finally:
         writer.close()
+
+
+def test_a_bounded_send_buffer_is_restored_after_the_body() -> None:
+    """While a body is spliced the browser's send buffer is bounded (bytes in flight stay
+    few); afterwards the connection gets back the buffer it had."""
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        big = 4 * splice.SEND_BUFFER
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, big)
+        before = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        with splice.bounded_send_buffer(left, splice.SEND_BUFFER):
+            during = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        after = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert during <= 2 * splice.SEND_BUFFER < before
+    assert after == before
