@@ -51,6 +51,10 @@ class StreamHandler(JsonErrors, JupyterHandler, websocket.WebSocketHandler):
             await result
 
     def open(self, *args: Any, **kwargs: Any) -> None:
+        # A live log is a trickle of small frames: with Nagle's algorithm on (tornado's
+        # default), a frame sent while the previous one is unacknowledged waits for the
+        # client's delayed ACK, up to 40 ms on Linux.
+        self.set_nodelay(True)
         self._task = asyncio.create_task(self._send_frames())
 
     async def _send_frames(self) -> None:
