@@ -23,7 +23,7 @@ async def test_the_log_stream_sends_without_nagle_delay(
     def recorded(self: StreamHandler, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         assert self.ws_connection is not None
-        sock = self.ws_connection.stream.socket  # type: ignore[attr-defined]
+        sock = self.ws_connection.stream.socket  # type: ignore[attr-defined,union-attr]
         nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     monkeypatch.setattr(StreamHandler, "open", recorded)
