@@ -310,7 +310,10 @@ class BuildService(LoggingConfigurable):
         while True:
             pipe = self.runner.build_log(build_id)
             if pipe is not None:
-                shared = pipe.read_frame(cursor, frame, budget)
+                # Frames end at multiples of ``frame`` (or where the byte budget cuts, the
+                # same for every reader from the same cursor): readers that fall apart
+                # meet again at the next boundary and share frames from there on.
+                shared = pipe.read_frame(cursor, frame - cursor % frame, budget)
                 if shared is None:
                     # Fell behind what memory keeps: catch up from the store in frames
                     # aligned to multiples of ``frame``, so readers that lag together

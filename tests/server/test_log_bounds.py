@@ -172,3 +172,27 @@ def test_slow_readers_of_a_big_log_hold_little_server_memory(big_server: ServerP
     # Unbounded pages and frames held the whole 40 MB log per reader (several times).
     assert grown < 100 * 1024**2, f"RSS grew by {grown / 1024**2:.0f} MiB"
     print(f"slow readers: RSS +{grown / 1024**2:.1f} MiB, frames {frames}")
+
+
+async def test_frames_end_at_shared_boundaries_so_readers_share_them(api: Api) -> None:
+    """Readers that fall apart meet again: no frame crosses a multiple of FRAME_ENTRIES,
+    so readers at any cursor end their frames at the same seqs from there on, and the
+    server encodes each of those frames once for all of them."""
+    from jupyter_agentbuild.handlers.stream import FRAME_ENTRIES
+
+    build = await api.create({"steps": ["seq 1 12000"]})
+    readers = [
+        await api.ws_fetch(
+            "agentbuild", "api", "builds", build["id"], "stream", params={"after": str(after)}
+        )
+        for after in (0, 1234)
+    ]
+    for after, ws in zip((0, 1234), readers, strict=True):
+        expected = after + 1
+        while (message := await ws.read_message()) is not None:
+            frame = json.loads(message)
+            first, last = frame[0]["seq"], frame[-1]["seq"]
+            assert first == expected and last - first + 1 == len(frame)
+            assert (first - 1) // FRAME_ENTRIES == (last - 1) // FRAME_ENTRIES, (first, last)
+            expected = last + 1
+        assert expected > 12000
