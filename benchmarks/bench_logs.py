@@ -278,7 +278,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of (1 client, then 10): medians reported"
+        "--rounds", type=int, default=5, help="rounds of (1 client, then 10): medians reported"
     )
     parser.add_argument(
         "--provider",
