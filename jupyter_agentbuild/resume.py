@@ -55,6 +55,9 @@ class ResumePoint:
     started: bool = False
     #: Line pieces of ``step`` stored per stream.
     stored: dict[str, int] = field(default_factory=lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
+    #: The step before ``step`` finished with a non-zero exit code: the build is over
+    #: (its server died before storing the end), nothing more may run.
+    failed: bool = False
 
 
 async def resume_point(store: Store, build_id: str) -> ResumePoint:
@@ -73,7 +76,8 @@ async def resume_point(store: Store, build_id: str) -> ResumePoint:
             elif entry.get("type") == EventType.STEP_STARTED:
                 point = ResumePoint(step=int(entry["data"]["step"]), started=True)
             elif entry.get("type") == EventType.STEP_FINISHED:
-                point = ResumePoint(step=int(entry["data"]["step"]) + 1)
+                data = entry["data"]
+                point = ResumePoint(step=int(data["step"]) + 1, failed=data.get("exit_code") != 0)
         if len(page) < _PAGE:
             return point
 
@@ -100,6 +104,10 @@ async def take_over(runner: Runner, row: BuildRow) -> bool | None:
             return False
         spec = parse_spec(full.spec)
         point = await resume_point(runner.store, row.id)
+        if point.failed:
+            # A failing step ends a build: resuming would run the steps after it.
+            log.info("agentbuild: build %s ended with a failed step before its server died", row.id)
+            return False
         step = point.step if point.started else -1
         sandbox = await reattach(row.id, full.sandbox_state or {}, step=step, skip=point.stored)
     except Exception as exc:

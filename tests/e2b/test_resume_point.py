@@ -62,3 +62,29 @@ async def test_the_resume_point_counts_what_the_store_holds(tmp_path: Path) -> N
     point = await resume_point(store, "b2")
     assert point == ResumePoint(step=1, started=True, stored={"stdout": 2, "stderr": 1})
     await store.dispose()
+
+
+async def test_a_failed_last_step_is_not_resumed(tmp_path: Path) -> None:
+    """The server died after storing a step's non-zero exit but before the build's end:
+    the build is over, so the resume point says so (take_over then ends it instead of
+    running the steps after the failed one)."""
+    store = await _store(tmp_path)
+    await store.insert_build(
+        id="b3", owner="o", name=None, status="running", provider="e2b", spec={},
+        created_at=utcnow(),
+    )  # fmt: skip
+    ts = "2026-01-01T00:00:00Z"
+    entries = [
+        encode_event(1, ts, "step_started", {"step": 0, "name": "a"}),
+        encode_event(2, ts, "step_finished", {"step": 0, "exit_code": 3, "duration": 1}),
+    ]
+    await store.append_chunks("b3", [(1, entries)])
+    assert await resume_point(store, "b3") == ResumePoint(step=1, failed=True)
+    ok = encode_event(2, ts, "step_finished", {"step": 0, "exit_code": 0, "duration": 1})
+    await store.insert_build(
+        id="b4", owner="o", name=None, status="running", provider="e2b", spec={},
+        created_at=utcnow(),
+    )  # fmt: skip
+    await store.append_chunks("b4", [(1, [entries[0], ok])])
+    assert await resume_point(store, "b4") == ResumePoint(step=1, failed=False)
+    await store.dispose()
