@@ -135,30 +135,35 @@ export class BuildsModel {
   }
 
   /** Reload the loaded pages (one request); a failure is shown and rethrown (the poll
-   * backs off). */
+   * backs off). Filters changed while the request was out are loaded next, here: the poll
+   * drops the refresh they ask for while this one runs (its phase is "refreshed"), and the
+   * list would keep the old filters' builds until the next tick, minutes later. */
   async refresh(): Promise<void> {
-    const filters = this.filters();
-    try {
-      const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
-      const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
-      if (!this.current(filters)) {
-        return; // the filters changed meanwhile: their own refresh follows
+    for (;;) {
+      const filters = this.filters();
+      try {
+        const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
+        const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
+        if (!this.current(filters)) {
+          continue; // the filters changed meanwhile: load theirs
+        }
+        this.error = null;
+        this.notice([...page.builds, ...others]);
+        this.active = [...page.builds, ...others].filter(isActive);
+        this.builds = page.builds;
+        this.next = page.next;
+        this.loaded = true;
+      } catch (error) {
+        if (!this.current(filters)) {
+          continue;
+        }
+        this.error = (error as Error).message;
+        this.changed_.emit();
+        throw error;
       }
-      this.error = null;
-      this.notice([...page.builds, ...others]);
-      this.active = [...page.builds, ...others].filter(isActive);
-      this.builds = page.builds;
-      this.next = page.next;
-      this.loaded = true;
-    } catch (error) {
-      if (!this.current(filters)) {
-        return;
-      }
-      this.error = (error as Error).message;
       this.changed_.emit();
-      throw error;
+      return;
     }
-    this.changed_.emit();
   }
 
   /** A build is known to have changed (created, cancelled): update it now. */

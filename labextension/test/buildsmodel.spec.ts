@@ -171,6 +171,27 @@ describe('the builds list', () => {
     m.dispose();
   });
 
+  it('loads the filters changed while a refresh was out, once it ends', async () => {
+    // The poll drops a refresh asked for while one is out (its phase is "refreshed"):
+    // clearing the search during a search's refresh must still list every build.
+    const api = new FakeApi();
+    api.builds = [build(2), build(1)];
+    const m = model(api);
+    m.setSearch('build 1');
+    await m.refresh();
+    expect(m.builds.map(b => b.id)).toEqual(['b1']);
+    let release = () => undefined as void;
+    api.hold = new Promise<void>(resolve => (release = resolve));
+    const out = m.refresh(); // still "build 1", answered late
+    m.setSearch(''); // its own refresh is the one the poll drops
+    api.hold = null;
+    release();
+    await out;
+    expect(panelCalls(api).pop()!.q).toBe('');
+    expect(m.builds.map(b => b.id)).toEqual(['b2', 'b1']);
+    m.dispose();
+  });
+
   it('reports builds that finish and previews that become ready, once', async () => {
     const api = new FakeApi();
     api.builds = [build(2, 'running'), build(1, 'succeeded')];
