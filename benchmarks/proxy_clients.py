@@ -179,10 +179,8 @@ async def read_fast(port: int, path: str, headers: dict[str, str]) -> tuple[int,
     """(status, body bytes) of one GET read with :class:`BodyReader`."""
     loop = asyncio.get_running_loop()
     transport, reader = await loop.create_connection(BodyReader, "127.0.0.1", port)
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    host = "" if "Host" in headers else f"Host: 127.0.0.1:{port}\r\n"
     try:
-        transport.write(f"GET {path} HTTP/1.1\r\n{host}{extra}\r\n".encode())
+        transport.write(f"GET {path} HTTP/1.1\r\n{Connection(port, headers).head}".encode())
         await reader.done
     finally:
         transport.close()

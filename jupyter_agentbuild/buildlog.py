@@ -384,10 +384,6 @@ class BuildLog:
         self.cache_frame(after, frame, len(entries))
         return frame, len(entries)
 
-    def cached_frame(self, after: int) -> tuple[bytes, int] | None:
-        """A frame of the entries after ``after`` that a reader already asked for."""
-        return self._frames.get(after)
-
     def cache_frame(self, after: int, frame: bytes, count: int) -> None:
         """Keep a few recent frames (bounded in number and bytes) for the other readers
         at the same cursor."""

@@ -308,22 +308,17 @@ class BuildService(LoggingConfigurable):
         cursor, poll = after, 0.05
         budget = self.max_page_bytes
         while True:
+            # Every frame ends at the next multiple of ``frame`` or sooner (where the byte
+            # budget cuts: the same for every reader from the same cursor), from memory or
+            # from the store: readers that fall apart meet again at the next boundary and
+            # share frames from there on (the pipe caches them).
+            want = frame - cursor % frame
             pipe = self.runner.build_log(build_id)
             if pipe is not None:
-                # Frames end at multiples of ``frame`` (or where the byte budget cuts, the
-                # same for every reader from the same cursor): readers that fall apart
-                # meet again at the next boundary and share frames from there on.
-                shared = pipe.read_frame(cursor, frame - cursor % frame, budget)
+                shared = pipe.read_frame(cursor, want, budget)
                 if shared is None:
-                    # Fell behind what memory keeps: catch up from the store in frames
-                    # aligned to multiples of ``frame``, so readers that lag together
-                    # share each read (the pipe caches it).
-                    cached = pipe.cached_frame(cursor)
-                    if cached is not None:
-                        cursor += cached[1]
-                        yield cached[0]
-                        continue
-                    want = frame - cursor % frame
+                    # Fell behind what memory keeps (and no reader at this cursor has
+                    # read the frame yet: read_frame looked): catch up from the store.
                     text, count = await self.store.read_joined(
                         build_id, after=cursor, limit=want, max_bytes=budget
                     )
@@ -342,7 +337,7 @@ class BuildService(LoggingConfigurable):
                 await pipe.wait(cursor)
                 continue
             text, count = await self.store.read_joined(
-                build_id, after=cursor, limit=frame, max_bytes=budget
+                build_id, after=cursor, limit=want, max_bytes=budget
             )
             if count:
                 cursor += count

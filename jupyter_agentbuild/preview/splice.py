@@ -193,15 +193,17 @@ def bounded_send_buffer(sock: socket.socket, size: int) -> Any:
     """``sock``'s send buffer at most ``size`` meanwhile, then as it was."""
     try:
         before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        if before > 2 * size:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     except OSError:  # a socket that refuses: the body moves all the same
         before = 0
+    bounded = before > 2 * size  # the kernel reports (and keeps) twice what is set
+    with contextlib.suppress(OSError):
+        if bounded:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     try:
         yield
     finally:
-        if before > 2 * size:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if bounded:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, before // 2)
 
 

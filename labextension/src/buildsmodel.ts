@@ -139,31 +139,37 @@ export class BuildsModel {
    * drops the refresh they ask for while this one runs (its phase is "refreshed"), and the
    * list would keep the old filters' builds until the next tick, minutes later. */
   async refresh(): Promise<void> {
-    for (;;) {
-      const filters = this.filters();
-      try {
-        const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
-        const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
-        if (!this.current(filters)) {
-          continue; // the filters changed meanwhile: load theirs
-        }
-        this.error = null;
-        this.notice([...page.builds, ...others]);
-        this.active = [...page.builds, ...others].filter(isActive);
-        this.builds = page.builds;
-        this.next = page.next;
-        this.loaded = true;
-      } catch (error) {
-        if (!this.current(filters)) {
-          continue;
-        }
-        this.error = (error as Error).message;
-        this.changed_.emit();
-        throw error;
-      }
-      this.changed_.emit();
-      return;
+    while (!(await this.load())) {
+      // the filters changed while the request was out: load theirs
     }
+  }
+
+  /** One load for the current filters; false when they changed before its answer came
+   * (the answer is dropped). */
+  private async load(): Promise<boolean> {
+    const filters = this.filters();
+    try {
+      const page = await this.api.list({ ...filters, limit: Math.min(500, PAGE * this.pages) });
+      const others = filters.status || filters.q ? await this.unlisted(page.builds) : [];
+      if (!this.current(filters)) {
+        return false;
+      }
+      this.error = null;
+      this.notice([...page.builds, ...others]);
+      this.active = [...page.builds, ...others].filter(isActive);
+      this.builds = page.builds;
+      this.next = page.next;
+      this.loaded = true;
+    } catch (error) {
+      if (!this.current(filters)) {
+        return false;
+      }
+      this.error = (error as Error).message;
+      this.changed_.emit();
+      throw error;
+    }
+    this.changed_.emit();
+    return true;
   }
 
   /** A build is known to have changed (created, cancelled): update it now. */

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
 import threading
 from typing import Any
 
@@ -249,8 +250,6 @@ async def read_body(port: int, path: str, token: str, rate: float) -> tuple[int,
 def test_a_bounded_send_buffer_is_restored_after_the_body() -> None:
     """While a body is spliced the browser's send buffer is bounded (bytes in flight stay
     few); afterwards the connection gets back the buffer it had."""
-    import socket
-
     left, right = socket.socketpair()
     with left, right:
         big = 4 * splice.SEND_BUFFER
