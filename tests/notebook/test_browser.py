@@ -136,3 +136,24 @@ def _accept_dialogs(page: Any) -> None:
     while dialogs.count():
         dialogs.first.locator(".jp-mod-accept").first.click()
         dialogs.first.wait_for(state="detached", timeout=10_000)
+
+
+def show_builds_panel(page: Any, expect: Any) -> Any:
+    """The builds side panel, shown. Lab restores its layout (the panel open or closed, as
+    last time) after the tab bar is drawn and before it drops its splash screen, so a click
+    before then can be undone by the restore; a click that toggled a panel the restore was
+    opening at that moment is made again."""
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
+    _accept_dialogs(page)
+    panel = page.locator("#jp-agentbuild-panel")
+    tab = page.locator(".lm-TabBar-tab[data-id='jp-agentbuild-panel']")
+    for _attempt in range(3):
+        if panel.is_visible():
+            break
+        tab.click()
+        try:
+            expect(panel).to_be_visible(timeout=5_000)
+        except AssertionError:
+            continue
+    expect(panel).to_be_visible()
+    return panel

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from .serverproc import JupyterProcess
-from .test_browser import _accept_dialogs, lab, lab_page, playwright_api
+from .test_browser import lab, lab_page, playwright_api, show_builds_panel
 
 __all__ = ["lab"]  # the fixture, shared with test_browser
 
@@ -70,21 +70,7 @@ def open_lab(page: Any, server: JupyterProcess, expect: Any, query: str = "") ->
     page.goto(f"{server.url}lab{query}{'&' if query else '?'}token={server.token}")
     tab = page.locator(".lm-TabBar-tab[data-id='jp-agentbuild-panel']")
     expect(tab).to_be_visible(timeout=60_000)
-    # Lab restores its layout (the panel open or closed, as last time) after the tab bar is
-    # drawn and before it drops its splash screen: a click before that can be undone by it.
-    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
-    _accept_dialogs(page)
-    panel = page.locator("#jp-agentbuild-panel")
-    for _attempt in range(3):
-        if panel.is_visible():
-            break
-        tab.click()
-        try:
-            expect(panel).to_be_visible(timeout=5_000)
-        except AssertionError:
-            continue  # the click toggled a panel the layout was opening at that moment
-    expect(panel).to_be_visible()
-    return panel
+    return show_builds_panel(page, expect)
 
 
 def test_panel_lists_filters_and_follows_a_build_in_its_tab(

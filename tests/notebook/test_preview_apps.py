@@ -39,7 +39,13 @@ import pytest
 from jupyter_agentbuild.client import Build, Client
 
 from .serverproc import JupyterProcess
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, _accept_dialogs, playwright_api
+from .test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _accept_dialogs,
+    playwright_api,
+    show_builds_panel,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -234,9 +240,7 @@ def check_vite(target: Any, expect: Any, message: str = "Hello from Vite") -> No
 def panel_preview_tab(page: Any, expect: Any, build: Build, src: str) -> Any:
     """Open ``build`` from the builds panel and show its tab's Preview: the tab's view, once
     its frame shows ``src`` (the preview's own origin, with the sandbox that keeps it)."""
-    panel = page.locator("#jp-agentbuild-panel")
-    if not panel.is_visible():
-        page.locator(".lm-TabBar-tab[data-id='jp-agentbuild-panel']").click()
+    panel = show_builds_panel(page, expect)
     item = panel.locator(f".jp-AgentBuild-item[data-build-id='{build.id}']")
     expect(item.locator(".jp-AgentBuild-previewReady")).to_be_visible(timeout=30_000)
     item.click()
