@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import os
+import platform
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,18 +33,32 @@ from tornado import iostream
 
 #: The pipe between the two sockets: what the kernel holds of a body in transit.
 PIPE_SIZE = 1 << 20
-#: The browser's socket send buffer while a body is spliced into it (the kernel doubles
-#: it for its bookkeeping). Left to autotuning it grows to 4 MiB; bounded, the bytes in
-#: flight stay in the CPU caches and the kernel memory a slow reader pins stays small:
-#: measured on a 2-core machine, a 1 GiB body moved 1.3-2x faster this way (see
-#: ``benchmarks/bench_proxy.py``). Restored when the body is through.
-SEND_BUFFER = 1 << 20
+#: The browser's socket send buffer while a body is spliced into it, and the preview's
+#: receive buffer (the kernel doubles both for its bookkeeping). Left to autotuning, on a
+#: 1 GiB body they grow to 4 MiB and 32 MiB: the bytes in flight no longer fit the CPU
+#: caches and the body moved at a third of the speed a direct reader gets; bounded, at
+#: 0.6-0.7 of it (2-core machine, ``benchmarks/bench_proxy.py``; a send buffer of 1 MiB
+#: was as slow as autotuning). Applied only to a socket whose peer is on this machine
+#: (a local preview; a browser behind a local proxy or tunnel): across a network the
+#: round trip, not the caches, decides, and autotuning is what keeps the pipe full. Both
+#: are restored when the body is through.
+SEND_BUFFER = 1 << 18
+RECEIVE_BUFFER = 1 << 20
 #: How often (s) a relay waiting for a socket checks that neither stream was closed.
 CLOSED_CHECK = 1.0
 
 _SPLICE = getattr(os, "splice", None)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), absent from Python's fcntl before 3.10
+#: SO_BUF_LOCK (Linux 5.14; Python's socket module names it from 3.13 on): its value in
+#: the generic socket ABI, known here only for the architectures that use that ABI.
+_SO_BUF_LOCK: int | None = getattr(
+    socket,
+    "SO_BUF_LOCK",
+    72 if sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64") else None,
+)
+_SNDBUF_LOCK = 1  # SOCK_SNDBUF_LOCK: the send buffer's size was set, not autotuned
+_RCVBUF_LOCK = 2  # SOCK_RCVBUF_LOCK: the same for the receive buffer
 
 
 class SpliceError(Exception):
@@ -84,7 +101,8 @@ async def splice_body(
     with (
         _taken(upstream) as source,
         _taken(client) as sink,
-        bounded_send_buffer(client.socket, SEND_BUFFER),
+        bounded_if_local(client.socket, bounded_send_buffer, SEND_BUFFER),
+        bounded_if_local(upstream.socket, bounded_receive_buffer, RECEIVE_BUFFER),
         _pipe() as (pipe_r, pipe_w),
     ):
         relay = _Relay(source, sink, pipe_r, pipe_w, length)
@@ -191,20 +209,71 @@ def _taken(stream: iostream.IOStream) -> Any:
 @contextlib.contextmanager
 def bounded_send_buffer(sock: socket.socket, size: int) -> Any:
     """``sock``'s send buffer at most ``size`` meanwhile, then as it was."""
+    with _bounded_buffer(sock, socket.SO_SNDBUF, _SNDBUF_LOCK, size):
+        yield
+
+
+@contextlib.contextmanager
+def bounded_receive_buffer(sock: socket.socket, size: int) -> Any:
+    """``sock``'s receive buffer at most ``size`` meanwhile, then as it was."""
+    with _bounded_buffer(sock, socket.SO_RCVBUF, _RCVBUF_LOCK, size):
+        yield
+
+
+@contextlib.contextmanager
+def _bounded_buffer(sock: socket.socket, option: int, lock: int, size: int) -> Any:
+    """Setting a buffer's size also stops the kernel's autotuning of it (which grows a
+    send buffer to 4 MiB, a receive buffer to 32 MiB, within the first megabytes of a
+    body); afterwards the old size is set back and, where the kernel tells which sizes
+    are fixed (``SO_BUF_LOCK``, Linux 5.14), the autotuning too. A buffer the application
+    fixed at a smaller size is left alone. On an older kernel setting a size would fix it
+    for good, so only a buffer already grown beyond ``size`` is bounded (it keeps its
+    size afterwards, fixed)."""
     try:
-        before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        before = sock.getsockopt(socket.SOL_SOCKET, option)
     except OSError:  # a socket that refuses: the body moves all the same
         before = 0
-    bounded = before > 2 * size  # the kernel reports (and keeps) twice what is set
+    locks = buffer_locks(sock)
+    # the kernel reports (and keeps) twice what is set
+    bounded = before > 2 * size or (locks is not None and not locks & lock)
     with contextlib.suppress(OSError):
         if bounded:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             if bounded:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, before // 2)
+                sock.setsockopt(socket.SOL_SOCKET, option, max(before // 2, 1))
+                if locks is not None and _SO_BUF_LOCK is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_BUF_LOCK, locks)
+
+
+def bounded_if_local(
+    sock: socket.socket, bound: Callable[[socket.socket, int], Any], size: int
+) -> Any:
+    """``bound(sock, size)`` when ``sock``'s peer is a loopback address, else nothing."""
+    try:
+        host = sock.getpeername()[0] if sock.family in (socket.AF_INET, socket.AF_INET6) else ""
+        address = ipaddress.ip_address(host.split("%", 1)[0]) if host else None
+    except (OSError, ValueError):
+        address = None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address is not None and address.is_loopback:
+        return bound(sock, size)
+    return contextlib.nullcontext()
+
+
+def buffer_locks(sock: socket.socket) -> int | None:
+    """Which of ``sock``'s buffer sizes are fixed rather than autotuned (``SO_BUF_LOCK``
+    bits), or None where the kernel cannot say."""
+    if _SO_BUF_LOCK is None:
+        return None
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, _SO_BUF_LOCK)
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
@@ -223,8 +292,12 @@ def _pipe() -> Any:
 
 __all__ = [
     "PIPE_SIZE",
+    "RECEIVE_BUFFER",
     "SEND_BUFFER",
+    "bounded_receive_buffer",
+    "bounded_if_local",
     "bounded_send_buffer",
+    "buffer_locks",
     "SpliceError",
     "splice_body",
     "spliceable",

@@ -6,10 +6,12 @@ in the middle frees the preview's connection without harming the next request.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -260,3 +262,76 @@ def test_a_bounded_send_buffer_is_restored_after_the_body() -> None:
         after = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     assert during <= 2 * splice.SEND_BUFFER < before
     assert after == before
+
+
+@contextlib.contextmanager
+def tcp_pair(host: str = "127.0.0.1") -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected TCP pair: (the accepted side, the connecting side), peers at ``host``."""
+    with socket.create_server(("0.0.0.0", 0)) as server:
+        dialled = socket.create_connection((host, server.getsockname()[1]))
+        accepted, _ = server.accept()
+        with accepted, dialled:
+            yield accepted, dialled
+
+
+def sizes_and_locks(sock: socket.socket) -> tuple[int, int, int | None]:
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        splice.buffer_locks(sock),
+    )
+
+
+def test_autotuned_buffers_are_bounded_then_autotuned_again() -> None:
+    """A fresh connection's buffers are the kernel's to grow: bounded during the body, then
+    back to their size and, where the kernel can say (SO_BUF_LOCK), to autotuning, so the
+    connection's later responses are not held to the bound."""
+    with tcp_pair() as (sock, _peer):
+        before = sizes_and_locks(sock)
+        with (
+            splice.bounded_send_buffer(sock, splice.SEND_BUFFER),
+            splice.bounded_receive_buffer(sock, splice.RECEIVE_BUFFER),
+        ):
+            send, receive, locks = sizes_and_locks(sock)
+        after = sizes_and_locks(sock)
+    assert send <= 2 * splice.SEND_BUFFER and receive <= 2 * splice.RECEIVE_BUFFER
+    assert after == before
+    if before[2] is not None:  # the kernel tells which sizes are fixed
+        assert before[2] == 0 and locks == 3  # both fixed meanwhile, neither afterwards
+
+
+def test_a_buffer_the_application_fixed_smaller_is_left_alone() -> None:
+    with tcp_pair() as (sock, _peer):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, splice.SEND_BUFFER // 4)
+        before = sizes_and_locks(sock)
+        with splice.bounded_send_buffer(sock, splice.SEND_BUFFER):
+            during = sizes_and_locks(sock)
+        assert during == before == sizes_and_locks(sock)
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine's that is not loopback (None when it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))  # no packet is sent: this picks a route
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_only_a_peer_on_this_machine_gets_bounded_buffers() -> None:
+    """Across a network the round trip decides and autotuning keeps the pipe full."""
+    with tcp_pair("127.0.0.1") as (local, _peer):
+        before = local.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        with splice.bounded_if_local(local, splice.bounded_send_buffer, splice.SEND_BUFFER):
+            assert local.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= min(
+                before, 2 * splice.SEND_BUFFER
+            )
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    with tcp_pair(address) as (remote, _peer):
+        before = remote.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        with splice.bounded_if_local(remote, splice.bounded_send_buffer, 4096):
+            assert remote.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
