@@ -22,7 +22,7 @@ async def test_quickstart_runs(kernel: KernelSession) -> None:
         run = await kernel.execute(cell.source, within=120)
         assert run.status == "ok", (cell.source, run.error, run.stderr)
         if cell.source.startswith("%%agentbuild"):
-            assert run.seconds < 2.0
+            assert run.seconds < 10.0  # returns at once (a bound a loaded machine keeps)
 
     def outcomes() -> list[str]:
         return [v for v in kernel.status_values() if "succeeded" in v or "failed" in v]

@@ -22,7 +22,7 @@ async def test_flood_is_batched_and_capped(kernel: KernelSession) -> None:
     run = await kernel.execute(
         f'%%agentbuild --name flood\nseq 1 {LINES} | sed "s/^/row /"\necho "the end"'
     )
-    assert run.status == "ok" and run.seconds < 2.0
+    assert run.status == "ok" and run.seconds < 10.0  # at once, even on a loaded machine
     kernel.comm_msgs = kernel.comm_bytes = 0
 
     probe = await kernel.execute("1+1")  # the kernel answers while the widget streams
