@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from jupyter_agentbuild.vocabulary import ACTIVE
+
 from .conftest import LOAD
 from .kernel import KernelSession
 
@@ -134,7 +136,7 @@ async def test_cancel_a_running_build_from_the_magic(kernel: KernelSession, api:
     started = await kernel.execute("%%agentbuild --quiet --name sleeper\necho up; sleep 60")
     build_id = build_id_from(started.stdout)
     # the cell returned while its build runs (it sleeps a minute): it never waits for it
-    assert (await api.get(build_id))["status"] in ("queued", "running")
+    assert (await api.get(build_id))["status"] in ACTIVE
     cancelled = await kernel.execute(f"%agentbuild cancel {build_id}")
     assert cancelled.status == "ok", cancelled.error
     assert f"cancel requested: build sleeper ({build_id})" in cancelled.stdout
