@@ -116,7 +116,7 @@ class PreviewOrigins:
         if self.template:
             return self.template.replace("{label}", label) + "/"
         host, port = _split_host(request_host)
-        if host not in _LOOPBACK_NAMES and not _is_loopback_ip(host):
+        if host not in _LOOPBACK_NAMES and not is_loopback_ip(host):
             return None
         scheme = scheme if scheme in ("http", "https") else "http"
         suffix = f":{port}" if port else ""
@@ -133,15 +133,21 @@ def _split_host(netloc: str) -> tuple[str, str]:
     return host, port if port.isdigit() else ""
 
 
-def _is_loopback_ip(host: str) -> bool:
+def is_loopback_ip(host: str) -> bool:
+    """Is ``host`` a loopback address? Brackets, an IPv6 zone and the IPv4-mapped form
+    (``::ffff:127.0.0.1``, which Python before 3.13 does not call loopback) allowed."""
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 __all__ = [
     "LABEL_RE",
+    "is_loopback_ip",
     "PreviewOrigins",
     "TemplateError",
     "mint_label",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import os
 import platform
 import socket
@@ -31,6 +30,8 @@ from typing import Any
 
 from tornado import iostream
 
+from .origin import is_loopback_ip
+
 #: The pipe between the two sockets: what the kernel holds of a body in transit.
 PIPE_SIZE = 1 << 20
 #: The browser's socket send buffer while a body is spliced into it, and the preview's
@@ -39,9 +40,8 @@ PIPE_SIZE = 1 << 20
 #: caches and the body moved at a third of the speed a direct reader gets; bounded, at
 #: 0.6-0.7 of it (2-core machine, ``benchmarks/bench_proxy.py``; a send buffer of 1 MiB
 #: was as slow as autotuning). Applied only to a socket whose peer is on this machine
-#: (a local preview; a browser behind a local proxy or tunnel): across a network the
-#: round trip, not the caches, decides, and autotuning is what keeps the pipe full. Both
-#: are restored when the body is through.
+#: (a local preview; a browser behind a local proxy or tunnel). Both are restored when
+#: the body is through.
 SEND_BUFFER = 1 << 18
 RECEIVE_BUFFER = 1 << 20
 #: How often (s) a relay waiting for a socket checks that neither stream was closed.
@@ -101,8 +101,8 @@ async def splice_body(
     with (
         _taken(upstream) as source,
         _taken(client) as sink,
-        bounded_if_local(client.socket, bounded_send_buffer, SEND_BUFFER),
-        bounded_if_local(upstream.socket, bounded_receive_buffer, RECEIVE_BUFFER),
+        bounded_send_buffer(client.socket, SEND_BUFFER),
+        bounded_receive_buffer(upstream.socket, RECEIVE_BUFFER),
         _pipe() as (pipe_r, pipe_w),
     ):
         relay = _Relay(source, sink, pipe_r, pipe_w, length)
@@ -208,14 +208,16 @@ def _taken(stream: iostream.IOStream) -> Any:
 
 @contextlib.contextmanager
 def bounded_send_buffer(sock: socket.socket, size: int) -> Any:
-    """``sock``'s send buffer at most ``size`` meanwhile, then as it was."""
+    """``sock``'s send buffer at most ``size`` meanwhile, then as it was (when its peer
+    is on this machine)."""
     with _bounded_buffer(sock, socket.SO_SNDBUF, _SNDBUF_LOCK, size):
         yield
 
 
 @contextlib.contextmanager
 def bounded_receive_buffer(sock: socket.socket, size: int) -> Any:
-    """``sock``'s receive buffer at most ``size`` meanwhile, then as it was."""
+    """``sock``'s receive buffer at most ``size`` meanwhile, then as it was (when its
+    peer is on this machine)."""
     with _bounded_buffer(sock, socket.SO_RCVBUF, _RCVBUF_LOCK, size):
         yield
 
@@ -228,7 +230,11 @@ def _bounded_buffer(sock: socket.socket, option: int, lock: int, size: int) -> A
     are fixed (``SO_BUF_LOCK``, Linux 5.14), the autotuning too. A buffer the application
     fixed at a smaller size is left alone. On an older kernel setting a size would fix it
     for good, so only a buffer already grown beyond ``size`` is bounded (it keeps its
-    size afterwards, fixed)."""
+    size afterwards, fixed). A peer across a network is left to autotuning: there the
+    round trip, not the caches, decides, and autotuning keeps the pipe full."""
+    if not peer_is_loopback(sock):
+        yield
+        return
     try:
         before = sock.getsockopt(socket.SOL_SOCKET, option)
     except OSError:  # a socket that refuses: the body moves all the same
@@ -249,20 +255,14 @@ def _bounded_buffer(sock: socket.socket, option: int, lock: int, size: int) -> A
                     sock.setsockopt(socket.SOL_SOCKET, _SO_BUF_LOCK, locks)
 
 
-def bounded_if_local(
-    sock: socket.socket, bound: Callable[[socket.socket, int], Any], size: int
-) -> Any:
-    """``bound(sock, size)`` when ``sock``'s peer is a loopback address, else nothing."""
+def peer_is_loopback(sock: socket.socket) -> bool:
+    """Is ``sock`` a TCP connection to a loopback address (a peer on this machine)?"""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
     try:
-        host = sock.getpeername()[0] if sock.family in (socket.AF_INET, socket.AF_INET6) else ""
-        address = ipaddress.ip_address(host.split("%", 1)[0]) if host else None
-    except (OSError, ValueError):
-        address = None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address is not None and address.is_loopback:
-        return bound(sock, size)
-    return contextlib.nullcontext()
+        return is_loopback_ip(sock.getpeername()[0])
+    except OSError:
+        return False
 
 
 def buffer_locks(sock: socket.socket) -> int | None:
@@ -295,9 +295,9 @@ __all__ = [
     "RECEIVE_BUFFER",
     "SEND_BUFFER",
     "bounded_receive_buffer",
-    "bounded_if_local",
     "bounded_send_buffer",
     "buffer_locks",
+    "peer_is_loopback",
     "SpliceError",
     "splice_body",
     "spliceable",

@@ -252,8 +252,7 @@ async def read_body(port: int, path: str, token: str, rate: float) -> tuple[int,
 def test_a_bounded_send_buffer_is_restored_after_the_body() -> None:
     """While a body is spliced the browser's send buffer is bounded (bytes in flight stay
     few); afterwards the connection gets back the buffer it had."""
-    left, right = socket.socketpair()
-    with left, right:
+    with tcp_pair() as (left, _right):
         big = 4 * splice.SEND_BUFFER
         left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, big)
         before = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
@@ -324,7 +323,7 @@ def test_only_a_peer_on_this_machine_gets_bounded_buffers() -> None:
     """Across a network the round trip decides and autotuning keeps the pipe full."""
     with tcp_pair("127.0.0.1") as (local, _peer):
         before = local.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        with splice.bounded_if_local(local, splice.bounded_send_buffer, splice.SEND_BUFFER):
+        with splice.bounded_send_buffer(local, splice.SEND_BUFFER):
             assert local.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= min(
                 before, 2 * splice.SEND_BUFFER
             )
@@ -333,5 +332,5 @@ def test_only_a_peer_on_this_machine_gets_bounded_buffers() -> None:
         pytest.skip("this machine has no address but loopback")
     with tcp_pair(address) as (remote, _peer):
         before = remote.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        with splice.bounded_if_local(remote, splice.bounded_send_buffer, 4096):
+        with splice.bounded_send_buffer(remote, 4096):
             assert remote.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before

@@ -14,6 +14,7 @@ from jupyter_agentbuild.preview.manager import PreviewManager
 from jupyter_agentbuild.preview.origin import (
     PreviewOrigins,
     TemplateError,
+    is_loopback_ip,
     mint_label,
     parse_label,
     same_label,
@@ -120,3 +121,21 @@ async def test_a_deployment_template_gives_the_url_and_routes_its_hosts(previews
     assert local.code == 200  # loopback names keep working
     other = await previews.own(f"p{'1' * 16}-{'b' * 26}.previews.example.test", "/tiny")
     assert other.code == 404
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),  # a dual-stack socket's view of an IPv4 loopback peer
+        ("::ffff:192.0.2.2", False),
+        ("fe80::1%eth0", False),
+        ("192.0.2.2", False),
+        ("localhost", False),  # a name, not an address
+        ("", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback_ip(host) is loopback
